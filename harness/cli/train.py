@@ -1,0 +1,32 @@
+"""harness-train: one training run of one strategy on one target-data size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.cli import CONFIG_DIR
+from harness.errors import exits_cleanly
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exits_cleanly
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.run import run_training
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = run_training(cfg, run_dir)
+    (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    test = "n/a" if result.test_acc is None else f"{result.test_acc:.4f}"
+    print(f"{result.strategy} n_train={result.n_train}: val_acc={result.val_acc:.4f} test_acc={test} "
+          f"train_flops={result.compute.train_flops:.3g} wall_s={result.compute.wall_s:.1f} -> {run_dir / 'result.json'}")
+    return result.val_acc
+
+
+if __name__ == "__main__":
+    main()

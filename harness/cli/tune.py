@@ -1,0 +1,32 @@
+"""harness-tune: tune one cell (strategy x n_train) to its budget; -m spreads cells over launchers."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.cli import CONFIG_DIR
+from harness.errors import exits_cleanly
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune")
+@exits_cleanly
+def main(cfg: DictConfig) -> float:
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.tuning import best_value, tune_cell
+
+    study = tune_cell(cfg, Path(HydraConfig.get().runtime.output_dir))
+    final = study.user_attrs.get("final") or []
+    tests = [r["test_acc"] for r in final if r.get("test_acc") is not None]
+    summary = f"best val_acc={best_value(study):.4f}"
+    if tests:
+        summary += f", re-run test_acc={sum(tests) / len(tests):.4f} over {len(tests)} seeds"
+    print(f"{study.study_name}: {len(study.trials)} trials, {summary}")
+    return best_value(study)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Config checks done once at start-up, each failing with a line a person can act on."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.augment import LEVELS
+from harness.errors import ConfigError
+from harness.strategies import MODES
+
+OPTIMIZERS = ("adamw", "sgd")
+STRATEGIES = ("scratch", "finetune")
+LOGGERS = ("csv", "wandb", "none")
+
+
+def _positive(value, key: str, kind=float) -> None:
+    try:
+        ok = kind(value) > 0 and kind(value) == float(value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}={value} must be a positive {'integer' if kind is int else 'number'}: set {key} to a value above 0")
+
+
+def _one_of(value, options, key: str) -> None:
+    if value not in options:
+        raise ConfigError(f"{key}={value} is not one of {', '.join(map(str, options))}: set {key} to one of them")
+
+
+def _fraction(value, key: str, low_open: bool, high_open: bool) -> None:
+    v = float(value)
+    if (v < 0 or (low_open and v == 0)) or (v > 1 or (high_open and v == 1)):
+        raise ConfigError(f"{key}={value} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}: set it inside that range")
+
+
+def validate_train(train: DictConfig, prefix: str = "train") -> None:
+    _positive(train.steps, f"{prefix}.steps", int)
+    _positive(train.batch_size, f"{prefix}.batch_size", int)
+    _positive(train.lr, f"{prefix}.lr")
+    _positive(train.val_every, f"{prefix}.val_every", int)
+    _one_of(train.optimizer, OPTIMIZERS, f"{prefix}.optimizer")
+    if float(train.weight_decay) < 0:
+        raise ConfigError(f"{prefix}.weight_decay={train.weight_decay} must be >= 0: set it to 0 or more")
+    _fraction(train.warmup_frac, f"{prefix}.warmup_frac", False, True)
+    _fraction(train.label_smoothing, f"{prefix}.label_smoothing", False, True)
+    _fraction(train.momentum, f"{prefix}.momentum", False, True)
+
+
+def validate_run(cfg: DictConfig) -> None:
+    """Everything one training run reads; data sizes are checked against the data when loaded."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as err:  # omegaconf's MissingMandatoryValue / InterpolationResolutionError
+        key = getattr(err, "full_key", "") or ""
+        raise ConfigError(f"config value {key or ''} is missing or unresolvable ({str(err).splitlines()[0]}): set it on the command line, e.g. {key or 'data.root'}=...") from None
+    validate_train(cfg.train)
+    _one_of(cfg.strategy.name, STRATEGIES, "strategy")
+    _one_of(cfg.data.augment, LEVELS, "data.augment")
+    _one_of(cfg.logger.name, LOGGERS, "logger")
+    for key in ("n_train", "n_val", "n_test"):
+        _positive(cfg.data[key], f"data.{key}", int)
+    if cfg.strategy.name == "finetune":
+        s = cfg.strategy
+        _one_of(s.mode, MODES, "strategy.mode")
+        _fraction(s.lp_fraction, "strategy.lp_fraction", True, True)
+        _fraction(s.layer_decay, "strategy.layer_decay", True, False)
+        if int(s.freeze_stages) < 0:
+            raise ConfigError(f"strategy.freeze_stages={s.freeze_stages} must be >= 0: count stages from the stem")
+        if not str(s.weights):
+            raise ConfigError("strategy.weights is empty: use source, hub, or a path to a weights file")
+    validate_train(cfg.pretrain.train, "pretrain.train")

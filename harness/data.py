@@ -1,0 +1,371 @@
+"""Target and source tasks: load a dataset, split its classes (source/target), hold out fixed test
+and validation splits, and draw nested, stratified training subsets.
+
+Small datasets become tensors on the training device and are batched without worker processes;
+large ones are served by a DataLoader. Augmentation is applied to whole batches in the training
+step (see `augment.py`), so both paths share it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from harness.errors import ConfigError
+
+
+@dataclass
+class LabelledImages:
+    """Either tensors (x: N,C,H,W float; y: N long) or a dataset with indices into it."""
+
+    y: torch.Tensor
+    x: torch.Tensor | None = None
+    dataset: Dataset | None = None
+    indices: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.x is not None
+
+
+@dataclass
+class Task:
+    """One classification task with its fixed splits; labels are 0..num_classes-1."""
+
+    train: LabelledImages
+    val: LabelledImages
+    test: LabelledImages
+    class_names: list[str]
+    in_chans: int
+    image_size: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class _Pool:
+    """All images of a dataset before splitting (tensors when small, else a lazy dataset)."""
+
+    labels: np.ndarray
+    class_names: list[str]
+    in_chans: int
+    image_size: int
+    x: torch.Tensor | None = None
+    dataset: Dataset | None = None
+    test: "_Pool | None" = None  # an official test split, when the dataset has one
+
+    def take(self, idx: np.ndarray, label_map: dict[int, int]) -> LabelledImages:
+        y = torch.tensor([label_map[int(c)] for c in self.labels[idx]], dtype=torch.long)
+        if self.x is not None:
+            return LabelledImages(y=y, x=self.x[torch.as_tensor(idx, dtype=torch.long)])
+        return LabelledImages(y=y, dataset=self.dataset, indices=idx)
+
+
+# --------------------------------------------------------------------------------------- loading
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel standardisation with the pool's own statistics (no dataset constants needed)."""
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std
+
+
+def _load_digits(cfg: DictConfig) -> _Pool:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    if cfg.image_size and int(cfg.image_size) != 8:
+        x = torch.nn.functional.interpolate(x, size=int(cfg.image_size), mode="bilinear", align_corners=False)
+    return _Pool(
+        labels=np.asarray(bunch.target, dtype=np.int64),
+        class_names=[str(c) for c in range(10)],
+        in_chans=1,
+        image_size=int(x.shape[-1]),
+        x=_normalise(x),
+    )
+
+
+def _image_transform(image_size: int, in_chans: int):
+    from torchvision import transforms
+
+    steps = [transforms.Resize((image_size, image_size))]
+    if in_chans == 1:
+        steps.append(transforms.Grayscale(1))
+    steps.append(transforms.ToTensor())
+    return transforms.Compose(steps)
+
+
+def _to_tensors(dataset: Dataset, limit_mb: float) -> torch.Tensor | None:
+    """Materialise a dataset as one tensor when it fits the limit, else None (DataLoader path)."""
+    first = dataset[0][0]
+    size_mb = first.numel() * 4 * len(dataset) / 2**20
+    if size_mb > limit_mb:
+        return None
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+class _Standardised(Dataset):
+    """Applies fixed mean/std to a lazily loaded dataset, like `_normalise` does for tensors."""
+
+    def __init__(self, dataset: Dataset, mean: torch.Tensor, std: torch.Tensor):
+        self.dataset, self.mean, self.std = dataset, mean, std
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return (x - self.mean) / self.std, y
+
+
+def _finish_pool(dataset: Dataset, labels: np.ndarray, class_names: list[str], image_size: int,
+                 in_chans: int, limit_mb: float) -> _Pool:
+    x = _to_tensors(dataset, limit_mb)
+    if x is not None:
+        return _Pool(labels, class_names, in_chans, image_size, x=_normalise(x))
+    probe = torch.stack([dataset[int(i)][0] for i in np.linspace(0, len(dataset) - 1, 256).astype(int)])
+    mean = probe.mean(dim=(0, 2, 3))[:, None, None]
+    std = probe.std(dim=(0, 2, 3)).clamp_min(1e-6)[:, None, None]
+    return _Pool(labels, class_names, in_chans, image_size, dataset=_Standardised(dataset, mean, std))
+
+
+def _load_imagefolder(cfg: DictConfig) -> _Pool:
+    from torchvision.datasets import ImageFolder
+
+    root = Path(str(cfg.root)).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data.root={root} is not a folder: point data.root at a folder with one sub-folder of images per class")
+    size = int(cfg.image_size or 32)
+    try:
+        folder = ImageFolder(str(root), transform=_image_transform(size, 3))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise ConfigError(f"data.root={root} holds no images in class sub-folders ({err}): lay it out as root/<class>/<image>") from None
+    labels = np.asarray(folder.targets, dtype=np.int64)
+    return _finish_pool(folder, labels, list(folder.classes), size, 3, float(cfg.on_device_max_mb))
+
+
+def _load_torchvision(cfg: DictConfig) -> _Pool:
+    import torchvision.datasets as tvd
+
+    name = str(cfg.dataset)
+    cls = getattr(tvd, name, None)
+    if cls is None or not isinstance(cls, type):
+        close = difflib.get_close_matches(name, [n for n in dir(tvd) if n[:1].isupper()], n=3)
+        raise ConfigError(f"data.dataset={name} is not a torchvision dataset: try one of {close or ['CIFAR10', 'CIFAR100', 'MNIST']}")
+    root = Path(str(cfg.root)).expanduser()
+    probe_in_chans = 1 if name in {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"} else 3
+    size = int(cfg.image_size or (28 if probe_in_chans == 1 else 32))
+    transform = _image_transform(size, probe_in_chans)
+
+    def make(train: bool):
+        try:
+            return cls(str(root), train=train, download=bool(cfg.download), transform=transform)
+        except RuntimeError as err:
+            raise ConfigError(f"{name} not found under data.root={root} ({err}): set data.download=true on a networked machine or point data.root at a copy") from None
+
+    pools = []
+    for split in (True, False):
+        ds = make(split)
+        labels = np.asarray(getattr(ds, "targets", getattr(ds, "labels", None)), dtype=np.int64)
+        names = [str(c) for c in getattr(ds, "classes", sorted(set(labels.tolist())))]
+        pools.append(_finish_pool(ds, labels, names, size, probe_in_chans, float(cfg.on_device_max_mb)))
+    pools[0].test = pools[1]
+    return pools[0]
+
+
+_LOADERS = {"digits": _load_digits, "imagefolder": _load_imagefolder, "torchvision": _load_torchvision}
+
+
+def load_pool(cfg: DictConfig) -> _Pool:
+    loader = _LOADERS.get(str(cfg.name))
+    if loader is None:
+        raise ConfigError(f"data.name={cfg.name} is unknown: use one of {sorted(_LOADERS)}")
+    return loader(cfg)
+
+
+# ------------------------------------------------------------------------------------- splitting
+def _resolve_classes(spec: Sequence | None, names: list[str], what: str) -> list[int] | None:
+    """Classes may be given as indices or as class names (an image folder's sub-folders)."""
+    if spec is None:
+        return None
+    out = []
+    for c in spec:
+        if isinstance(c, int) and 0 <= c < len(names):
+            out.append(c)
+        elif str(c) in names:
+            out.append(names.index(str(c)))
+        else:
+            raise ConfigError(f"data.{what} names class {c!r}, which the dataset does not have: choose from {names}")
+    return out
+
+
+def split_classes(cfg: DictConfig, names: list[str]) -> tuple[list[int] | None, list[int]]:
+    """Disjoint source and target classes (Yosinski et al. 2014)."""
+    source = _resolve_classes(cfg.source_classes, names, "source_classes")
+    target = _resolve_classes(cfg.target_classes, names, "target_classes")
+    if target is None:
+        target = [c for c in range(len(names)) if c not in set(source or [])]
+    if source is not None and set(source) & set(target):
+        raise ConfigError(f"data.source_classes and data.target_classes overlap on {sorted(set(source) & set(target))}: make them disjoint")
+    if len(target) < 2:
+        raise ConfigError("the target task has fewer than 2 classes: widen data.target_classes")
+    return source, target
+
+
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """An ordering of `labels`' positions whose every prefix is (near) stratified.
+
+    One example of each class first, then all others by rank-within-class / class-size: a prefix of
+    length n is therefore the n-subset for every n, so subsets are nested by construction.
+    """
+    rng = np.random.default_rng(seed)
+    firsts, rest, keys = [], [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        firsts.append(idx[0])
+        for r, i in enumerate(idx[1:], start=1):
+            rest.append(i)
+            keys.append((r + 0.5) / len(idx) + 1e-9 * c)
+    firsts_arr = np.array(firsts)[rng.permutation(len(firsts))]
+    return np.concatenate([firsts_arr, np.array(rest, dtype=np.int64)[np.argsort(keys, kind="stable")]]).astype(np.int64)
+
+
+def _check_size(what: str, n: int, available: int, num_classes: int, key: str) -> None:
+    if n > available:
+        raise ConfigError(f"{key}={n} but only {available} examples are available for the {what}: lower {key} (at most {available})")
+    if n < num_classes:
+        raise ConfigError(f"{key}={n} is smaller than the {num_classes} classes of the {what}: use at least {num_classes}")
+
+
+def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None) -> Task:
+    """The target task (train/val/test) or the source task (train/val, no test)."""
+    pool = pool or load_pool(cfg)
+    source, target = split_classes(cfg, pool.class_names)
+    seed = int(cfg.split_seed)
+    if role == "source":
+        if not source:
+            raise ConfigError("pretraining needs source classes: set data.source_classes (e.g. [0,1,2,3,4]) or use finetune weights from a file or the hub")
+        classes = source
+    else:
+        classes = target
+    label_map = {c: i for i, c in enumerate(classes)}
+    names = [pool.class_names[c] for c in classes]
+    members = np.flatnonzero(np.isin(pool.labels, classes))
+    order = members[stratified_order(pool.labels[members], seed + (0 if role == "target" else 7919))]
+    k = len(classes)
+
+    if role == "source":
+        n_val = int(cfg.source_n_val)
+        _check_size("source task's validation split", n_val, len(order) - k, k, "data.source_n_val")
+        val, train = order[:n_val], order[n_val:]
+        empty = LabelledImages(y=torch.zeros(0, dtype=torch.long), x=pool.x[:0] if pool.x is not None else None)
+        return Task(pool.take(train, label_map), pool.take(val, label_map), empty, names, pool.in_chans, pool.image_size)
+
+    n_test, n_val, n_train = int(cfg.n_test), int(cfg.n_val), int(cfg.n_train)
+    if pool.test is not None:
+        test_members = np.flatnonzero(np.isin(pool.test.labels, classes))
+        test_order = test_members[stratified_order(pool.test.labels[test_members], seed)]
+        _check_size("test split", n_test, len(test_order), k, "data.n_test")
+        test = pool.test.take(test_order[:n_test], label_map)
+        rest = order
+    else:
+        _check_size("test split", n_test, len(order) - 2 * k, k, "data.n_test")
+        test = pool.take(order[:n_test], label_map)
+        rest = order[n_test:]
+    # Re-stratify what is left so validation and training prefixes both stay balanced.
+    rest = rest[stratified_order(pool.labels[rest], seed + 1)]
+    _check_size("validation split", n_val, len(rest) - k, k, "data.n_val")
+    val = pool.take(rest[:n_val], label_map)
+    train_pool = rest[n_val:]
+    train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2)]
+    _check_size("training set", n_train, len(train_pool), k, "data.n_train")
+    train = pool.take(train_pool[:n_train], label_map)
+    return Task(train, val, test, names, pool.in_chans, pool.image_size)
+
+
+# -------------------------------------------------------------------------------------- batching
+class TensorBatches:
+    """Endless shuffled batches from tensors already on the device: no workers, no collation."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y = x, y
+        self.batch_size = min(batch_size, len(y))
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        while True:
+            perm = torch.randperm(n, generator=self.generator).to(self.x.device)
+            for start in range(0, n - self.batch_size + 1, self.batch_size):
+                idx = perm[start:start + self.batch_size]
+                yield self.x[idx], self.y[idx]
+
+
+class _Selected(Dataset):
+    """The chosen examples of a lazy dataset, with labels already mapped to 0..K-1."""
+
+    def __init__(self, images: LabelledImages):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images.dataset[int(self.images.indices[i])][0], self.images.y[i]
+
+
+def _endless(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def train_batches(images: LabelledImages, batch_size: int, seed: int, device: torch.device,
+                  num_workers: int):
+    if images.in_memory:
+        return TensorBatches(images.x.to(device), images.y.to(device), batch_size, seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(_Selected(images), batch_size=min(batch_size, len(images)), shuffle=True, drop_last=True,
+                        num_workers=num_workers, generator=generator, pin_memory=device.type == "cuda",
+                        persistent_workers=num_workers > 0)
+    return _endless(loader)
+
+
+class FixedBatches:
+    """Pre-sliced evaluation batches on the device (one iterable, not a list of loaders)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+        self.batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def eval_batches(images: LabelledImages, batch_size: int, device: torch.device, num_workers: int) -> FixedBatches | DataLoader:
+    """Sequential batches; in-memory data is pre-sliced once on the device."""
+    if images.in_memory:
+        return FixedBatches(images.x.to(device), images.y.to(device), batch_size)
+    return DataLoader(_Selected(images), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def one_batch(images: LabelledImages, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A real batch for counting FLOPs."""
+    n = min(batch_size, len(images))
+    if images.in_memory:
+        return images.x[:n], images.y[:n]
+    xs = [images.dataset[int(i)][0] for i in images.indices[:n]]
+    return torch.stack(xs), images.y[:n]

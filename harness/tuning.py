@@ -1,0 +1,333 @@
+"""Tune one cell (strategy x n_train): one Optuna study, TPE + pruning, a budget shared by every
+worker of the cell, then the best configuration re-run with several seeds on the test split.
+
+Trials are driven with ask/tell rather than `study.optimize` because the budget check and the
+taking of a trial must happen under one lock (storage.study_lock); optimize() offers no place for
+it. The few lines of heartbeat below stand in for what optimize() would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from harness.config import validate_run
+from harness.errors import ConfigError
+from harness.module import TrainingDiverged
+from harness.run import RunResult, run_training
+from harness.search_space import SearchSpace
+from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, study_lock
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+log = logging.getLogger(__name__)
+
+SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+def cell_study_name(cfg: DictConfig) -> str:
+    return f"{cfg.study.name}/{cfg.strategy.name}/n{int(cfg.data.n_train)}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    n_trials: int | None
+    max_flops: float | None
+    max_wall_s: float | None
+
+    @classmethod
+    def from_config(cls, tune: DictConfig) -> "Budget":
+        def value(key: str, kind):
+            v = tune.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise ConfigError(f"tune.{key}={v} must be a positive number or null: fix the budget")
+            return kind(v)
+
+        budget = cls(value("n_trials", int), value("max_flops", float), value("max_wall_s", float))
+        if budget.n_trials is None and budget.max_flops is None and budget.max_wall_s is None:
+            raise ConfigError("the cell has no budget: set tune.n_trials, tune.max_flops or tune.max_wall_s")
+        return budget
+
+    def to_json(self) -> dict:
+        return {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
+
+    def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
+        counted = [t for t in trials if t.state in SPENT_STATES]
+        return {"n_trials": len(counted),
+                "flops": sum(float(t.user_attrs.get("flops", 0.0)) for t in counted),
+                "wall_s": sum(float(t.user_attrs.get("wall_s", 0.0)) for t in counted)}
+
+    def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
+        s = self.spent(trials)
+        return ((self.n_trials is not None and s["n_trials"] >= self.n_trials)
+                or (self.max_flops is not None and s["flops"] >= self.max_flops)
+                or (self.max_wall_s is not None and s["wall_s"] >= self.max_wall_s))
+
+
+def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    p = cfg.pruner
+    if p.name == "hyperband":
+        max_steps = _max_steps(cfg)
+        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_steps,
+                                              reduction_factor=int(p.reduction_factor))
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"pruner={p.name} is unknown: use hyperband, median or none")
+
+
+def _max_steps(cfg: DictConfig) -> int:
+    steps = cfg.search_space.params.get("steps") if cfg.get("search_space") else None
+    return int(steps.high) if steps is not None and "high" in steps else int(cfg.train.steps)
+
+
+class PruningCallback(pl.Callback):
+    """Reports validation accuracy keyed by optimizer steps and stops a trial the pruner rejects.
+    Ours because optuna-integration's callback is built on `lightning.pytorch`, not `pytorch_lightning`."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.reported: set[int] = set()
+
+    def report(self, step: int, acc: float) -> None:
+        if step not in self.reported:
+            self.trial.report(acc, step)
+            self.reported.add(step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not pl_module.val_history:
+            return
+        step, acc = pl_module.val_history[-1]
+        self.report(step, acc)
+        if self.trial.should_prune():
+            trainer.should_stop = True
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
+    """Keep a trial visibly alive so other workers fail it only if this process dies."""
+    storage = rdb_of(storage)
+    if not isinstance(storage, RDBStorage) or storage.get_heartbeat_interval() is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            storage.record_heartbeat(trial_id)
+            stop.wait(storage.get_heartbeat_interval())
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _open(cfg: DictConfig) -> RDBStorage:
+    s = cfg.storage
+    return open_storage(str(s.url), heartbeat_interval=int(s.heartbeat_interval) if s.heartbeat_interval else None,
+                        grace_period=int(s.grace_period) if s.grace_period else None, max_retry=int(s.max_retry),
+                        sqlite_wal=bool(s.get("wal", True)))
+
+
+def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
+    """All config errors surface here, before any trial or storage write."""
+    validate_run(cfg)
+    space = SearchSpace.from_config(cfg.search_space, base=cfg)
+    budget = Budget.from_config(cfg.tune)
+    make_pruner(cfg)
+    seeds = cfg.study.seeds
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"study.seeds={seeds} must be a positive integer: the number of re-runs of the best configuration")
+    # Trials must not fail on what could be checked now: the data sizes and the model name.
+    from harness.data import build_task
+    from harness.models import check_model_name
+
+    build_task(cfg.data, "target")
+    check_model_name(str(cfg.model.name))
+    return space, budget
+
+
+def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
+    attrs = {"strategy": str(cfg.strategy.name), "n_train": int(cfg.data.n_train), "study": str(cfg.study.name),
+             "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
+             "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name)}
+    if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
+        from harness.pretrain import ensure_pretrained
+
+        meta = ensure_pretrained(cfg).meta
+        attrs["pretrain"] = {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
+    return attrs
+
+
+def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
+    storage = _open(cfg)
+    name = cell_study_name(cfg)
+    with study_lock(storage, name):
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                    pruner=make_pruner(cfg))
+        attrs = study.user_attrs
+        if attrs and (attrs.get("strategy"), attrs.get("n_train")) != (str(cfg.strategy.name), int(cfg.data.n_train)):
+            raise ConfigError(f"study {name} in {redact_url(str(cfg.storage.url))} belongs to another cell: use another study.name")
+        if not attrs:
+            for key, value in _cell_attrs(cfg, space, budget).items():
+                study.set_user_attr(key, value)
+            if cfg.tune.enqueue_recipe and space.recipe:
+                study.enqueue_trial(space.recipe_within_space(), user_attrs={"recipe": True}, skip_if_exists=True)
+        elif attrs.get("budget") != budget.to_json():
+            study.set_user_attr("budget", budget.to_json())  # a resumed cell may be given more budget
+    return study
+
+
+def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.Trial | None:
+    """Under the study lock: fail dead workers' trials, check the budget, take the next trial."""
+    with study_lock(study._storage, study.study_name):
+        fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if budget.exhausted(trials):
+            return None
+        study.sampler = optuna.samplers.TPESampler(seed=int(cfg.tune.sampler_seed) + len(trials),
+                                                   n_startup_trials=int(cfg.tune.n_startup_trials))
+        return study.ask()
+
+
+def _fail_reason(err: BaseException) -> str:
+    if isinstance(err, TrainingDiverged):
+        return f"diverged: {err}"
+    if type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
+        return f"out of memory: {str(err).splitlines()[0][:200]}"
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: SearchSpace, run_root: Path) -> TrialState:
+    values = space.suggest(trial)
+    trial_cfg = space.apply(cfg, values)
+    callback = PruningCallback(trial)
+    started = time.perf_counter()
+    try:
+        with heartbeat(study._storage, trial._trial_id):
+            result = run_training(trial_cfg, run_root / f"trial-{trial.number:04d}", callbacks=[callback],
+                                  evaluate_test=False)
+    except KeyboardInterrupt:
+        trial.set_user_attr("fail_reason", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
+        compute = getattr(err, "harness_compute", None)
+        trial.set_user_attr("fail_reason", _fail_reason(err))
+        trial.set_user_attr("flops", compute.total_flops if compute else 0.0)
+        trial.set_user_attr("wall_s", time.perf_counter() - started)
+        trial.set_user_attr("flops_per_step", compute.flops_per_step if compute else 0.0)
+        log.debug("trial %s failed:\n%s", trial.number, traceback.format_exc())
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    _record(trial, result)
+    for step, acc in result.val_history:
+        callback.report(step, acc)
+    if result.stopped_early:
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    study.tell(trial, result.val_acc)
+    return TrialState.COMPLETE
+
+
+def _record(trial: optuna.Trial, result: RunResult) -> None:
+    c = result.compute
+    for key, value in {"flops": c.total_flops, "train_flops": c.train_flops, "eval_flops": c.eval_flops,
+                       "wall_s": c.wall_s, "flops_per_step": c.flops_per_step, "steps": c.steps,
+                       "samples_seen": c.samples_seen}.items():
+        trial.set_user_attr(key, value)
+
+
+class Progress:
+    """One status line per cell: trials done of budget, best so far, pruned/failed, elapsed, ETA."""
+
+    def __init__(self, study: optuna.Study, budget: Budget, enabled: bool):
+        self.study, self.budget, self.enabled = study, budget, enabled
+        self.started = time.perf_counter()
+        self.done_at_start = budget.spent(study.get_trials(deepcopy=False))["n_trials"]
+        self.tty = sys.stderr.isatty()
+
+    def update(self) -> None:
+        if not self.enabled:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for s in states)
+        complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        elapsed = time.perf_counter() - self.started
+        total = self.budget.n_trials
+        mine = max(1, done - self.done_at_start)
+        eta = f"{(total - done) * elapsed / mine:.0f}s" if total and done < total else "-"
+        line = (f"[{self.study.study_name}] trials {done}/{total or '?'} best {max(complete) if complete else float('nan'):.4f} "
+                f"pruned {states.count(TrialState.PRUNED)} failed {states.count(TrialState.FAIL)} "
+                f"elapsed {elapsed:.0f}s eta {eta}")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path) -> list[dict] | None:
+    """Train the best parameters again with study.seeds seeds; the only place tuning reads the test split."""
+    with study_lock(study._storage, study.study_name):
+        if "final" in study.user_attrs:
+            return study.user_attrs["final"]
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if not complete:
+            return None
+        best = max(complete, key=lambda t: t.value)
+        best_cfg = space.apply(cfg, best.params)
+        final = []
+        for i in range(int(cfg.study.seeds)):
+            seed = int(cfg.seed) + 1 + i
+            best_cfg.seed = seed
+            result = run_training(best_cfg, run_root / f"final-seed{seed}")
+            final.append({"seed": seed, "val_acc": result.val_acc, "test_acc": result.test_acc,
+                          "flops": result.compute.total_flops, "wall_s": result.compute.wall_s})
+        study.set_user_attr("best_trial", best.number)
+        study.set_user_attr("best_params", best.params)
+        study.set_user_attr("final", final)
+        return final
+
+
+def tune_cell(cfg: DictConfig, run_root: Path) -> optuna.Study:
+    """Create or continue one cell's study, run trials until the budget is spent, re-run the best."""
+    space, budget = check_cell_config(cfg)
+    study = open_cell(cfg, space, budget)
+    progress = Progress(study, budget, bool(cfg.tune.progress))
+    try:
+        while (trial := _take_trial(study, cfg, budget)) is not None:
+            run_trial(study, trial, cfg, space, run_root)
+            progress.update()
+    finally:
+        progress.close()
+    rerun_best(study, cfg, space, run_root)
+    return study
+
+
+def best_value(study: optuna.Study) -> float:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max((t.value for t in complete), default=math.nan)
