@@ -2,5 +2,7 @@
 
 from pathlib import Path
 
-# The repository's conf/ (an absolute path, so installed console scripts find it from any folder).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+_ROOT = Path(__file__).resolve().parents[2]
+# The repository's conf/ and studies/ (absolute, so console scripts work from any folder).
+CONFIG_DIR = str(_ROOT / "conf")
+STUDIES_DIR = str(_ROOT / "studies")

@@ -1,0 +1,36 @@
+"""harness-study: the whole question in one command (default: the embedded digits study, offline)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.cli import CONFIG_DIR, STUDIES_DIR
+from harness.errors import exits_cleanly
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="study")
+@exits_cleanly
+def _study(cfg: DictConfig) -> float:
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.study import run_study
+
+    summary = run_study(cfg, Path(HydraConfig.get().runtime.output_dir))
+    print(summary.get("verdict", ""))
+    print(f"report: {summary.get('html')}")
+    return float(summary.get("n_star") or 0.0)
+
+
+def main() -> None:
+    # Recipes live in studies/recipe/: put that folder on Hydra's search path.
+    sys.argv.insert(1, f"hydra.searchpath=[file://{STUDIES_DIR}]")
+    _study()
+
+
+if __name__ == "__main__":
+    main()
