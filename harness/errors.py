@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 class ConfigError(ValueError):
@@ -24,6 +25,9 @@ def exits_cleanly(task: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return task(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("interrupted: the running trial was recorded; run the same command again to resume", file=sys.stderr, flush=True)
+            sys.exit(EXIT_INTERRUPTED)
         except ConfigError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import sys
 import threading
 import time
@@ -69,7 +70,7 @@ class Budget:
         return {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
 
     def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
-        counted = [t for t in trials if t.state in SPENT_STATES]
+        counted = [t for t in trials if t.state in SPENT_STATES and not t.user_attrs.get("interrupted")]
         return {"n_trials": len(counted),
                 "flops": sum(float(t.user_attrs.get("flops", 0.0)) for t in counted),
                 "wall_s": sum(float(t.user_attrs.get("wall_s", 0.0)) for t in counted)}
@@ -119,6 +120,12 @@ class PruningCallback(pl.Callback):
         self.report(step, acc)
         if self.trial.should_prune():
             trainer.should_stop = True
+
+
+def _beat_once(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    storage = rdb_of(storage)
+    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None:
+        storage.record_heartbeat(trial_id)
 
 
 @contextlib.contextmanager
@@ -209,7 +216,10 @@ def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.
             return None
         study.sampler = optuna.samplers.TPESampler(seed=int(cfg.tune.sampler_seed) + len(trials),
                                                    n_startup_trials=int(cfg.tune.n_startup_trials))
-        return study.ask()
+        trial = study.ask()
+        # A RUNNING trial with no heartbeat yet is never failed as stale: beat once before letting go.
+        _beat_once(study._storage, trial._trial_id)
+        return trial
 
 
 def _fail_reason(err: BaseException) -> str:
@@ -229,9 +239,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
         with heartbeat(study._storage, trial._trial_id):
             result = run_training(trial_cfg, run_root / f"trial-{trial.number:04d}", callbacks=[callback],
                                   evaluate_test=False)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+        # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
         trial.set_user_attr("fail_reason", "interrupted")
+        trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(values, user_attrs={"retry_of": trial.number})
         raise
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
         compute = getattr(err, "harness_compute", None)
@@ -293,12 +306,14 @@ class Progress:
 def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path) -> list[dict] | None:
     """Train the best parameters again with study.seeds seeds; the only place tuning reads the test split."""
     with study_lock(study._storage, study.study_name):
-        if "final" in study.user_attrs:
-            return study.user_attrs["final"]
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if not complete:
             return None
         best = max(complete, key=lambda t: t.value)
+        attrs = study.user_attrs
+        # Done already, unless a resumed cell or another worker found a better trial since.
+        if "final" in attrs and attrs.get("best_trial") == best.number:
+            return attrs["final"]
         best_cfg = space.apply(cfg, best.params)
         final = []
         for i in range(int(cfg.study.seeds)):
@@ -313,15 +328,33 @@ def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_roo
         return final
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop) ends a trial like Ctrl-C does: recorded, then exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def tune_cell(cfg: DictConfig, run_root: Path) -> optuna.Study:
     """Create or continue one cell's study, run trials until the budget is spent, re-run the best."""
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
     progress = Progress(study, budget, bool(cfg.tune.progress))
     try:
-        while (trial := _take_trial(study, cfg, budget)) is not None:
-            run_trial(study, trial, cfg, space, run_root)
-            progress.update()
+        with _sigterm_as_interrupt():
+            while (trial := _take_trial(study, cfg, budget)) is not None:
+                run_trial(study, trial, cfg, space, run_root)
+                progress.update()
     finally:
         progress.close()
     rerun_best(study, cfg, space, run_root)
