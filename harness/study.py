@@ -89,10 +89,11 @@ def run_study(cfg: DictConfig, run_root: Path) -> dict:
     from harness.report import build_report
 
     cells = check_study(cfg)
-    if any(c.strategy.name == "finetune" and str(c.strategy.weights) == "source" for c in cells):
+    needs_source = [c for c in cells if c.strategy.name == "finetune" and str(c.strategy.weights) == "source"]
+    if needs_source:
         from harness.pretrain import ensure_pretrained
 
-        pretrained = ensure_pretrained(cells[0] if cells[0].strategy.name == "finetune" else cells[1])
+        pretrained = ensure_pretrained(needs_source[0])
         print(f"[{cfg.study.name}] source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})",
               file=sys.stderr, flush=True)
     plain = [OmegaConf.to_container(c, resolve=True) for c in cells]

@@ -1,0 +1,37 @@
+"""harness-report: the report of one study, built from the Optuna storage alone."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.cli import CONFIG_DIR
+from harness.errors import exits_cleanly
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
+@exits_cleanly
+def main(cfg: DictConfig) -> dict:
+    from pathlib import Path
+
+    from harness.report import build_report
+
+    wandb_cfg = cfg.logger if str(cfg.logger.name) == "wandb" else None
+    summary = build_report(
+        str(cfg.storage.url),
+        str(cfg.study.name),
+        Path(str(cfg.report.dir)),
+        metric=str(cfg.report.metric),
+        n_boot=cfg.report.n_boot,
+        wandb_cfg=wandb_cfg,
+        sqlite_wal=bool(cfg.storage.get("wal", True)),
+    )
+    print(f"report: {Path(summary['report_html']).resolve()}")
+    print(summary["verdict"])
+    if summary["wandb_run_dir"]:
+        print(f"wandb run: {summary['wandb_run_dir']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""harness-report: built from a crafted Optuna storage (no training), checked against what the
+storage holds and against the known answers the crafted learning curves were drawn from."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import ConfigError
+from harness.report import (
+    PLOT_FILES,
+    Cell,
+    anytime_curve,
+    build_report,
+    edge_flags,
+    range_position,
+    winner_map,
+)
+from report_fixtures import EDGE_LR, MID, N_VAL, SCRATCH_NEVER, SPACE, Crafted, craft_storage
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT_FILES = ("report.html", "report.md", "trials.csv", "cells.csv", "crossover.json", *PLOT_FILES.values())
+
+# ------------------------------------------------------------------ recording what the report opens
+# An audit hook sees every open() / Path.open / os.open / io.open_code, directory listing and
+# sqlite3.connect in the process, whatever library makes it. It cannot be removed, so it records
+# only while _SEEN is a list.
+_SEEN: list[tuple[str, str]] | None = None
+_EVENTS = {"open", "os.listdir", "os.scandir", "glob.glob", "sqlite3.connect", "shutil.copyfile"}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _SEEN is None or event not in _EVENTS or not args:
+        return
+    target = args[0]
+    if isinstance(target, (str, bytes, os.PathLike)):
+        _SEEN.append((event, os.fsdecode(target)))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory) -> dict[str, Crafted]:
+    """One SQLite file, two studies: "toy" (scratch catches up at n ~ 199), "dom" (it never does)."""
+    path = tmp_path_factory.mktemp("storage") / "harness.db"
+    return {
+        "toy": craft_storage(path, "toy"),
+        "dom": craft_storage(path, "dom", scratch=SCRATCH_NEVER, grid=(16, 64, 256, 1024), trials=5, rng_seed=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def report(crafted, tmp_path_factory) -> dict:
+    """The "toy" report, built from an empty working directory that holds decoy run outputs,
+    while the audit hook records every file the process touches."""
+    global _SEEN
+    cwd = tmp_path_factory.mktemp("cwd")
+    decoy = cwd / "outputs" / "tune" / "toy" / "finetune-n16"
+    decoy.mkdir(parents=True)
+    (decoy / "result.json").write_text('{"val_acc": 0.0}')
+    (cwd / "conf").mkdir()
+    (cwd / "conf" / "report.yaml").write_text("study: {name: decoy}\n")
+    out = tmp_path_factory.mktemp("report") / "toy"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        _SEEN = []
+        try:
+            summary = build_report(crafted["toy"].url, "toy", out, n_boot=400)
+        finally:
+            seen, _SEEN = _SEEN, None
+    return {"summary": summary, "out": out, "seen": seen, "cwd": cwd,
+            "tmp_root": tmp_path_factory.getbasetemp()}
+
+
+def _storage_study(c: Crafted, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=c.url)
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_every_file_written_and_html_self_contained(report) -> None:
+    out: Path = report["out"]
+    for name in CONTRACT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for png in PLOT_FILES.values():
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page, flags=re.IGNORECASE)
+    assert refs and all(r.startswith("data:") for r in refs), [r[:40] for r in refs if not r.startswith("data:")]
+    assert page.count("src='data:image/png;base64,") == len(PLOT_FILES)
+    assert not re.search(r"<link|<script|@import|url\(", page, flags=re.IGNORECASE)
+    md = (out / "report.md").read_text()
+    for png in PLOT_FILES.values():
+        assert f"]({png})" in md
+    # n_val stated next to n_train (Perez et al. 2021), and the verdict with the interval.
+    assert "n_val" in md and f"{N_VAL} labelled examples" in md
+    assert report["summary"]["verdict"] in md
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def test_trials_and_cells_match_the_storage(report, crafted) -> None:
+    c = crafted["toy"]
+    trials = pd.read_csv(report["out"] / "trials.csv")
+    cells = pd.read_csv(report["out"] / "cells.csv").set_index("study_name")
+    assert sorted(cells.index) == sorted(c.cells)
+    total = 0
+    for name in c.cells:
+        study = _storage_study(c, name)
+        stored = study.get_trials(deepcopy=False)
+        total += len(stored)
+        row, mine = cells.loc[name], trials[trials["study_name"] == name]
+        assert len(mine) == len(stored) == row["n_trials"]
+        for state, col in ((TrialState.COMPLETE, "n_complete"), (TrialState.PRUNED, "n_pruned"), (TrialState.FAIL, "n_failed")):
+            n_state = sum(t.state == state for t in stored)
+            assert row[col] == n_state == (mine["state"] == state.name).sum()
+        flops = sum(float(t.user_attrs.get("flops", 0.0)) for t in stored)
+        wall = sum(float(t.user_attrs.get("wall_s", 0.0)) for t in stored)
+        assert row["flops_total"] == pytest.approx(flops, rel=1e-9)
+        assert mine["flops"].sum() == pytest.approx(flops, rel=1e-9)
+        assert row["wall_s_total"] == pytest.approx(wall, rel=1e-9)
+        assert row["best_val"] == pytest.approx(study.best_value)
+        final = study.user_attrs["final"]
+        tests = [r["test_acc"] for r in final]
+        assert row["n_seeds"] == len(final)
+        assert row["test_acc_mean"] == pytest.approx(sum(tests) / len(tests), rel=1e-12)
+        assert row["test_acc_ci95_low"] <= row["test_acc_mean"] <= row["test_acc_ci95_high"]
+        assert row["rerun_flops"] == pytest.approx(sum(r["flops"] for r in final))
+    assert len(trials) == total == report["summary"]["n_trials"]
+    assert {"params_lr", "params_steps", "params_optimizer", "params_label_smoothing", "fail_reason",
+            "datetime_start", "datetime_complete"} <= set(trials.columns)
+    assert set(trials["state"]) == {"COMPLETE", "PRUNED", "FAIL", "RUNNING"}
+    assert trials.loc[trials["state"] == "FAIL", "fail_reason"].str.startswith("diverged").all()
+
+
+def test_crossover_matches_the_known_curves(report, crafted) -> None:
+    truth = crafted["toy"].crossover
+    cross = json.loads((report["out"] / "crossover.json").read_text())
+    assert {"metric", "status", "n_star", "ci95", "measured_range"} <= set(cross)
+    assert cross["metric"] == "test_acc"
+    assert cross["status"] == "crossover"
+    assert cross["measured_range"] == [16, 512]
+    lo, hi = cross["ci95"]
+    assert lo <= truth <= hi, (truth, cross)
+    assert lo <= cross["n_star"] <= hi
+    assert cross["n_val"] == N_VAL
+    assert cross == report["summary"]["crossover"]
+
+
+def test_fine_tune_dominates_scratch_never_catches_up(dom_cli) -> None:
+    out = dom_cli["out"]
+    cross = json.loads((out / "crossover.json").read_text())
+    assert cross["status"] == "scratch_never_catches_up" or (
+        cross["status"] == "no_crossover_in_range" and cross["n_star"] > cross["measured_range"][1]
+    ), cross
+    assert cross["measured_range"] == [16, 1024]
+    assert "never catches up" in dom_cli["printed"] or "no crossover in the measured range" in dom_cli["printed"]
+    # Only the dom study's cells: the toy study shares the file.
+    assert set(pd.read_csv(out / "cells.csv")["study_name"].str.split("/").str[0]) == {"dom"}
+
+
+# ------------------------------------------------------------------ search-space checks
+
+
+def test_edge_flag_fires_at_the_edge_only(report, crafted) -> None:
+    cells = pd.read_csv(report["out"] / "cells.csv", keep_default_na=False).set_index("study_name")
+    edge = crafted["toy"].edge_cell
+    assert cells.loc[edge, "edge_flags"] == "lr@high"
+    assert (cells.drop(index=edge)["edge_flags"] == "").all()
+    assert f"| {edge} | lr |" in (report["out"] / "report.md").read_text()
+
+    assert [f.param for f in edge_flags(dict(MID, lr=EDGE_LR), SPACE)] == ["lr"]
+    assert edge_flags(MID, SPACE) == []
+    low = edge_flags({"steps": 50, "lr": 1.05e-4, "optimizer": "sgd"}, SPACE)
+    assert {(f.param, f.side) for f in low} == {("steps", "low"), ("lr", "low")}
+    # log-aware: 1e-3 is 40% of [1e-4, 3e-2] in log space (0.3% linearly), so not an edge
+    assert range_position(1e-3, SPACE["lr"]) == pytest.approx(math.log(10) / math.log(300))
+    assert range_position("adamw", CategoricalDistribution(["adamw", "sgd"])) is None
+    assert range_position(3, IntDistribution(1, 5)) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ storage only
+
+
+def test_report_reads_nothing_but_the_storage(report, crafted) -> None:
+    seen, out, cwd, root = report["seen"], report["out"].resolve(), report["cwd"].resolve(), report["tmp_root"].resolve()
+    db = crafted["toy"].path.resolve()
+    allowed_db = {Path(f"{db}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")}
+    forbidden_repo = [REPO / "conf", REPO / "outputs", REPO / "studies"]
+    opened = [(event, Path(p) if os.path.isabs(p) else cwd / p) for event, p in seen]
+    assert any(p.resolve().is_relative_to(out) for _, p in opened), "the audit hook recorded nothing"
+    assert any(event == "sqlite3.connect" for event, _ in opened)
+    bad = []
+    for event, p in opened:
+        p = p.resolve()
+        if event == "sqlite3.connect":
+            if p not in allowed_db:
+                bad.append((event, p))
+        elif p.is_relative_to(root) and not (p.is_relative_to(out) or p in allowed_db):
+            bad.append((event, p))  # the decoy run outputs in cwd, or any other test's files
+        elif any(p.is_relative_to(f) for f in forbidden_repo) or p.name in ("result.json", "metrics.csv"):
+            bad.append((event, p))
+    assert not bad, bad
+
+
+# ------------------------------------------------------------------ winner map and anytime curves
+
+
+def _trial(number: int, state: TrialState, value: float | None, flops: float, done_at: int) -> FrozenTrial:
+    t0 = datetime(2025, 1, 1)
+    dist = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    return FrozenTrial(number=number, trial_id=number, state=state, value=value, values=None,
+                       datetime_start=t0, datetime_complete=t0 + timedelta(seconds=done_at),
+                       params={"lr": 0.01}, distributions=dist, user_attrs={"flops": flops, "wall_s": flops / 10},
+                       system_attrs={}, intermediate_values={})
+
+
+def test_winner_map_counts_all_compute_and_marks_ties_and_na() -> None:
+    ft = Cell("w/finetune/n10", "finetune", 10, {"n_val": 100, "pretrain": {"flops": 100.0}},
+              [_trial(0, TrialState.COMPLETE, 0.9, 10.0, 1)])
+    # Completion order differs from trial numbers; the failed trial's FLOPs count.
+    sc = Cell("w/scratch/n10", "scratch", 10, {"n_val": 100},
+              [_trial(0, TrialState.COMPLETE, 0.95, 15.0, 3), _trial(1, TrialState.FAIL, None, 3.0, 1),
+               _trial(2, TrialState.COMPLETE, 0.5, 2.0, 2)])
+    curves = {c.name: anytime_curve(c.trials) for c in (ft, sc)}
+    assert list(curves[sc.name].flops) == [3.0, 5.0, 20.0]
+    assert list(curves[sc.name].best[1:]) == [0.5, 0.95] and math.isnan(curves[sc.name].best[0])
+    m = winner_map([ft, sc], curves, [4.0, 10.0, 30.0], with_pretraining=False)
+    assert list(m["winner"]) == ["n/a", "finetune", "tie"]  # 0.9 vs 0.95 at n_val=100: within noise
+    assert m["gap"].iloc[1] == pytest.approx(0.4)
+    with_pt = winner_map([ft, sc], curves, [4.0, 10.0, 30.0, 200.0], with_pretraining=True)
+    assert list(with_pt["winner"]) == ["n/a", "n/a", "n/a", "tie"]
+
+
+# ------------------------------------------------------------------ CLI, W&B, errors
+
+
+def _run_cli(monkeypatch, *overrides: str) -> None:
+    from harness.cli.report import main
+
+    monkeypatch.setattr(sys, "argv", ["harness-report", *overrides])
+    main()
+
+
+@pytest.fixture(scope="module")
+def dom_cli(crafted, tmp_path_factory) -> dict:
+    """harness-report on the "dom" study through the Hydra CLI, logging to W&B offline."""
+    tmp = tmp_path_factory.mktemp("dom_cli")
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+            mp.setenv(var, str(tmp / var.lower()))
+        mp.chdir(tmp)
+        with contextlib.redirect_stdout(printed):
+            _run_cli(mp, f"storage.url={crafted['dom'].url}", "study.name=dom", "report.dir=rep",
+                     "report.n_boot=200", "logger=wandb", "logger.dir=wb", "logger.project=harness-test",
+                     f"hydra.run.dir={tmp / 'hydra'}")
+    return {"tmp": tmp, "out": tmp / "rep", "printed": printed.getvalue()}
+
+
+def test_cli_with_wandb_offline_writes_a_report_run(dom_cli) -> None:
+    tmp = dom_cli["tmp"]
+    assert f"report: {(tmp / 'rep' / 'report.html').resolve()}" in dom_cli["printed"]
+    assert "[test_acc]" in dom_cli["printed"]
+    for name in CONTRACT_FILES:
+        assert (tmp / "rep" / name).is_file(), name
+    runs = list((tmp / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    run = runs[0]
+    images = {p.name.split("_1_")[0] for p in (run / "files" / "media" / "images").glob("*.png")}
+    assert images == set(PLOT_FILES)
+    tables = {p.name.split("_")[0] for p in (run / "files" / "media" / "table").glob("*.table.json")}
+    assert tables == {"trials", "cells", "crossover"}
+    log = next(run.glob("run-*.wandb")).read_bytes()
+    for name in (b"report.html", b"crossover.json", b"report-dom"):  # the report artifact's manifest
+        assert name in log
+
+
+def test_unknown_study_names_the_studies_present(crafted, tmp_path, monkeypatch, capsys) -> None:
+    with pytest.raises(ConfigError, match=r"'nope'.*studies present: dom, toy"):
+        build_report(crafted["toy"].url, "nope", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    missing = tmp_path / "missing.db"
+    with pytest.raises(ConfigError, match="no such database file"):
+        build_report(f"sqlite:///{missing}", "toy", tmp_path / "r")
+    assert not missing.exists()
+    with pytest.raises(ConfigError, match="report.metric"):
+        build_report(crafted["toy"].url, "toy", tmp_path / "r", metric="f1")
+    with pytest.raises(ConfigError, match="not a supported storage URL"):
+        build_report("redis://localhost/0", "toy", tmp_path / "r")
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli(monkeypatch, f"storage.url={crafted['toy'].url}", "study.name=nope",
+                 f"hydra.run.dir={tmp_path / 'hydra'}")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: study 'nope'") and "dom, toy" in err[0]
+
+
+def test_cells_without_final_are_left_out(tmp_path) -> None:
+    c = craft_storage(tmp_path / "thin.db", "thin", grid=(16, 64), trials=4, without_final=("thin/scratch/n64",))
+    summary = build_report(c.url, "thin", tmp_path / "out", n_boot=50)
+    cross = summary["crossover"]
+    assert cross["status"] == "insufficient_data" and cross["n_star"] is None and cross["ci95"] is None
+    assert cross["cells_used"] == {"finetune": [16, 64], "scratch": [16]}
+    for name in CONTRACT_FILES:
+        assert (tmp_path / "out" / name).is_file(), name
+    assert "insufficient data" in summary["verdict"]
