@@ -11,6 +11,7 @@ from harness.strategies import MODES
 OPTIMIZERS = ("adamw", "sgd")
 STRATEGIES = ("scratch", "finetune")
 LOGGERS = ("csv", "wandb", "none")
+ACCELERATORS = ("auto", "cpu", "gpu")
 
 
 def _positive(value, key: str, kind=float) -> None:
@@ -57,6 +58,10 @@ def validate_run(cfg: DictConfig) -> None:
     _one_of(cfg.strategy.name, STRATEGIES, "strategy")
     _one_of(cfg.data.augment, LEVELS, "data.augment")
     _one_of(cfg.logger.name, LOGGERS, "logger")
+    _one_of(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
+    seed = cfg.data.split_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"data.split_seed={seed} must be an integer >= 0: set it to 0 or more")
     for key in ("n_train", "n_val", "n_test"):
         _positive(cfg.data[key], f"data.{key}", int)
     if cfg.strategy.name == "finetune":

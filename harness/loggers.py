@@ -44,4 +44,4 @@ def finish_logger(logger, state: str) -> None:
 
         if wandb.run is not None:
             wandb.run.summary["final_state"] = state
-            wandb.finish(exit_code=1 if state == "failed" else 0, quiet=True)
+            wandb.finish(exit_code=1 if state == "failed" else 0)  # wandb 0.31 has no quiet=

@@ -39,7 +39,7 @@ def plan_phases(model: nn.Module, strategy: DictConfig, steps: int) -> list[Phas
         groups = stage_groups(model)
         k = int(strategy.freeze_stages)
         if k >= len(groups):
-            raise ConfigError(f"strategy.freeze_stages={k} would freeze the head too ({model.__class__.__name__} has {len(groups) - 1} stages before it): use 0..{len(groups) - 2}")
+            raise ConfigError(f"strategy.freeze_stages={k} would freeze the head too ({model.__class__.__name__} has {len(groups) - 1} stages before it): use 0..{len(groups) - 1}")
         frozen = {name for group in groups[:k] for name in group}
         return [Phase(f"freeze{k}", 0, everything - frozen)]
     raise ConfigError(f"strategy.mode={strategy.mode} is unknown: use one of {', '.join(MODES)}")

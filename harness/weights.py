@@ -36,7 +36,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        if "Unsupported global" in str(err) or "Unsupported class" in str(err):  # not every weights_only failure is code
+        if "unsupported global" in str(err).lower() or "Unsupported class" in str(err):  # not every weights_only failure is code
             raise ConfigError(f"weights file {path} holds pickled code, which is refused for safety: save only tensors (model.state_dict()) or use safetensors") from None
         reason = str(err).split("WeightsUnpickler error:")[-1]  # torch's advice to unpickle unsafely is no reason
         raise ConfigError(f"weights file {path} is not a readable torch weights file ({_first_line(reason)}): save it with torch.save(model.state_dict(), path) or use safetensors") from None

@@ -1,0 +1,115 @@
+"""Shared fixtures: real configs composed from conf/ with small sizes, a session-wide pretraining
+cache, and a guard that lets no test reach anything but the loopback interface.
+
+Everything runs on the CPU with one torch thread (trainer.threads=1, the default), offline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+# Before anything imports wandb or huggingface_hub.
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("HARNESS_CACHE", None)
+os.environ.pop("HYDRA_FULL_ERROR", None)
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from harness.cli import CONFIG_DIR  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough that one run takes well under a second on one CPU thread.
+SMALL = (
+    "train.steps=10",
+    "train.val_every=5",
+    "train.batch_size=16",
+    "data.n_train=20",
+    "data.n_val=50",
+    "data.n_test=50",
+    "data.source_n_val=50",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.threads=1",
+    "pretrain.train.steps=20",
+    "pretrain.train.val_every=10",
+    "pretrain.train.batch_size=32",
+)
+
+
+def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True, cache_dir: Path | None = None) -> DictConfig:
+    """A real config from conf/ as the console scripts would see it (later overrides win)."""
+    base = list(SMALL) if small else []
+    if cache_dir is not None:
+        base.append(f"pretrain.cache_dir={cache_dir}")
+    if config_name == "pretrain":
+        base = [o for o in base if not o.startswith("train.")]  # harness-pretrain has no train group
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=base + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One pretraining cache for the whole session: each source config is pretrained once."""
+    return tmp_path_factory.mktemp("pretrained")
+
+
+@pytest.fixture(scope="session")
+def make_cfg(cache_dir) -> Callable[..., DictConfig]:
+    """make_cfg("strategy=finetune", "data.n_train=40") -> a composed, small config."""
+
+    def make(*overrides: str, config_name: str = "train", cache: Path | None = None) -> DictConfig:
+        return compose_cfg(*overrides, config_name=config_name, cache_dir=cache or cache_dir)
+
+    return make
+
+
+# --------------------------------------------------------------------------- network guard
+def _loopback(host) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch):
+    """Any attempt to resolve or connect to a non-loopback host fails the test that made it."""
+    attempts: list[str] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(address) -> None:
+        if isinstance(address, tuple) and not _loopback(address[0]):
+            attempts.append(str(address))
+            raise OSError(f"test network guard: {address} is not a loopback address")
+
+    def connect(self, address):
+        check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _loopback(host):
+            attempts.append(str(host))
+            raise socket.gaierror(f"test network guard: {host} is not a loopback host")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    assert not attempts, f"a test tried to reach a non-loopback host: {attempts}"

@@ -1,0 +1,197 @@
+"""Tasks and splits: nested stratified subsets, fixed test/val splits, disjoint source and target
+classes, image folders, and data sizes that cannot work."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data import build_task, load_pool
+from harness.errors import ConfigError
+from harness.run import run_training
+
+
+def _indexed_pool(data_cfg):
+    """The real pool, with each image replaced by its own index: splits then show which examples they hold."""
+    pool = load_pool(data_cfg)
+    n = len(pool.labels)
+    return dataclasses.replace(pool, x=torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1)), pool.labels
+
+
+def _ids(images) -> list[int]:
+    return [int(v) for v in images.x.flatten().tolist()]
+
+
+N_TRAINS = (5, 12, 23, 40, 97, 200)
+
+
+@pytest.fixture(scope="module")
+def tasks(make_cfg):
+    cfg = make_cfg("data.n_val=60", "data.n_test=70")
+    pool, labels = _indexed_pool(cfg.data)
+    out = {}
+    for n in N_TRAINS:
+        c = make_cfg("data.n_val=60", "data.n_test=70", f"data.n_train={n}")
+        out[n] = build_task(c.data, pool=pool)
+    return out, labels
+
+
+def test_training_subsets_are_nested(tasks):
+    by_n, _ = tasks
+    for small, large in zip(N_TRAINS, N_TRAINS[1:]):
+        a, b = _ids(by_n[small].train), _ids(by_n[large].train)
+        assert len(a) == small and len(b) == large
+        assert set(a) < set(b), f"n_train={small} is not inside n_train={large}"
+        assert b[:small] == a  # the same prefix, so also the same order
+
+
+def test_training_subsets_are_stratified(tasks, make_cfg):
+    by_n, labels = tasks
+    # Class shares of the whole training pool (digits' classes differ a little in size: 174..183 images).
+    available = int(np.isin(labels, [5, 6, 7, 8, 9]).sum()) - 60 - 70
+    full = build_task(make_cfg("data.n_val=60", "data.n_test=70", f"data.n_train={available}").data,
+                      pool=_indexed_pool(make_cfg().data)[0])
+    share = np.bincount(full.train.y.numpy(), minlength=5) / available
+    with pytest.raises(ConfigError, match="only"):
+        build_task(make_cfg("data.n_val=60", "data.n_test=70", f"data.n_train={available + 1}").data)
+    for n, task in by_n.items():
+        counts = np.bincount(task.train.y.numpy(), minlength=5)
+        assert counts.min() >= 1, f"n_train={n} misses a class: {counts}"
+        assert np.abs(counts - n * share).max() <= 1.0, f"n_train={n}: {counts} vs {n * share}"
+        assert np.abs(counts - n / 5).max() <= 1.5, f"n_train={n} is not balanced: {counts}"
+        # the mapped labels are the original classes 5..9, in order
+        original = labels[_ids(task.train)]
+        assert np.array_equal(original, np.array([5, 6, 7, 8, 9])[task.train.y.numpy()])
+
+
+def test_val_and_test_are_fixed_and_disjoint_from_train(tasks):
+    by_n, _ = tasks
+    first = by_n[N_TRAINS[0]]
+    for task in by_n.values():
+        train, val, test = set(_ids(task.train)), set(_ids(task.val)), set(_ids(task.test))
+        assert len(val) == 60 and len(test) == 70
+        assert not train & val and not train & test and not val & test
+        assert _ids(task.test) == _ids(first.test)
+        assert _ids(task.val) == _ids(first.val)
+        for split in (task.val, task.test):
+            counts = Counter(split.y.tolist())
+            assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_split_seed_changes_the_subsets(make_cfg):
+    a_cfg, b_cfg = make_cfg("data.n_train=40"), make_cfg("data.n_train=40", "data.split_seed=1")
+    pool, _ = _indexed_pool(a_cfg.data)
+    a, b = build_task(a_cfg.data, pool=pool), build_task(b_cfg.data, pool=pool)
+    again = build_task(a_cfg.data, pool=pool)
+    assert _ids(a.train) == _ids(again.train) and _ids(a.test) == _ids(again.test)
+    assert set(_ids(a.train)) != set(_ids(b.train))
+    assert set(_ids(a.test)) != set(_ids(b.test))
+
+
+def test_source_and_target_classes_are_disjoint(make_cfg):
+    cfg = make_cfg("data.source_classes=[0,2,4]", "data.target_classes=null", "data.n_train=30")
+    pool, labels = _indexed_pool(cfg.data)
+    source = build_task(cfg.data, role="source", pool=pool)
+    target = build_task(cfg.data, pool=pool)
+    assert source.class_names == ["0", "2", "4"]
+    assert target.class_names == ["1", "3", "5", "6", "7", "8", "9"]
+    source_ids = _ids(source.train) + _ids(source.val)
+    target_ids = _ids(target.train) + _ids(target.val) + _ids(target.test)
+    assert set(labels[source_ids]) == {0, 2, 4}
+    assert set(labels[target_ids]) == {1, 3, 5, 6, 7, 8, 9}
+    assert len(source.test) == 0
+    assert len(source.train) + len(source.val) == int(np.isin(labels, [0, 2, 4]).sum())  # every source image used
+
+
+def test_overlapping_classes_are_refused(make_cfg):
+    cfg = make_cfg("data.source_classes=[0,1,2]", "data.target_classes=[2,3,4]")
+    with pytest.raises(ConfigError, match="overlap") as err:
+        build_task(cfg.data)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.n_train=5000", "only"),
+    ("data.n_train=3", "smaller than the 5 classes"),
+    ("data.n_test=5000", "data.n_test"),
+])
+def test_impossible_sizes_are_config_errors(make_cfg, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        run_training(make_cfg(override), tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_imagefolder_root(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="not a folder") as err:
+        run_training(make_cfg("data=imagefolder", f"data.root={tmp_path / 'nope'}"), tmp_path / "run")
+    assert "\n" not in str(err.value)
+
+
+def test_imagefolder_root_must_be_set(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        run_training(make_cfg("data=imagefolder"), tmp_path)
+
+
+# --------------------------------------------------------------------------------- image folders
+CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")
+COLOURS = ((230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230))
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory) -> Path:
+    """6 class folders x 12 PNGs of 12x12 pixels; each class has its own colour plus noise."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, colour in zip(CLASSES, COLOURS):
+        (root / name).mkdir()
+        for i in range(12):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
+    return root
+
+
+IMAGE_SIZES = ("data.image_size=12", "data.n_val=8", "data.n_test=8", "data.source_n_val=4")
+
+
+def test_imagefolder_task_sizes(make_cfg, image_tree):
+    cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.n_train=24")
+    task = build_task(cfg.data)
+    assert task.class_names == list(CLASSES)
+    assert task.in_chans == 3 and task.image_size == 12
+    assert task.train.x.shape == (24, 3, 12, 12)
+    assert (len(task.train), len(task.val), len(task.test)) == (24, 8, 8)
+    assert Counter(task.train.y.tolist()) == {c: 4 for c in range(6)}
+
+
+def test_imagefolder_trains_scratch(make_cfg, image_tree, tmp_path):
+    cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.n_train=24", "train.steps=15")
+    result = run_training(cfg, tmp_path)
+    assert result.n_train == 24 and result.class_names == list(CLASSES)
+    assert result.model.get_classifier().out_features == 6
+    assert result.compute.steps == 15 and result.compute.train_flops > 0
+    assert 0.0 <= result.val_acc <= 1.0 and result.test_acc is not None
+    assert result.val_acc > 1 / 6  # colours are easy: 15 steps beat chance
+
+
+def test_imagefolder_source_target_split_by_name(make_cfg, image_tree, tmp_path):
+    cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES,
+                   "data.source_classes=[ant,bee]", "data.n_train=12", "strategy=finetune")
+    source = build_task(cfg.data, role="source")
+    assert source.class_names == ["ant", "bee"] and len(source.train) + len(source.val) == 24
+    result = run_training(cfg, tmp_path)
+    assert result.class_names == ["cat", "dog", "eel", "fox"]
+    assert result.n_train == 12 and result.model.get_classifier().out_features == 4
+    assert result.test_acc is not None
+
+
+def test_imagefolder_unknown_class_name(make_cfg, image_tree):
+    cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.source_classes=[ant,yak]")
+    with pytest.raises(ConfigError, match="yak"):
+        build_task(cfg.data)

@@ -1,0 +1,200 @@
+"""Where pretrained weights come from: local files (safetensors, torch state dicts), refused files
+(pickled code, corrupt, another model's), hub tags that fail fast offline, and the pretraining cache."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import harness.run
+from harness.data import build_task
+from harness.errors import ConfigError
+from harness.pretrain import cache_dir, ensure_pretrained, find_pretrained
+from harness.run import build_model, run_training
+
+
+class _Payload:
+    """Unpickling this would call a function: the kind of file torch.load(weights_only=False) runs."""
+
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
+
+
+@pytest.fixture(scope="module")
+def source_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(123)
+    model = timm.create_model("harness_tiny_cnn", num_classes=7, in_chans=1)
+    with torch.no_grad():
+        for buf in model.buffers():  # non-default BatchNorm statistics, so buffers are compared for real
+            if buf.is_floating_point():
+                buf.uniform_(0.5, 1.5)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _built(make_cfg, weights: Path):
+    cfg = make_cfg("strategy=finetune", f"strategy.weights={weights}")
+    return build_model(cfg, build_task(cfg.data))
+
+
+def _assert_loaded(model, state):
+    mine = model.state_dict()
+    backbone = [k for k in state if not k.startswith("fc.")]
+    assert len(backbone) == len(mine) - 2
+    for key in backbone:
+        assert torch.equal(mine[key], state[key]), key
+    assert mine["fc.weight"].shape == (5, 64)  # 7 source classes -> the 5 target classes
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pt", "pt_checkpoint"])
+def test_local_weights_file_loads(make_cfg, tmp_path, source_state, kind):
+    if kind == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_file(source_state, str(path))
+    elif kind == "pt":
+        path = tmp_path / "w.pt"
+        torch.save(source_state, path)
+    else:  # a training checkpoint wrapping the state dict, keys prefixed by DataParallel
+        path = tmp_path / "ckpt.pth"
+        torch.save({"state_dict": {f"module.{k}": v for k, v in source_state.items()}, "epoch": 3}, path)
+    _assert_loaded(_built(make_cfg, path), source_state)
+
+
+def test_local_weights_file_trains(make_cfg, tmp_path, source_state):
+    path = tmp_path / "w.safetensors"
+    save_file(source_state, str(path))
+    cfg = make_cfg("strategy=finetune", f"strategy.weights={path}", "strategy.mode=linear_probe", "train.steps=5")
+    result = run_training(cfg, tmp_path / "run")
+    state = result.model.state_dict()
+    assert all(torch.equal(state[k], source_state[k]) for k in source_state if not k.startswith("fc."))
+    assert result.compute.steps == 5
+
+
+def test_pickled_code_is_refused(make_cfg, tmp_path, source_state, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": source_state, "hook": _Payload()}, path)
+    with pytest.raises(ConfigError, match="code") as err:
+        _built(make_cfg, path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert "this ran at load time" not in capsys.readouterr().out
+
+
+def test_pickled_callable_is_refused(make_cfg, tmp_path):
+    path = tmp_path / "callable.pt"
+    torch.save(torch.nn.functional.relu, path)  # a function by reference: loading it imports code
+    with pytest.raises(ConfigError, match="code"):
+        _built(make_cfg, path)
+
+
+@pytest.mark.parametrize("name", ["corrupt.safetensors", "corrupt.pt", "empty.pt"])
+def test_corrupt_file_is_refused(make_cfg, tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"" if name.startswith("empty") else b"\x80\x02not really weights" * 8)
+    with pytest.raises(ConfigError, match="not a readable") as err:
+        _built(make_cfg, path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert "code" not in message  # a damaged file is not reported as a security refusal
+
+
+def test_other_models_weights_are_refused(make_cfg, tmp_path):
+    other = timm.create_model("test_resnet", num_classes=5, in_chans=1)
+    path = tmp_path / "resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
+    with pytest.raises(ConfigError, match="does not fit model TinyCNN") as err:
+        _built(make_cfg, path)
+    assert "\n" not in str(err.value)
+
+
+def test_wrong_width_weights_are_refused(make_cfg, tmp_path):
+    other = timm.create_model("harness_tiny_cnn", num_classes=5, in_chans=1, widths=(8, 16, 32))
+    path = tmp_path / "narrow.pt"
+    torch.save(other.state_dict(), path)
+    with pytest.raises(ConfigError, match="wrong shape"):
+        _built(make_cfg, path)
+
+
+def test_missing_weights_file(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        _built(make_cfg, tmp_path / "nope.safetensors")
+
+
+# --------------------------------------------------------------------------------------- the hub
+def test_hub_offline_fails_fast(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = make_cfg("strategy=finetune", "strategy.weights=hub", "model.name=resnet18.a1_in1k")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="source") as err:
+        run_training(cfg, tmp_path)
+    assert time.perf_counter() - started < 5
+    assert "HF_HUB_OFFLINE" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_hub_fails_fast(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # loopback, discard port: nothing listens
+    cfg = make_cfg("strategy=finetune", "strategy.weights=hub", "model.name=resnet18.a1_in1k")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="cannot reach the model hub at http://127.0.0.1:9") as err:
+        run_training(cfg, tmp_path)
+    assert time.perf_counter() - started < 5
+    assert "source" in str(err.value)
+
+
+def test_hub_needs_a_tag(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="tag"):
+        run_training(make_cfg("strategy=finetune", "strategy.weights=hub", "model.name=resnet18"), tmp_path)
+
+
+# ----------------------------------------------------------------------------- pretraining cache
+def test_pretrain_cache_is_reused(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("strategy=finetune", cache=tmp_path / "cache")
+    assert find_pretrained(cfg) is None
+    calls = []
+    real = harness.run.run_training
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("role"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.run, "run_training", counting)
+    first = ensure_pretrained(cfg)
+    assert calls == ["source"]
+    assert first.weights.parent == cache_dir(cfg) and first.weights.is_file()
+    assert first.meta["steps"] == 20 and first.meta["source_classes"] == ["0", "1", "2", "3", "4"]
+    assert first.meta["flops"] > first.meta["train_flops"] > 0
+    mtime = first.weights.stat().st_mtime_ns
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached pretraining was trained again")
+
+    monkeypatch.setattr(harness.run, "run_training", refuse)
+    second = ensure_pretrained(cfg)
+    assert second == first
+    assert second.meta == json.loads((cache_dir(cfg) / "meta.json").read_text())
+    assert first.weights.stat().st_mtime_ns == mtime
+
+    # the target side does not change the source model: same cache
+    same = make_cfg("strategy=finetune", "data.n_train=40", "train.lr=0.1", "strategy.mode=linear_probe", "seed=1",
+                    "data.augment=strong", cache=tmp_path / "cache")
+    assert cache_dir(same) == cache_dir(cfg) and ensure_pretrained(same) == first
+    # ...but the pretraining config does
+    for override in ("pretrain.train.lr=0.01", "pretrain.train.steps=21", "pretrain.seed=1", "pretrain.augment=strong",
+                     "data.source_classes=[0,1,2]", "model.drop_rate=0.1"):
+        changed = make_cfg("strategy=finetune", override, cache=tmp_path / "cache")
+        assert cache_dir(changed) != cache_dir(cfg), override
+        assert find_pretrained(changed) is None
+
+
+def test_finetune_run_uses_cache(make_cfg, tmp_path, monkeypatch):
+    """A fine-tune run pretrains once; the next run only reads the cache."""
+    cfg = make_cfg("strategy=finetune", "train.steps=5", cache=tmp_path / "cache")
+    run_training(cfg, tmp_path / "a")
+    assert find_pretrained(cfg) is not None
+    monkeypatch.setattr("harness.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("pretrained again")))
+    run_training(cfg, tmp_path / "b")
