@@ -599,4 +599,5 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
     if v.size == 1:
         return m, m, m
     half = float(stats.t.ppf(0.975, v.size - 1)) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return m, m - half, m + half
+    # Accuracies live in [0, 1]: an interval past either end says nothing more than the end itself.
+    return m, max(0.0, m - half), min(1.0, m + half)

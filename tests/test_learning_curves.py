@@ -231,6 +231,9 @@ def test_mean_ci95() -> None:
     assert m == pytest.approx(0.6)
     assert hi - m == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
     assert lo == pytest.approx(2 * m - hi)
+    # near the ceiling the t-interval is clipped to the range an accuracy can take
+    m, lo, hi = mean_ci95([0.99, 1.0, 0.9])
+    assert hi == 1.0 and 0.0 < lo < m
     with pytest.raises(ValueError):
         mean_ci95([])
 
