@@ -67,6 +67,9 @@ def _locked(folder: Path):
 
 def ensure_pretrained(cfg: DictConfig) -> Pretrained:
     """The cached source model for this config, made first when missing."""
+    from harness.config import validate_train
+
+    validate_train(cfg.pretrain.train, "pretrain.train")  # named as the user wrote it, before any folder is made
     found = find_pretrained(cfg)
     if found:
         return found

@@ -69,10 +69,10 @@ class SearchSpace:
             if base is not None and OmegaConf.select(base, spec["key"], default="__absent__") == "__absent__":
                 raise ConfigError(f"search_space.params.{name}.key={spec['key']} is not a config key of this run: fix the key")
             params.append(Param(name, str(spec["key"]), _distribution(name, spec)))
-        recipe = raw.get("recipe") or {}
-        unknown = set(recipe) - {p.name for p in params}
-        if unknown:
-            raise ConfigError(f"search_space.recipe sets {sorted(unknown)}, which are not in search_space.params: remove them")
+        # A parameter dropped from the shell (~search_space.params.warmup) drops out of the recipe too:
+        # the run config's own value applies, as it does for every key outside the space.
+        names = {p.name for p in params}
+        recipe = {k: v for k, v in (raw.get("recipe") or {}).items() if k in names}
         return cls(params, recipe)
 
     @property

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from harness.config import validate_run
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
-from harness.run import RunResult, run_training
+from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import SearchSpace
 from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, study_lock
 
@@ -82,8 +82,28 @@ class Budget:
                 or (self.max_wall_s is not None and s["wall_s"] >= self.max_wall_s))
 
 
+# Each pruner's settings and the least value each takes (all integers).
+_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "reduction_factor": 2},
+                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
+
+
+def _check_pruner(p: DictConfig) -> None:
+    if p.name not in _PRUNER_SETTINGS:
+        raise ConfigError(f"pruner={p.name} is unknown: use hyperband, median or none")
+    settings = _PRUNER_SETTINGS[str(p.name)]
+    unknown = sorted(set(p) - {"name"} - set(settings))
+    if unknown:
+        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
+        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={p.name}: remove it (known: {known})")
+    for key, least in settings.items():
+        value = p.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"pruner.{key}={value} must be an integer >= {least}: fix pruner.{key}")
+
+
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     p = cfg.pruner
+    _check_pruner(p)
     if p.name == "hyperband":
         max_steps = _max_steps(cfg)
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_steps,
@@ -171,9 +191,31 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     from harness.data import build_task
     from harness.models import check_model_name
 
-    build_task(cfg.data, "target")
+    for key in ("sampler_seed", "n_startup_trials"):
+        value = cfg.tune[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"tune.{key}={value} must be an integer >= 0: fix tune.{key}")
+    task = build_task(cfg.data, "target")
     check_model_name(str(cfg.model.name))
+    resolve_device(cfg.trainer)
+    _check_weights(cfg, task)
     return space, budget
+
+
+def _check_weights(cfg: DictConfig, task) -> None:
+    """A weights file or hub tag that cannot be used fails here, not once per trial (as a FAIL
+    that spends the budget): the file is read safely and checked against the model."""
+    if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) == "source":
+        return
+    from harness.models import classifier_names, create_backbone
+    from harness.run import pretrained_file
+    from harness.weights import check_fits, read_state_dict
+
+    path = pretrained_file(cfg)  # hub: fails fast when the hub cannot be reached
+    if path is not None:
+        reference = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size)
+        check_fits(read_state_dict(path), reference, classifier_names(reference),
+                   reference.pretrained_cfg.get("first_conv"), path)
 
 
 def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
@@ -245,7 +287,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(values, user_attrs={"retry_of": trial.number})
-        raise
+        raise KeyboardInterrupt(f"trial {trial.number} interrupted") from None  # exit as interrupted (130), not 1
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
         compute = getattr(err, "harness_compute", None)
         trial.set_user_attr("fail_reason", _fail_reason(err))

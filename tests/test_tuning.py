@@ -1,0 +1,437 @@
+"""harness-tune: one cell = one Optuna study. Every test asserts on the storage, the single source of
+truth: study and trial attributes, pruning, resume, killed and concurrent workers, failures, config
+errors, the test split, search spaces, multirun, secrets, FLOP budgets.
+
+In-process tests compose the real conf/tune.yaml and call harness.tuning.tune_cell; subprocess tests
+(marked slow) are those where processes are the point.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+import harness.cli
+import harness.run
+import harness.storage
+import harness.tuning
+from harness.errors import ConfigError
+from harness.search_space import SearchSpace
+from harness.tuning import cell_study_name, tune_cell
+from tuning_helpers import (
+    FINISHED,
+    compose_tune,
+    finished,
+    load,
+    run_tune,
+    set_space,
+    sqlite_trials,
+    start_tune,
+    study_names,
+    tiny_overrides,
+)
+
+CONF = Path(harness.cli.CONFIG_DIR)
+SANE_LR, DEAD_LR, EXPLODING_LR = 0.003, 1e-7, 1e6
+
+
+def _lr_space(*choices: float) -> dict:
+    return {"lr": {"key": "train.lr", "type": "categorical", "choices": list(choices)}}
+
+
+def _steps_reported(trial: optuna.trial.FrozenTrial, val_every: int) -> set[int]:
+    """The optimizer steps a trial that ran `steps` steps reports at: every val_every, and the end."""
+    steps = int(trial.user_attrs["steps"])
+    return set(range(val_every, steps + 1, val_every)) | {steps}
+
+
+# ------------------------------------------------------------------------ the storage contract
+
+
+def test_cell_study_and_trial_attrs(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.n_trials=3", pruner="hyperband")
+    study = tune_cell(cfg, tmp_path / "runs")
+
+    stored = load(tmp_path)
+    assert cell_study_name(cfg) == study.study_name == "digits/scratch/n10"
+    attrs = stored.user_attrs
+    assert attrs["strategy"] == "scratch" and attrs["n_train"] == 10 and attrs["study"] == "digits"
+    assert attrs["budget"] == {"n_trials": 3, "max_flops": None, "max_wall_s": None}
+    assert stored.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    final = attrs["final"]
+    assert isinstance(final, list) and len(final) == cfg.study.seeds == 2
+    assert [r["seed"] for r in final] == [1, 2]  # seed + 1 + i: never the tuning seed
+    for row in final:
+        assert set(row) == {"seed", "val_acc", "test_acc", "flops", "wall_s"}
+        assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
+        assert row["flops"] > 0 and row["wall_s"] > 0
+    best = max((t for t in stored.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert attrs["best_trial"] == best.number and attrs["best_params"] == best.params
+
+    trials = finished(stored)
+    assert len(trials) == len(stored.trials) == 3
+    assert trials[0].user_attrs.get("recipe") is True  # the standard recipe goes first
+    for t in trials:
+        assert t.user_attrs["flops"] > 0 and t.user_attrs["wall_s"] > 0 and t.user_attrs["flops_per_step"] > 0
+        assert t.intermediate_values, f"trial {t.number} reported nothing"
+        if t.state == TrialState.COMPLETE:
+            assert set(t.intermediate_values) == _steps_reported(t, 5)  # keyed by optimizer steps
+            assert t.user_attrs["steps"] == t.params["steps"]
+            assert t.value == t.intermediate_values[t.params["steps"]]
+        # flops = every training step (plus evaluation) at flops_per_step
+        assert t.user_attrs["flops"] >= t.user_attrs["steps"] * t.user_attrs["flops_per_step"]
+
+
+def test_pruning_prunes_a_learning_rate_that_cannot_learn(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.n_trials=5", "train.steps=30", "pruner=median",
+                       "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0")
+    set_space(cfg, _lr_space(SANE_LR, DEAD_LR), recipe={"lr": SANE_LR})
+    tune_cell(cfg, tmp_path / "runs")
+
+    trials = load(tmp_path).trials
+    assert trials[0].params == {"lr": SANE_LR} and trials[0].state == TrialState.COMPLETE
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, f"nothing pruned: {[(t.params, t.state) for t in trials]}"
+    assert all(t.params == {"lr": DEAD_LR} for t in pruned), "a sane configuration was pruned"
+    assert all(t.params == {"lr": SANE_LR} for t in complete), "the dead learning rate ran to the end"
+    full_flops = min(t.user_attrs["flops"] for t in complete)
+    for t in pruned:
+        assert t.intermediate_values, "a pruned trial lost its learning curve"
+        last = max(t.intermediate_values)
+        assert last < 30 and last == t.user_attrs["steps"]
+        assert set(t.intermediate_values) == set(range(5, last + 1, 5))
+        assert 0 < t.user_attrs["flops"] < full_flops
+        assert 0 < t.user_attrs["wall_s"]
+
+
+def test_resume_does_not_redo_completed_trials(tmp_path):
+    def snapshot(t):
+        return (t.number, t.state, t.params, t.value, t.intermediate_values, t.datetime_start,
+                t.datetime_complete, t.user_attrs)
+
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=3", "study.seeds=1"), tmp_path / "runs")
+    first = [snapshot(t) for t in load(tmp_path).trials]
+    assert len(first) == 3
+
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=5", "study.seeds=1"), tmp_path / "runs")
+    study = load(tmp_path)
+    assert len(study.trials) == 5 and len(finished(study)) == 5
+    assert [snapshot(t) for t in study.trials[:3]] == first
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert study.user_attrs["budget"]["n_trials"] == 5
+
+    # A third call with the budget already spent runs nothing.
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=5", "study.seeds=1"), tmp_path / "runs")
+    assert len(load(tmp_path).trials) == 5
+
+
+def test_resume_with_a_better_trial_re_runs_the_new_best(tmp_path):
+    """`final` belongs to the best trial: a resumed cell that finds a better one re-runs it."""
+    def cfg_with_lr(low, high, n_trials):
+        cfg = compose_tune(tmp_path, f"tune.n_trials={n_trials}", "study.seeds=1", "train.steps=15",
+                           "tune.enqueue_recipe=false")
+        return set_space(cfg, {"lr": {"key": "train.lr", "type": "float", "low": low, "high": high, "log": True}})
+
+    tune_cell(cfg_with_lr(1e-7, 2e-7, 1), tmp_path / "runs")  # a learning rate that cannot learn
+    before = load(tmp_path).user_attrs
+    assert before["best_trial"] == 0 and len(before["final"]) == 1
+
+    tune_cell(cfg_with_lr(0.005, 0.006, 2), tmp_path / "runs")
+    study = load(tmp_path)
+    assert study.trials[1].value > study.trials[0].value
+    assert study.user_attrs["best_trial"] == 1
+    assert study.user_attrs["best_params"] == study.trials[1].params
+    assert study.user_attrs["final"] != before["final"]
+
+
+def test_a_trial_taken_by_a_worker_that_dies_before_training_is_still_retried(tmp_path):
+    """Between taking a trial and its first heartbeat a worker can die too; Optuna never fails a
+    RUNNING trial that has no heartbeat, so taking one must record it."""
+    cfg = compose_tune(tmp_path, "tune.n_trials=2", "storage.heartbeat_interval=1", "storage.grace_period=1")
+    space, budget = harness.tuning.check_cell_config(cfg)
+    study = harness.tuning.open_cell(cfg, space, budget)
+    taken = harness.tuning._take_trial(study, cfg, budget)  # ...and the worker dies here
+    assert load(tmp_path).trials[taken.number].state == TrialState.RUNNING
+
+    time.sleep(3)  # past the grace period at SQLite's one-second clock resolution
+    assert harness.storage.fail_stale_trials(study) == 1
+    trials = load(tmp_path).trials
+    assert trials[taken.number].state == TrialState.FAIL
+    assert [t.state for t in trials if t.system_attrs.get("failed_trial") == taken.number] == [TrialState.WAITING]
+
+
+# --------------------------------------------------------------------------- failing trials
+
+
+def test_a_diverging_trial_fails_and_the_study_continues(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.n_trials=5", "train.steps=10", "study.seeds=1")
+    set_space(cfg, _lr_space(SANE_LR, EXPLODING_LR), recipe={"lr": SANE_LR})
+    tune_cell(cfg, tmp_path / "runs")
+
+    study = load(tmp_path)
+    trials = study.trials
+    assert len(trials) == 5 and all(t.state in FINISHED for t in trials)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed, f"lr={EXPLODING_LR} was never sampled: {[t.params for t in trials]}"
+    for t in failed:
+        assert t.params == {"lr": EXPLODING_LR}
+        assert "diverged" in t.user_attrs["fail_reason"]
+        assert t.value is None
+        assert t.user_attrs["flops"] > 0 and t.user_attrs["wall_s"] > 0 and t.user_attrs["flops_per_step"] > 0
+    later = [t for t in trials if t.number > failed[0].number and t.state == TrialState.COMPLETE]
+    assert later, "no trial completed after the diverged one"
+    assert all(t.params == {"lr": SANE_LR} for t in trials if t.state == TrialState.COMPLETE)
+    assert len(study.user_attrs["final"]) == 1
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["tune.n_trials=0"], "tune.n_trials"),
+    (["tune.n_trials=null"], "no budget"),
+    (["tune.max_flops=-1"], "tune.max_flops"),
+    (["search_space.params.lr.low=0.5"], "low=0.5"),
+    (["search_space.params.lr.type=gaussian"], "type=gaussian"),
+    (["data.n_train=5000"], "data.n_train"),
+    (["strategy=finetune", "data.n_train=5000"], "data.n_train"),
+    (["study.seeds=0"], "study.seeds"),
+    (["pruner.name=bogus"], "pruner=bogus"),
+    (["model.name=no_such_model_xyz"], "no_such_model_xyz"),
+])
+def test_config_errors_fail_before_any_trial(tmp_path, overrides, words):
+    cfg = compose_tune(tmp_path, *overrides)
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")) as err:
+        tune_cell(cfg, tmp_path / "runs")
+    assert "\n" not in str(err.value)
+    assert study_names(tmp_path) == []  # no study, hence no trial, for this (or any) cell
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "pretrained").exists()
+
+
+def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeypatch):
+    test_splits, runs, test_reads = [], [], []
+    real_build_task, real_eval_batches, real_run = harness.run.build_task, harness.run.eval_batches, harness.tuning.run_training
+
+    def build_task(data, role="target", pool=None):
+        task = real_build_task(data, role, pool)
+        test_splits.append(task.test)
+        return task
+
+    def eval_batches(images, *args, **kwargs):
+        if any(images is split for split in test_splits):
+            test_reads.append(runs[-1][0])
+        return real_eval_batches(images, *args, **kwargs)
+
+    def run_training(cfg, run_dir, **kwargs):
+        runs.append((run_dir.name, kwargs.get("evaluate_test", True)))
+        return real_run(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(harness.run, "build_task", build_task)
+    monkeypatch.setattr(harness.run, "eval_batches", eval_batches)
+    monkeypatch.setattr(harness.tuning, "run_training", run_training)
+
+    cfg = compose_tune(tmp_path, "tune.n_trials=3", "study.seeds=2", pruner="hyperband")
+    tune_cell(cfg, tmp_path / "runs")
+
+    trial_runs = [r for r in runs if r[0].startswith("trial-")]
+    assert len(trial_runs) == 3 and all(evaluate is False for _, evaluate in trial_runs)
+    assert test_reads == ["final-seed1", "final-seed2"]  # count = study.seeds, nothing during trials
+    final = load(tmp_path).user_attrs["final"]
+    assert len(final) == 2 and all(r["test_acc"] is not None for r in final)
+
+
+def test_budget_by_flops_stops_once_spent(tmp_path):
+    def cfg(*budget):
+        c = compose_tune(tmp_path, *budget, "study.seeds=1", "train.steps=10")
+        return set_space(c, {"lr": {"key": "train.lr", "type": "float", "low": 0.002, "high": 0.004}})
+
+    tune_cell(cfg("tune.n_trials=1"), tmp_path / "runs")  # measures what one trial costs
+    one_trial = load(tmp_path).trials[0].user_attrs["flops"]
+    max_flops = 2.5 * one_trial  # identical trials but for lr: the third one crosses the line
+    tune_cell(cfg("tune.n_trials=null", f"tune.max_flops={max_flops}"), tmp_path / "runs")
+
+    study = load(tmp_path)
+    assert study.user_attrs["budget"] == {"n_trials": None, "max_flops": max_flops, "max_wall_s": None}
+    flops = [t.user_attrs["flops"] for t in study.trials]
+    assert len(flops) == 3 and all(math.isclose(f, one_trial) for f in flops)
+    assert sum(flops[:-1]) < max_flops <= sum(flops)  # it started a trial only while budget was left
+
+
+# ----------------------------------------------------------------------------- search spaces
+
+
+def _expected(spec: dict):
+    if spec["type"] == "categorical":
+        return CategoricalDistribution(spec["choices"])
+    if spec["type"] == "int":
+        return IntDistribution(spec["low"], spec["high"], log=spec.get("log", False), step=spec.get("step", 1))
+    return FloatDistribution(spec["low"], spec["high"], log=spec.get("log", False), step=spec.get("step"))
+
+
+@pytest.mark.parametrize("strategy", ["scratch", "finetune"])
+def test_search_space_files_parse_into_their_distributions(strategy):
+    raw = yaml.safe_load((CONF / "search_space" / f"{strategy}.yaml").read_text())
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="tune", overrides=[f"strategy={strategy}"])
+    space = SearchSpace.from_config(cfg.search_space, base=cfg)
+
+    assert list(space.distributions) == list(raw["params"])
+    for name, spec in raw["params"].items():
+        assert space.distributions[name] == _expected(spec), name
+        assert [p.key for p in space.params if p.name == name] == [spec["key"]]
+        assert OmegaConf.select(cfg, spec["key"], default="absent") != "absent"
+    assert space.recipe == raw["recipe"] and space.recipe_within_space() == raw["recipe"]
+    for name, value in raw["recipe"].items():
+        assert space.distributions[name]._contains(space.distributions[name].to_internal_repr(value)), name
+
+
+def test_search_space_shell_overrides():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="tune", overrides=["search_space.params.lr.high=0.5",
+                                                     "search_space.params.steps.step=25",
+                                                     "search_space.params.augment.choices=[off,strong]",
+                                                     "~search_space.params.warmup"])
+    space = SearchSpace.from_config(cfg.search_space, base=cfg)
+    assert space.distributions["lr"] == FloatDistribution(0.001, 0.5, log=True)
+    assert space.distributions["steps"] == IntDistribution(150, 900, step=25)
+    assert space.distributions["augment"] == CategoricalDistribution(["off", "strong"])
+    assert "warmup" not in space.distributions and "warmup" not in space.recipe_within_space()
+
+    # A narrowed range moves the recipe inside it.
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="tune", overrides=["search_space.params.lr.low=0.01"])
+    assert SearchSpace.from_config(cfg.search_space, base=cfg).recipe_within_space()["lr"] == 0.01
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"key": "train.lr", "type": "gaussian", "low": 0.1, "high": 1}, "type=gaussian"),
+    ({"key": "train.lr", "type": "float", "low": 0.0, "high": 1, "log": True}, "low > 0"),
+    ({"key": "train.lr", "type": "float", "low": -1.0, "high": 1, "log": True}, "low > 0"),
+    ({"key": "train.lr", "type": "float", "high": 1}, "needs low"),
+    ({"key": "train.lr", "type": "float", "low": 1.0, "high": 0.1}, "below high"),
+    ({"key": "train.lr", "type": "float", "low": 0.1, "high": 1, "log": True, "step": 0.1}, "cannot be combined"),
+    ({"key": "train.steps", "type": "int", "low": 1.5, "high": 10}, "integers"),
+    ({"key": "train.optimizer", "type": "categorical", "choices": []}, "choices is empty"),
+    ({"type": "float", "low": 0.1, "high": 1}, "needs a key"),
+    ({"key": "train.learning_rate", "type": "float", "low": 0.1, "high": 1}, "not a config key"),
+])
+def test_bad_search_space_entries_raise_config_errors(tmp_path, spec, words):
+    cfg = compose_tune(tmp_path)
+    node = OmegaConf.create({"params": {"lr": spec}})
+    with pytest.raises(ConfigError, match=words):
+        SearchSpace.from_config(node, base=cfg)
+
+
+def test_an_empty_search_space_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="empty"):
+        SearchSpace.from_config(OmegaConf.create({"params": {}}), base=compose_tune(tmp_path))
+
+
+# ---------------------------------------------------------------------- processes (slow)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
+    beat = ["storage.heartbeat_interval=1", "storage.grace_period=2", "~search_space.params.steps", "study.seeds=1"]
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=1", "train.steps=10", *beat), tmp_path / "runs")
+    done = load(tmp_path).trials[0]
+    assert done.state == TrialState.COMPLETE
+
+    # A second worker runs a trial far too long to finish; kill -9 it once it is mid-training.
+    worker = start_tune(tmp_path, *tiny_overrides(tmp_path), *beat, "tune.n_trials=3", "train.steps=200000",
+                        f"hydra.run.dir={tmp_path}/killed", log=tmp_path / "killed.log")
+    try:
+        deadline = time.monotonic() + 180
+        while not any(n == 1 and s == "RUNNING" and k > 0 for n, s, k in sqlite_trials(tmp_path / "tune.db")):
+            assert worker.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "the worker never started trial 1"
+            time.sleep(0.3)
+        worker.send_signal(signal.SIGKILL)
+        assert worker.wait(30) == -signal.SIGKILL
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    study = load(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+    killed = study.trials[1]
+
+    time.sleep(4)  # past the grace period (SQLite's clock has one-second resolution)
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=3", "train.steps=10", *beat), tmp_path / "runs")
+
+    trials = load(tmp_path).trials
+    assert trials[0].number == done.number and trials[0].state == TrialState.COMPLETE
+    assert (trials[0].value, trials[0].params, trials[0].datetime_complete) == (done.value, done.params, done.datetime_complete)
+    assert trials[1].state == TrialState.FAIL  # the stale trial, failed by the resuming worker
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state == TrialState.COMPLETE
+    assert len(trials) == 3 and sum(t.state in FINISHED for t in trials) == 3  # == the budget
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_cell_and_its_budget(tmp_path):
+    args = [*tiny_overrides(tmp_path, pruner="hyperband"), "tune.n_trials=20", "study.seeds=1",
+            "search_space.params.steps.low=5", "search_space.params.steps.high=10"]
+    workers = [start_tune(tmp_path, *args, f"hydra.run.dir={tmp_path}/w{i}", log=tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        codes = [w.wait(300) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+
+    study = load(tmp_path)
+    states = [t.state for t in study.trials]
+    assert len(states) == 20 and sum(s in FINISHED for s in states) == 20, states
+    assert TrialState.FAIL not in states, [t.user_attrs.get("fail_reason") for t in study.trials]
+    ran = [{int(p.name.split("-")[1]) for p in (tmp_path / f"w{i}").glob("trial-*")} for i in range(2)]
+    assert not ran[0] & ran[1], "a trial ran in both workers"
+    assert ran[0] | ran[1] == set(range(20))
+    assert ran[0] and ran[1], f"one worker did everything: {ran}"
+    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert study.user_attrs["best_trial"] == best.number and len(study.user_attrs["final"]) == 1
+
+
+@pytest.mark.slow
+def test_multirun_over_a_grid_with_the_joblib_launcher(tmp_path):
+    result = run_tune(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                      *tiny_overrides(tmp_path, pruner="hyperband", n_train=None), "study.seeds=1",
+                      "strategy=scratch,finetune", "data.n_train=10,20", "tune.n_trials=2",
+                      f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    names = study_names(tmp_path)
+    assert names == ["digits/finetune/n10", "digits/finetune/n20", "digits/scratch/n10", "digits/scratch/n20"]
+    for name in names:
+        study = load(tmp_path, name)
+        _, strategy, n = name.split("/")
+        attrs = study.user_attrs
+        assert (attrs["strategy"], attrs["n_train"], attrs["study"]) == (strategy, int(n[1:]), "digits")
+        assert attrs["budget"]["n_trials"] == 2 and len(attrs["final"]) == 1
+        assert len(finished(study)) == 2
+        assert ("pretrain" in attrs) == (strategy == "finetune")
+    # One pretraining shared by both fine-tuning cells, made once.
+    assert len(list((tmp_path / "pretrained").glob("*/weights.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_a_postgres_password_is_never_printed(tmp_path):
+    secret = "s3cretpw"
+    result = run_tune(tmp_path, *tiny_overrides(tmp_path), f"storage.url=postgresql://user:{secret}@127.0.0.1:1/db",
+                      f"hydra.run.dir={tmp_path}/run")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert secret not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "127.0.0.1" in lines[0], output
