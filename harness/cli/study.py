@@ -22,7 +22,7 @@ def _study(cfg: DictConfig) -> float:
 
     summary = run_study(cfg, Path(HydraConfig.get().runtime.output_dir))
     print(summary.get("verdict", ""))
-    print(f"report: {summary.get("report_html")}")
+    print(f"report: {summary.get('report_html')}")
     return float(summary.get("n_star") or 0.0)
 
 
