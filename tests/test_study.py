@@ -1,0 +1,109 @@
+"""harness-study: recipes compose into valid cells, the grid is checked, and a tiny study runs end to
+end (pretrain, tune both strategies, re-run with seeds, report) and resumes without redoing work."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+
+from harness.cli import CONFIG_DIR, STUDIES_DIR
+from harness.errors import ConfigError
+from harness.study import cell_config, check_study, grid
+
+STUDY = str(Path(sys.executable).with_name("harness-study"))
+
+
+def compose_study(*overrides: str, recipe: str = "digits"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("study", overrides=[f"hydra.searchpath=[file://{STUDIES_DIR}]", f"recipe={recipe}", *overrides],
+                       return_hydra_config=False)
+
+
+def test_digits_recipe_is_a_geometric_grid_over_about_one_and_a_half_decades():
+    cfg = compose_study()
+    sizes = list(cfg.study.n_train)
+    ratios = {b / a for a, b in zip(sizes, sizes[1:])}
+    assert len(ratios) == 1 and ratios.pop() > 1
+    assert 1.3 <= math.log10(sizes[-1] / sizes[0]) <= 2.0
+    cells = grid(cfg)
+    assert len(cells) == 2 * len(sizes)
+
+
+def test_a_cell_gets_its_own_strategy_and_search_space():
+    cfg = compose_study()
+    cell = cell_config(cfg, "finetune", 40)
+    assert cell.strategy.name == "finetune" and cell.data.n_train == 40
+    assert "mode" in cell.search_space.params and "strategies" not in cell
+    scratch = cell_config(cfg, "scratch", 40)
+    assert "mode" not in scratch.search_space.params
+    assert scratch.search_space.params.lr.high > cell.search_space.params.lr.low
+
+
+def test_gpu_recipe_composes_with_hub_weights_and_longer_scratch_schedules():
+    cfg = compose_study(recipe="cifar10_gpu")
+    assert cfg.data.name == "torchvision" and cfg.data.dataset == "CIFAR10"
+    assert cfg.strategies.finetune.weights == "hub" and "." in cfg.model.name
+    ft = cell_config(cfg, "finetune", 1000).search_space.params.steps
+    sc = cell_config(cfg, "scratch", 1000).search_space.params.steps
+    assert sc.high > ft.high
+
+
+@pytest.mark.parametrize("sizes", ["[]", "[10,10]", "[10,abc]"])
+def test_bad_grid_is_refused(sizes):
+    with pytest.raises(ConfigError, match="study.n_train"):
+        grid(compose_study(f"study.n_train={sizes}"))
+
+
+def test_grid_value_beyond_the_data_is_refused_before_anything_runs(tmp_path):
+    cfg = compose_study("study.n_train=[10,100000]", f"storage.url=sqlite:///{tmp_path}/s.db",
+                        f"pretrain.cache_dir={tmp_path}/pre")
+    with pytest.raises(ConfigError, match="data.n_train=100000"):
+        check_study(cfg)
+    assert not (tmp_path / "pre").exists()
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_then_resume(tmp_path):
+    db = tmp_path / "study.db"
+    args = [STUDY, "study.n_train=[10,20,40]", "tune.n_trials=2", "study.seeds=2", "study.workers=2",
+            f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={tmp_path}/pre", "pretrain.train.steps=30",
+            f"report.dir={tmp_path}/report", "report.n_boot=100", "logger=none", "data.n_val=50",
+            "train.val_every=10", f"hydra.run.dir={tmp_path}/run",
+            "search_spaces.scratch.params.steps.low=10", "search_spaces.scratch.params.steps.high=20",
+            "search_spaces.scratch.params.steps.step=10", "search_spaces.finetune.params.steps.low=10",
+            "search_spaces.finetune.params.steps.high=20", "search_spaces.finetune.params.steps.step=10"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "cells done 6/6" in first.stderr and "report:" in first.stdout
+
+    storage = f"sqlite:///{db}"
+    names = sorted(optuna.get_all_study_names(storage))
+    assert names == sorted(f"digits/{s}/n{n}" for s in ("finetune", "scratch") for n in (10, 20, 40))
+    trials_before = {}
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+        assert len(done) == 2
+        assert len(study.user_attrs["final"]) == 2
+        trials_before[name] = [(t.number, t.datetime_complete) for t in study.trials]
+    report = tmp_path / "report"
+    for name in ("report.html", "report.md", "trials.csv", "cells.csv", "crossover.json", "learning_curves.png"):
+        assert (report / name).is_file(), name
+    crossover = json.loads((report / "crossover.json").read_text())
+    assert crossover["measured_range"] == [10, 40]
+
+    again = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in names:  # resumed: nothing re-trained
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert [(t.number, t.datetime_complete) for t in study.trials] == trials_before[name]
