@@ -115,7 +115,7 @@ def _train_flops(phases: Sequence[Phase], per_phase: Sequence[float], steps_done
 
 
 def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callbacks: Sequence[pl.Callback] = (),
-                 evaluate_test: bool = True) -> RunResult:
+                 evaluate_test: bool = True, run_name: str | None = None, log_extra: dict | None = None) -> RunResult:
     """Train one model as `cfg` says and measure it. role="source" trains on the source classes
     (pretraining) and reads no test split."""
     started = time.perf_counter()
@@ -142,7 +142,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    logger = make_logger(cfg, run_dir, role)
+    logger = make_logger(cfg, run_dir, role, name=run_name, extra_config=log_extra)
     workers = int(cfg.data.num_workers)
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=int(cfg.trainer.devices) if device.type == "cuda" else 1,

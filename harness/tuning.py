@@ -280,7 +280,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
     try:
         with heartbeat(study._storage, trial._trial_id):
             result = run_training(trial_cfg, run_root / f"trial-{trial.number:04d}", callbacks=[callback],
-                                  evaluate_test=False)
+                                  evaluate_test=False, run_name=f"{study.study_name}/trial-{trial.number}",
+                                  log_extra={"trial": {"number": trial.number, "study": study.study_name, "params": values}})
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
         # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
         trial.set_user_attr("fail_reason", "interrupted")
