@@ -110,9 +110,7 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
                                               reduction_factor=int(p.reduction_factor))
     if p.name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
-    if p.name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"pruner={p.name} is unknown: use hyperband, median or none")
+    return optuna.pruners.NopPruner()  # pruner=none (_check_pruner refused any other name)
 
 
 def _max_steps(cfg: DictConfig) -> int:
@@ -187,7 +185,7 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     seeds = cfg.study.seeds
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"study.seeds={seeds} must be a positive integer: the number of re-runs of the best configuration")
-    # Trials must not fail on what could be checked now: the data sizes and the model name.
+    # Trials must not fail on what could be checked now: sizes, model name, device, weights file.
     from harness.data import build_task
     from harness.models import check_model_name
 

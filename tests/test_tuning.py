@@ -301,8 +301,9 @@ def test_search_space_shell_overrides():
                                                      "search_space.params.augment.choices=[off,strong]",
                                                      "~search_space.params.warmup"])
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    assert space.distributions["lr"] == FloatDistribution(0.001, 0.5, log=True)
-    assert space.distributions["steps"] == IntDistribution(150, 900, step=25)
+    declared = yaml.safe_load((CONF / "search_space" / "scratch.yaml").read_text())["params"]
+    assert space.distributions["lr"] == FloatDistribution(declared["lr"]["low"], 0.5, log=True)
+    assert space.distributions["steps"] == IntDistribution(declared["steps"]["low"], declared["steps"]["high"], step=25)
     assert space.distributions["augment"] == CategoricalDistribution(["off", "strong"])
     assert "warmup" not in space.distributions and "warmup" not in space.recipe_within_space()
 
