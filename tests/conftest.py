@@ -15,6 +15,8 @@ from typing import Callable
 # Before anything imports wandb or huggingface_hub.
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Anything W&B would send (even offline, a background thread may look its server up) stays on loopback.
+os.environ["WANDB_BASE_URL"] = "http://127.0.0.1:9"
 os.environ.pop("HARNESS_CACHE", None)
 os.environ.pop("HYDRA_FULL_ERROR", None)
 
