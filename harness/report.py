@@ -33,7 +33,6 @@ import optuna
 import pandas as pd
 from optuna.distributions import (
     BaseDistribution,
-    CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
     json_to_distribution,

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import optuna
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
