@@ -188,11 +188,21 @@ def _load_torchvision(cfg: DictConfig) -> _Pool:
 _LOADERS = {"digits": _load_digits, "imagefolder": _load_imagefolder, "torchvision": _load_torchvision}
 
 
+_POOL_KEYS = ("name", "root", "dataset", "download", "image_size", "on_device_max_mb")
+_pools: dict[str, _Pool] = {}
+
+
 def load_pool(cfg: DictConfig) -> _Pool:
+    """A dataset is read once per process: every trial of a cell (and every cell of a worker)
+    shares it; splits and subsets are cut from it without changing it."""
     loader = _LOADERS.get(str(cfg.name))
     if loader is None:
         raise ConfigError(f"data.name={cfg.name} is unknown: use one of {sorted(_LOADERS)}")
-    return loader(cfg)
+    key = repr([cfg.get(k) for k in _POOL_KEYS])
+    if key not in _pools:
+        _pools.clear()  # one dataset at a time: a worker moves between cells of one study
+        _pools[key] = loader(cfg)
+    return _pools[key]
 
 
 # ------------------------------------------------------------------------------------- splitting

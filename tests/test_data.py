@@ -195,3 +195,18 @@ def test_imagefolder_unknown_class_name(make_cfg, image_tree):
     cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.source_classes=[ant,yak]")
     with pytest.raises(ConfigError, match="yak"):
         build_task(cfg.data)
+
+
+def test_a_dataset_is_read_once_per_process(make_cfg, monkeypatch):
+    """Every trial of a cell builds its task; the images are read from disk once."""
+    import harness.data as data
+
+    calls = []
+    real = data._LOADERS["digits"]
+    monkeypatch.setitem(data._LOADERS, "digits", lambda cfg: calls.append(1) or real(cfg))
+    monkeypatch.setattr(data, "_pools", {})
+    a = data.build_task(make_cfg("data.n_train=20").data)
+    b = data.build_task(make_cfg("data.n_train=40").data)
+    assert len(calls) == 1
+    assert torch.equal(a.test.x, b.test.x) and set(map(tuple, a.train.x.flatten(1).tolist())) <= set(
+        map(tuple, b.train.x.flatten(1).tolist()))
