@@ -87,10 +87,15 @@ def build_model(cfg: DictConfig, task: Task) -> torch.nn.Module:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # a pretraining just made must not shift the RNG
     if path is None:
         return create_backbone(*args, hub=True)
-    reference = create_backbone(*args)
+    check_weights_fit(cfg, task, path)
+    return create_backbone(*args, pretrained_file=path)
+
+
+def check_weights_fit(cfg: DictConfig, task: Task, path: Path) -> None:
+    """Read the file safely and check it against a fresh model before timm loads it non-strictly."""
+    reference = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size)
     check_fits(read_state_dict(path), reference, classifier_names(reference),
                reference.pretrained_cfg.get("first_conv"), path)
-    return create_backbone(*args, pretrained_file=path)
 
 
 def _count_flops(model: torch.nn.Module, phases: Sequence[Phase], task: Task, batch_size: int) -> list[float]:

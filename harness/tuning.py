@@ -205,15 +205,11 @@ def _check_weights(cfg: DictConfig, task) -> None:
     that spends the budget): the file is read safely and checked against the model."""
     if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) == "source":
         return
-    from harness.models import classifier_names, create_backbone
-    from harness.run import pretrained_file
-    from harness.weights import check_fits, read_state_dict
+    from harness.run import check_weights_fit, pretrained_file
 
     path = pretrained_file(cfg)  # hub: fails fast when the hub cannot be reached
     if path is not None:
-        reference = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size)
-        check_fits(read_state_dict(path), reference, classifier_names(reference),
-                   reference.pretrained_cfg.get("first_conv"), path)
+        check_weights_fit(cfg, task, path)
 
 
 def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
