@@ -84,12 +84,13 @@ class Budget:
 
 # Each pruner's settings and the least value each takes (all integers).
 _PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "reduction_factor": 2},
+                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
                     "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
 
 
 def _check_pruner(p: DictConfig) -> None:
     if p.name not in _PRUNER_SETTINGS:
-        raise ConfigError(f"pruner={p.name} is unknown: use hyperband, median or none")
+        raise ConfigError(f"pruner={p.name} is unknown: use hyperband, asha, median or none")
     settings = _PRUNER_SETTINGS[str(p.name)]
     unknown = sorted(set(p) - {"name"} - set(settings))
     if unknown:
@@ -108,6 +109,10 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
         max_steps = _max_steps(cfg)
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_steps,
                                               reduction_factor=int(p.reduction_factor))
+    if p.name == "asha":  # one bracket of successive halving: the most aggressive of the three
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(p.min_resource),
+                                                      reduction_factor=int(p.reduction_factor),
+                                                      min_early_stopping_rate=int(p.min_early_stopping_rate))
     if p.name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
     return optuna.pruners.NopPruner()  # pruner=none (_check_pruner refused any other name)

@@ -151,6 +151,7 @@ CASES = [
     ("tune", ["+pruner.bogus=3"], "pruner.bogus is not a setting"),
     ("tune", ["pruner=hyperband", "pruner.reduction_factor=1"], "pruner.reduction_factor=1"),
     ("tune", ["pruner=median", "pruner.n_startup_trials=-1"], "pruner.n_startup_trials=-1"),
+    ("tune", ["pruner=asha", "pruner.min_early_stopping_rate=-1"], "pruner.min_early_stopping_rate=-1"),
     ("tune", ["data.n_train=100000"], "data.n_train=100000"),
     ("tune", ["data.n_train=1"], "data.n_train=1"),
     ("tune", ["data.n_val=100000"], "data.n_val=100000"),

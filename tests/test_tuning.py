@@ -93,9 +93,10 @@ def test_cell_study_and_trial_attrs(tmp_path):
         assert t.user_attrs["flops"] >= t.user_attrs["steps"] * t.user_attrs["flops_per_step"]
 
 
-def test_pruning_prunes_a_learning_rate_that_cannot_learn(tmp_path):
-    cfg = compose_tune(tmp_path, "tune.n_trials=5", "train.steps=30", "pruner=median",
-                       "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0")
+@pytest.mark.parametrize("pruner", [["pruner=median", "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0"],
+                                    ["pruner=asha", "pruner.min_resource=5"]], ids=["median", "asha"])
+def test_pruning_prunes_a_learning_rate_that_cannot_learn(tmp_path, pruner):
+    cfg = compose_tune(tmp_path, "tune.n_trials=5", "train.steps=30", *pruner)
     set_space(cfg, _lr_space(SANE_LR, DEAD_LR), recipe={"lr": SANE_LR})
     tune_cell(cfg, tmp_path / "runs")
 
