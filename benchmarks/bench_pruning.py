@@ -15,7 +15,7 @@ geometric mean and the spread are printed. The default cell is chosen not to sat
 n_train=40 with 400 validation images (one image = 0.25 points), so "within 0.5 points" is a real
 tolerance, not "both hit 100%".
 
-Figures, not a pass/fail test. About 25 minutes on 2 cores with the defaults:
+Figures, not a pass/fail test. 9-15 minutes on 2 cores with the defaults:
 
     python benchmarks/bench_pruning.py
     python benchmarks/bench_pruning.py --pruner median --seeds 0 1 --trials 20
@@ -157,10 +157,10 @@ def main() -> None:
         print(f"{s:>4} {b:>9.4f} {shown_test_acc(none):>6} {counts(none):>8} {n_cost[0]:>13.3e} {n_cost[1]:>7.1f} | "
               f"{best(prn):>11.4f} {shown_test_acc(prn):>6} {counts(prn):>8} {p_flops:>14} {p_wall:>7} | {fr:>7} {wr:>6}")
     print()
-    print(f"none / {args.pruner}, compute to reach the no-pruning best within 0.5 points, over "
-          f"{len(flops_ratios)} of {len(runs)} seeds: FLOPs geometric mean {geomean(flops_ratios):.2f}x "
-          f"(min {min(flops_ratios, default=math.nan):.2f}x, max {max(flops_ratios, default=math.nan):.2f}x), "
-          f"wall {geomean(wall_ratios):.2f}x")
+    if flops_ratios:
+        print(f"none / {args.pruner}, compute to reach the no-pruning best within 0.5 points, over "
+              f"{len(flops_ratios)} of {len(runs)} seeds: FLOPs geometric mean {geomean(flops_ratios):.2f}x "
+              f"(min {min(flops_ratios):.2f}x, max {max(flops_ratios):.2f}x), wall {geomean(wall_ratios):.2f}x")
     if missed:
         print(f"seeds where {args.pruner} never came within 0.5 points on the equal budget: {missed}")
     gaps = [100 * (best(p) - best(n)) for n, p in runs.values()]
