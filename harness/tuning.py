@@ -109,7 +109,7 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
         max_steps = _max_steps(cfg)
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_steps,
                                               reduction_factor=int(p.reduction_factor))
-    if p.name == "asha":  # one bracket of successive halving: the most aggressive of the three
+    if p.name == "asha":  # one bracket of successive halving: every trial faces the first rung
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(p.min_resource),
                                                       reduction_factor=int(p.reduction_factor),
                                                       min_early_stopping_rate=int(p.min_early_stopping_rate))
