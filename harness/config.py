@@ -23,6 +23,12 @@ def _positive(value, key: str, kind=float) -> None:
         raise ConfigError(f"{key}={value} must be a positive {'integer' if kind is int else 'number'}: set {key} to a value above 0")
 
 
+def require_int(value, key: str, least: int) -> None:
+    """An integer setting with a floor (YAML's true/false are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{key}={value} must be an integer >= {least}: fix {key}")
+
+
 def _one_of(value, options, key: str) -> None:
     if value not in options:
         raise ConfigError(f"{key}={value} is not one of {', '.join(map(str, options))}: set {key} to one of them")
@@ -59,9 +65,7 @@ def validate_run(cfg: DictConfig) -> None:
     _one_of(cfg.data.augment, LEVELS, "data.augment")
     _one_of(cfg.logger.name, LOGGERS, "logger")
     _one_of(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
-    seed = cfg.data.split_seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"data.split_seed={seed} must be an integer >= 0: set it to 0 or more")
+    require_int(cfg.data.split_seed, "data.split_seed", 0)
     for key in ("n_train", "n_val", "n_test"):
         _positive(cfg.data[key], f"data.{key}", int)
     if cfg.strategy.name == "finetune":

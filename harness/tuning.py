@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from harness.config import validate_run
+from harness.config import require_int, validate_run
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
 from harness.run import RunResult, resolve_device, run_training
@@ -97,9 +97,7 @@ def _check_pruner(p: DictConfig) -> None:
         known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
         raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={p.name}: remove it (known: {known})")
     for key, least in settings.items():
-        value = p.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"pruner.{key}={value} must be an integer >= {least}: fix pruner.{key}")
+        require_int(p.get(key), f"pruner.{key}", least)
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -195,9 +193,7 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     from harness.models import check_model_name
 
     for key in ("sampler_seed", "n_startup_trials"):
-        value = cfg.tune[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"tune.{key}={value} must be an integer >= 0: fix tune.{key}")
+        require_int(cfg.tune[key], f"tune.{key}", 0)
     task = build_task(cfg.data, "target")
     check_model_name(str(cfg.model.name))
     resolve_device(cfg.trainer)
