@@ -26,7 +26,7 @@ def exits_cleanly(task: F) -> F:
         try:
             return task(*args, **kwargs)
         except KeyboardInterrupt:
-            print("interrupted: the running trial was recorded; run the same command again to resume", file=sys.stderr, flush=True)
+            print("interrupted: finished results are stored (a running trial as interrupted); run the same command again to resume", file=sys.stderr, flush=True)
             sys.exit(EXIT_INTERRUPTED)
         except ConfigError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
