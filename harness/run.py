@@ -98,8 +98,9 @@ def check_weights_fit(cfg: DictConfig, task: Task, path: Path) -> None:
                reference.pretrained_cfg.get("first_conv"), path)
 
 
-def _count_flops(model: torch.nn.Module, phases: Sequence[Phase], task: Task, batch_size: int) -> list[float]:
-    x, y = one_batch(task.train, batch_size)
+def _count_flops(model: torch.nn.Module, phases: Sequence[Phase], task: Task, batch_size: int,
+                 device: torch.device) -> list[float]:
+    x, y = (t.to(device) for t in one_batch(task.train, batch_size))
     per_phase = []
     for phase in phases:
         apply_phase(model, phase)
@@ -135,9 +136,11 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     phases = plan_phases(model, cfg.strategy, int(train.steps))
     layer_decay = float(cfg.strategy.get("layer_decay", 1.0))
     groups = optimizer_groups(model, float(train.lr), float(train.weight_decay), layer_decay)
-    per_phase = _count_flops(model, phases, task, int(train.batch_size))
+    # Counting runs a real forward and backward: on the training device, not on one CPU thread.
+    model.to(device)
+    per_phase = _count_flops(model, phases, task, int(train.batch_size), device)
     x_eval, _ = one_batch(task.val, int(train.batch_size))
-    eval_per_sample = eval_flops_per_sample(model, x_eval)
+    eval_per_sample = eval_flops_per_sample(model, x_eval.to(device))
 
     precision = _precision(cfg.trainer, device)
     channels_last = str(cfg.trainer.channels_last) == "true" or (str(cfg.trainer.channels_last) == "auto" and device.type == "cuda")
@@ -171,6 +174,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     finally:
         finish_logger(logger, state)
     steps_done = int(trainer.global_step)
+    module.to(device)  # Lightning's teardown moved it back to the CPU; the evaluation batches live on the device
     stopped_early = steps_done < int(train.steps)
     history = list(module.val_history)
     evaluated = len(task.val) * len(history)
