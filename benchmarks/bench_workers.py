@@ -7,6 +7,7 @@ storage (first trial start to last trial end), so imports and the final re-run d
 
     python benchmarks/bench_workers.py            # N = 50 trials per worker
     python benchmarks/bench_workers.py --n 20 --steps 20
+    python benchmarks/bench_workers.py --accelerator gpu --workers 1 4 8   # several workers sharing one GPU
 
 Prints trials/minute for 1 and 2 workers and their ratio, and the storage errors seen (failed
 trials, worker crashes, "database is locked"), which should be none. Not a pass/fail test: on a
@@ -30,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cell_config(tmp: Path, name: str, n_trials: int, steps: int) -> dict:
+def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: str) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -38,7 +39,7 @@ def cell_config(tmp: Path, name: str, n_trials: int, steps: int) -> dict:
 
     overrides = [
         f"storage.url=sqlite:///{tmp}/bench.db", f"study.name={name}", f"tune.n_trials={n_trials}",
-        "study.seeds=1", "tune.progress=false", "logger=none", "pruner=none", "trainer.accelerator=cpu",
+        "study.seeds=1", "tune.progress=false", "logger=none", "pruner=none", f"trainer.accelerator={accelerator}",
         "trainer.threads=1", "data.n_train=20", "data.n_val=50", "data.n_test=50", f"train.steps={steps}",
         f"train.val_every={steps}", "train.batch_size=16", f"pretrain.cache_dir={tmp}/pretrained",
     ]
@@ -70,12 +71,12 @@ def worker(cfg: dict, run_root: str, barrier, errors, cpu) -> None:
         raise
 
 
-def run(tmp: Path, workers: int, n_per_worker: int, steps: int) -> dict:
+def run(tmp: Path, workers: int, n_per_worker: int, steps: int, accelerator: str) -> dict:
     import optuna
     from optuna.trial import TrialState
 
     name = f"bench-{workers}w"
-    cfg = cell_config(tmp, name, workers * n_per_worker, steps)
+    cfg = cell_config(tmp, name, workers * n_per_worker, steps, accelerator)
     ctx = mp.get_context("spawn")
     barrier, errors, cpu = ctx.Barrier(workers + 1), ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=worker, args=(cfg, str(tmp / f"{name}-{i}"), barrier, errors, cpu))
@@ -110,15 +111,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="trials per worker")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per trial")
     parser.add_argument("--dir", type=Path, default=None, help="keep the storage here (default: a temp folder, removed)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare with the first")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="gpu: every worker on the one visible GPU")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     tmp = args.dir or Path(tempfile.mkdtemp(prefix="bench-workers-"))
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"storage sqlite:///{tmp}/bench.db, {args.n} trials per worker, {args.steps} steps per trial, "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs, accelerator={args.accelerator}", flush=True)
     results = []
-    for workers in (1, 2):
-        r = run(tmp, workers, args.n, args.steps)
+    for workers in args.workers:
+        r = run(tmp, workers, args.n, args.steps, args.accelerator)
         results.append(r)
         print(f"{r['workers']} worker(s): {r['trials']} trials in {r['window_s']:.1f} s -> "
               f"{r['per_minute']:.1f} trials/min (median trial {r['median_trial_s']:.2f} s, wall {r['wall_s']:.1f} s, "
@@ -126,8 +129,10 @@ def main() -> None:
               flush=True)
         for problem in r["problems"][:5]:
             print("   ", problem.strip().splitlines()[-1])
-    ratio = results[1]["per_minute"] / results[0]["per_minute"]
-    print(f"speed-up 2 vs 1 worker: {ratio:.2f}x (target >= 1.7x with one torch thread per worker)")
+    for r in results[1:]:
+        ratio = r["per_minute"] / results[0]["per_minute"]
+        print(f"speed-up {r['workers']} vs {results[0]['workers']} worker(s): {ratio:.2f}x"
+              + (" (target >= 1.7x for 2 vs 1 with one torch thread per worker)" if r["workers"] == 2 else ""))
     if args.dir is None:
         shutil.rmtree(tmp, ignore_errors=True)
 
