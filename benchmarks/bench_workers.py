@@ -9,8 +9,8 @@ storage (first trial start to last trial end), so imports and the final re-run d
     python benchmarks/bench_workers.py --n 20 --steps 20
     python benchmarks/bench_workers.py --accelerator gpu --workers 1 4 8   # several workers sharing one GPU
 
-Prints trials/minute for each worker count (1 and 2 by default) and the ratios to the first, and the storage errors seen (failed
-trials, worker crashes, "database is locked"), which should be none. Not a pass/fail test: on a
+Prints trials/minute for each worker count (1 and 2 by default), the ratios to the first, and the
+storage errors seen (failed trials, worker crashes, "database is locked"), which should be none. Not a pass/fail test: on a
 machine with fewer than 2 free cores the ratio falls below 2 for lack of CPU, not of the storage;
 "cores busy" (the workers' CPU seconds over the wall time, after the barrier) and the load average
 show how much CPU the workers actually got.
