@@ -115,3 +115,25 @@ def only_loopback(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield
     assert not attempts, f"a test tried to reach a non-loopback host: {attempts}"
+
+
+IMAGE_CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")
+IMAGE_COLOURS = ((230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230))
+# Overrides that fit data=imagefolder to image_tree.
+IMAGE_SIZES = ("data.image_size=12", "data.n_val=8", "data.n_test=8", "data.source_n_val=4")
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory) -> Path:
+    """6 class folders x 12 PNGs of 12x12 pixels; each class has its own colour plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, colour in zip(IMAGE_CLASSES, IMAGE_COLOURS):
+        (root / name).mkdir()
+        for i in range(12):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
+    return root

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import IMAGE_CLASSES, IMAGE_SIZES
 
 from harness.data import build_task, load_pool
 from harness.errors import ConfigError
@@ -138,32 +138,13 @@ def test_imagefolder_root_must_be_set(make_cfg, tmp_path):
 
 
 # --------------------------------------------------------------------------------- image folders
-CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")
-COLOURS = ((230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230))
-
-
-@pytest.fixture(scope="module")
-def image_tree(tmp_path_factory) -> Path:
-    """6 class folders x 12 PNGs of 12x12 pixels; each class has its own colour plus noise."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for name, colour in zip(CLASSES, COLOURS):
-        (root / name).mkdir()
-        for i in range(12):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
-    return root
-
-
-IMAGE_SIZES = ("data.image_size=12", "data.n_val=8", "data.n_test=8", "data.source_n_val=4")
+# image_tree (conftest.py): one folder per name in IMAGE_CLASSES, 12 PNGs of 12x12 pixels each.
 
 
 def test_imagefolder_task_sizes(make_cfg, image_tree):
     cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.n_train=24")
     task = build_task(cfg.data)
-    assert task.class_names == list(CLASSES)
+    assert task.class_names == list(IMAGE_CLASSES)
     assert task.in_chans == 3 and task.image_size == 12
     assert task.train.x.shape == (24, 3, 12, 12)
     assert (len(task.train), len(task.val), len(task.test)) == (24, 8, 8)
@@ -173,7 +154,7 @@ def test_imagefolder_task_sizes(make_cfg, image_tree):
 def test_imagefolder_trains_scratch(make_cfg, image_tree, tmp_path):
     cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.n_train=24", "train.steps=15")
     result = run_training(cfg, tmp_path)
-    assert result.n_train == 24 and result.class_names == list(CLASSES)
+    assert result.n_train == 24 and result.class_names == list(IMAGE_CLASSES)
     assert result.model.get_classifier().out_features == 6
     assert result.compute.steps == 15 and result.compute.train_flops > 0
     assert 0.0 <= result.val_acc <= 1.0 and result.test_acc is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import IMAGE_SIZES
 
 from harness.run import run_training
 
@@ -31,17 +32,9 @@ def test_flops_are_counted_the_same_on_the_gpu_as_on_the_cpu(make_cfg, tmp_path)
     assert gpu.train_flops == pytest.approx(cpu.train_flops, rel=1e-6)
 
 
-def test_a_loader_fed_run_trains_on_the_gpu(make_cfg, tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate([(230, 30, 30), (30, 230, 30), (30, 30, 230)]):
-        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
-        for i in range(20):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "images" / f"c{c}" / f"{i:02d}.png")
-    cfg = make_cfg("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=12", "data.n_train=21",
-                   "data.n_val=9", "data.n_test=9", "data.on_device_max_mb=0", "data.num_workers=0", *ON_GPU)
+def test_a_loader_fed_run_trains_on_the_gpu(make_cfg, tmp_path, image_tree):
+    # on_device_max_mb=0: the images go through a DataLoader with pinned memory, not device tensors.
+    cfg = make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, "data.n_train=24",
+                   "data.on_device_max_mb=0", "data.num_workers=0", *ON_GPU)
     result = run_training(cfg, tmp_path / "run")
     assert result.test_acc is not None and result.compute.steps == 10
