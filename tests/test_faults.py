@@ -77,9 +77,16 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (`cmd &`, as CI
+    scripts do) ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(cwd: Path, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     with open(log, "w") as handle:
-        return subprocess.Popen([TUNE, *args], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen([TUNE, *args], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_interruptible)
 
 
 def _stop_all(procs) -> None:
