@@ -55,13 +55,18 @@ def check_study(cfg: DictConfig) -> list[DictConfig]:
 
 
 def _worker(cells: list[dict], offset: int, run_root: str) -> None:
-    """One process: tunes the cells starting from its own offset, joining any cell still open."""
+    """One process: tunes the cells starting from its own offset, joining any cell still open.
+
+    The first pass moves on as soon as a cell's budget is spent; the second waits for the other
+    workers' last trials, so that one dying (here or on another machine) is re-run, not left RUNNING.
+    """
     from harness.tuning import tune_cell
 
     order = cells[offset:] + cells[:offset]
-    for cell in order:
-        cfg = OmegaConf.create(cell)
-        tune_cell(cfg, Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}")
+    for wait_for_peers in (False, True):
+        for cell in order:
+            cfg = OmegaConf.create(cell)
+            tune_cell(cfg, Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", wait_for_peers=wait_for_peers)
 
 
 def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:

@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 
+def retried_trial_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Trials of dead workers that the storage's RetryHeartbeatStaleTrialCallback re-queued (its
+    `retry_history`, read from the system attrs directly to skip the experimental warning)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
 def cell_study_name(cfg: DictConfig) -> str:
     return f"{cfg.study.name}/{cfg.strategy.name}/n{int(cfg.data.n_train)}"
 
@@ -70,7 +76,11 @@ class Budget:
         return {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
 
     def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
-        counted = [t for t in trials if t.state in SPENT_STATES and not t.user_attrs.get("interrupted")]
+        """Interrupted trials and killed workers' trials that were re-queued are not verdicts on
+        their parameters: their re-run counts instead (a trial killed max_retry times counts)."""
+        retried = retried_trial_numbers(trials)
+        counted = [t for t in trials if t.state in SPENT_STATES and not t.user_attrs.get("interrupted")
+                   and t.number not in retried]
         return {"n_trials": len(counted),
                 "flops": sum(float(t.user_attrs.get("flops", 0.0)) for t in counted),
                 "wall_s": sum(float(t.user_attrs.get("wall_s", 0.0)) for t in counted)}
@@ -317,15 +327,20 @@ class Progress:
     def __init__(self, study: optuna.Study, budget: Budget, enabled: bool):
         self.study, self.budget, self.enabled = study, budget, enabled
         self.started = time.perf_counter()
-        self.done_at_start = budget.spent(study.get_trials(deepcopy=False))["n_trials"]
+        self.done_at_start = self._done(study.get_trials(deepcopy=False))
         self.tty = sys.stderr.isatty()
+        self.waited_for: int | None = None
+
+    def _done(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        return self.budget.spent([t for t in trials if t.state.is_finished()])["n_trials"]
 
     def update(self) -> None:
+        self.waited_for = None
         if not self.enabled:
             return
         trials = self.study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
-        done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for s in states)
+        done = self._done(trials)
         complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         elapsed = time.perf_counter() - self.started
         total = self.budget.n_trials
@@ -335,6 +350,15 @@ class Progress:
                 f"pruned {states.count(TrialState.PRUNED)} failed {states.count(TrialState.FAIL)} "
                 f"elapsed {elapsed:.0f}s eta {eta}")
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def waiting(self) -> None:
+        """Said once per wait: why a worker whose cell is spent has not exited yet."""
+        running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if self.enabled and running != self.waited_for:
+            line = (f"[{self.study.study_name}] budget spent; waiting for {running} trial(s) of other workers to end "
+                    "(a dead worker's trial is re-run here)")
+            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        self.waited_for = running
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -383,16 +407,43 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def tune_cell(cfg: DictConfig, run_root: Path) -> optuna.Study:
-    """Create or continue one cell's study, run trials until the budget is spent, re-run the best."""
+def _peers_may_die(study: optuna.Study) -> bool:
+    """Other workers still run trials of this spent cell, and a dead one's trial can be told from a
+    slow one's (heartbeats on): worth waiting, since a trial whose worker dies now is otherwise
+    left RUNNING, holding a slot of the budget that never yields a result, until the cell is tuned again."""
+    storage = rdb_of(study._storage)
+    return (isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+            and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
+
+
+def _poll_s(storage: optuna.storages.BaseStorage) -> float:
+    storage = rdb_of(storage)
+    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+    return float(min(5, max(1, interval or 1)))
+
+
+def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> optuna.Study:
+    """Create or continue one cell's study, run trials until the budget is spent, re-run the best.
+
+    With `wait_for_peers`, a worker that finds the budget spent stays until the other workers'
+    trials end, so that if one of them dies its trial is failed and re-run (by this worker) instead
+    of left RUNNING; the best is then re-run once, on the cell's final best.
+    """
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
     progress = Progress(study, budget, bool(cfg.tune.progress))
     try:
         with _sigterm_as_interrupt():
-            while (trial := _take_trial(study, cfg, budget)) is not None:
-                run_trial(study, trial, cfg, space, run_root)
-                progress.update()
+            while True:
+                trial = _take_trial(study, cfg, budget)
+                if trial is not None:
+                    run_trial(study, trial, cfg, space, run_root)
+                    progress.update()
+                elif wait_for_peers and _peers_may_die(study):
+                    progress.waiting()
+                    time.sleep(_poll_s(study._storage))
+                else:
+                    break
     finally:
         progress.close()
     rerun_best(study, cfg, space, run_root)

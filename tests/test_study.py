@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from harness.cli import CONFIG_DIR, STUDIES_DIR
@@ -107,3 +108,32 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     for name in names:  # resumed: nothing re-trained
         study = optuna.load_study(study_name=name, storage=storage)
         assert [(t.number, t.datetime_complete) for t in study.trials] == trials_before[name]
+
+
+def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rerun_its_trial(tmp_path):
+    """Cell n10's last trial belongs to a dead worker (it beat once, then nothing). A study worker
+    first tunes the other cell instead of waiting on n10, then comes back, fails the dead trial once
+    it is stale and runs its retry: no cell is left short of its budget with a trial RUNNING."""
+    from harness import tuning
+    from harness.study import _worker
+
+    cfg = compose_study("study.strategies=[scratch]", "study.n_train=[10,20]", "tune.n_trials=1", "study.seeds=1",
+                        f"storage.url=sqlite:///{tmp_path}/study.db", "storage.heartbeat_interval=1",
+                        "storage.grace_period=2", "logger=none", "tune.progress=false", "data.n_val=50", "train.steps=10",
+                        "train.val_every=10", "~search_spaces.scratch.params.steps")
+    cells = check_study(cfg)
+    dead_cell = next(c for c in cells if c.data.n_train == 10)
+    space, budget = tuning.check_cell_config(dead_cell)
+    dead = tuning._take_trial(tuning.open_cell(dead_cell, space, budget), dead_cell, budget)
+    space.suggest(dead)
+
+    _worker([OmegaConf.to_container(c, resolve=True) for c in cells], 0, str(tmp_path / "runs"))
+
+    storage = f"sqlite:///{tmp_path}/study.db"
+    held = optuna.load_study(study_name="digits/scratch/n10", storage=storage)
+    other = optuna.load_study(study_name="digits/scratch/n20", storage=storage)
+    assert [t.state for t in held.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert held.trials[1].system_attrs["failed_trial"] == dead.number and "final" in held.user_attrs
+    assert [t.state for t in other.trials] == [TrialState.COMPLETE] and "final" in other.user_attrs
+    # n20 was tuned before the dead trial could be failed (2 s of grace): the worker did not wait on n10 first
+    assert other.trials[0].datetime_start < held.trials[0].datetime_complete

@@ -376,7 +376,48 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params
     assert retries[0].state == TrialState.COMPLETE
-    assert len(trials) == 3 and sum(t.state in FINISHED for t in trials) == 3  # == the budget
+    # The killed attempt is replaced by its retry, not counted: 3 trials spent, all finished.
+    assert len(trials) == 4 and all(t.state in FINISHED for t in trials)
+    assert harness.tuning.Budget(3, None, None).spent(trials)["n_trials"] == 3
+
+
+def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path):
+    """The last trial of the budget belongs to a worker that died (it beat once, then nothing):
+    the surviving worker does not exit with the cell short of a trial and that one RUNNING; it
+    waits out the grace period, fails it, runs its retry, and re-runs the final best."""
+    beat = ["storage.heartbeat_interval=1", "storage.grace_period=2", "~search_space.params.steps", "train.steps=10",
+            "study.seeds=1"]
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=2", *beat), tmp_path / "runs")
+    cfg = compose_tune(tmp_path, "tune.n_trials=3", *beat)
+    space, budget = harness.tuning.check_cell_config(cfg)
+    study = harness.tuning.open_cell(cfg, space, budget)
+    dead = harness.tuning._take_trial(study, cfg, budget)  # what a worker does before it is killed
+    dead_params = space.suggest(dead)
+
+    tune_cell(cfg, tmp_path / "runs")
+
+    study = load(tmp_path)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].number == dead.number and trials[2].params == dead_params
+    assert trials[3].system_attrs["failed_trial"] == dead.number and trials[3].params == dead_params
+    assert budget.spent(trials)["n_trials"] == 3  # the dead attempt is replaced by its retry, not counted
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert study.user_attrs["best_trial"] == best.number and len(study.user_attrs["final"]) == 1
+
+
+def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path):
+    """harness-study's first pass over the cells: a peer's running trial does not hold it up."""
+    beat = ["storage.heartbeat_interval=1", "storage.grace_period=60", "tune.n_trials=1"]
+    cfg = compose_tune(tmp_path, *beat)
+    space, budget = harness.tuning.check_cell_config(cfg)
+    study = harness.tuning.open_cell(cfg, space, budget)
+    running = harness.tuning._take_trial(study, cfg, budget)
+    started = time.monotonic()
+    tune_cell(cfg, tmp_path / "runs", wait_for_peers=False)
+    assert time.monotonic() - started < 30
+    assert [t.state for t in load(tmp_path).trials] == [TrialState.RUNNING]
+    assert running.number == 0
 
 
 @pytest.mark.slow
