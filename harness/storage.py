@@ -362,34 +362,66 @@ def study_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
 
     Optuna numbers trials atomically but has no way to refuse a trial once the budget is spent, so
     workers racing at the end would overshoot. SQLite: an exclusive lock on a file beside the
-    database; PostgreSQL: a session advisory lock; MySQL: GET_LOCK. Released by the OS or the
-    server when a worker dies, so a killed worker never leaves a study locked.
+    database (one for the whole file: its writes are serial anyway); PostgreSQL: a session advisory
+    lock; MySQL: GET_LOCK. Released by the OS or the server when a worker dies, so a killed worker
+    never leaves a study locked. Held for milliseconds: never around training.
     """
+    with _exclusive(storage, study_name, blocking=True, sqlite_file=lambda db, key: Path(f"{db}.lock")):
+        yield
+
+
+@contextmanager
+def rerun_lock(storage: BaseStorage, study_name: str, blocking: bool) -> Iterator[bool]:
+    """Held by the one worker re-running a cell's best (minutes of training), apart from study_lock
+    so that the other workers keep taking trials meanwhile. Yields whether it was taken: with
+    `blocking=False` a worker finding it held goes on with other work instead of waiting."""
+
+    def beside(db: str, key: int) -> Path:
+        folder = Path(f"{db}.locks")
+        folder.mkdir(exist_ok=True)
+        return folder / f"rerun-{key & 0xFFFFFFFFFFFFFFFF:016x}.lock"
+
+    with _exclusive(storage, f"{study_name}\0rerun", blocking=blocking, sqlite_file=beside) as held:
+        yield held
+
+
+@contextmanager
+def _exclusive(storage: BaseStorage, name: str, blocking: bool, sqlite_file) -> Iterator[bool]:
+    """An inter-process lock called `name` that the OS or the database server releases when its
+    holder dies; yields whether it was taken (always, when blocking)."""
     storage = rdb_of(storage)
     parsed = make_url(storage.url)
-    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = _sqlite_path(parsed)
-        lock_path = Path(f"{path}.lock") if path else Path(tempfile.gettempdir()) / f"harness-{key}.lock"
+        lock_path = sqlite_file(path, key) if path else Path(tempfile.gettempdir()) / f"harness-{key}.lock"
         with open(lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                held = True
+            except BlockingIOError:
+                held = False
+            try:
+                yield held
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                if held:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
         return
     if backend not in ("postgresql", "mysql"):
-        yield
+        yield True
         return
-    take, give = (
-        ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
-        if backend == "postgresql"
-        else ("SELECT GET_LOCK(:k, 600)", "SELECT RELEASE_LOCK(:k)")
-    )
+    if backend == "postgresql":
+        take = "SELECT pg_advisory_lock(:k)" if blocking else "SELECT pg_try_advisory_lock(:k)"
+        give, arg = "SELECT pg_advisory_unlock(:k)", key
+    else:  # GET_LOCK with a negative timeout waits for as long as it takes
+        take = f"SELECT GET_LOCK(:k, {-1 if blocking else 0})"
+        give, arg = "SELECT RELEASE_LOCK(:k)", str(key)
     with storage.engine.connect() as conn:
-        conn.execute(sqlalchemy.text(take), {"k": key if backend == "postgresql" else str(key)})
+        got = conn.execute(sqlalchemy.text(take), {"k": arg}).scalar()
+        held = True if backend == "postgresql" and blocking else bool(got)
         try:
-            yield
+            yield held
         finally:
-            conn.execute(sqlalchemy.text(give), {"k": key if backend == "postgresql" else str(key)})
+            if held:
+                conn.execute(sqlalchemy.text(give), {"k": arg})

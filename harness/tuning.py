@@ -32,7 +32,7 @@ from harness.errors import ConfigError
 from harness.module import TrainingDiverged
 from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import SearchSpace
-from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, study_lock
+from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, rerun_lock, study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
@@ -365,9 +365,16 @@ class Progress:
             print(file=sys.stderr)
 
 
-def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path) -> list[dict] | None:
-    """Train the best parameters again with study.seeds seeds; the only place tuning reads the test split."""
-    with study_lock(study._storage, study.study_name):
+def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path,
+               wait: bool = True) -> list[dict] | None:
+    """Train the best parameters again with study.seeds seeds; the only place tuning reads the test split.
+
+    One worker at a time, under a lock of its own: the other workers keep taking trials meanwhile.
+    Without `wait`, a worker that finds another re-running this cell returns None and moves on.
+    """
+    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
+        if not held:
+            return None
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if not complete:
             return None
@@ -384,9 +391,9 @@ def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_roo
             result = run_training(best_cfg, run_root / f"final-seed{seed}")
             final.append({"seed": seed, "val_acc": result.val_acc, "test_acc": result.test_acc,
                           "flops": result.compute.total_flops, "wall_s": result.compute.wall_s})
-        study.set_user_attr("best_trial", best.number)
-        study.set_user_attr("best_params", best.params)
         study.set_user_attr("final", final)
+        study.set_user_attr("best_params", best.params)
+        study.set_user_attr("best_trial", best.number)  # last: a worker dying before it leaves the re-run undone
         return final
 
 
@@ -427,7 +434,8 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> o
 
     With `wait_for_peers`, a worker that finds the budget spent stays until the other workers'
     trials end, so that if one of them dies its trial is failed and re-run (by this worker) instead
-    of left RUNNING; the best is then re-run once, on the cell's final best.
+    of left RUNNING; the best is then re-run once, on the cell's final best. Without it, the worker
+    leaves as soon as the budget is spent or another worker is re-running the best.
     """
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
@@ -446,7 +454,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> o
                     break
     finally:
         progress.close()
-    rerun_best(study, cfg, space, run_root)
+    rerun_best(study, cfg, space, run_root, wait=wait_for_peers)
     return study
 
 

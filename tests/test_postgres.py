@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 import harness.cli
 from harness.errors import ConfigError
-from harness.storage import open_storage, study_lock
+from harness.storage import open_storage, rerun_lock, study_lock
 from harness.tuning import tune_cell
 from postgres_helpers import files_holding, postgres_url, secrets_of, text_holding
 from tuning_helpers import tiny_overrides
@@ -137,6 +137,36 @@ def test_study_lock_is_exclusive_on_postgres(pg):
         assert took_other.wait(10), "a lock on another study waited"
         thread.join(10)
 
+
+
+def test_rerun_lock_is_exclusive_apart_from_the_study_lock_and_can_be_tried(pg):
+    """One worker re-runs a cell's best while the others take trials (study_lock stays free); a
+    worker that need not wait is told the re-run is taken instead of blocking."""
+    url, name = pg
+    storage = open_storage(url, heartbeat_interval=None)
+    with rerun_lock(storage, name, blocking=True) as held:
+        assert held
+        outcome = []
+        thread = threading.Thread(target=lambda: outcome.append(_try_rerun_lock(storage, name)))
+        thread.start()
+        thread.join(10)
+        assert outcome == [False], "a second worker took the re-run lock, or blocked on it"
+        took_study_lock = threading.Event()
+
+        def take_study_lock() -> None:
+            with study_lock(storage, name):
+                took_study_lock.set()
+
+        thread = threading.Thread(target=take_study_lock)
+        thread.start()
+        assert took_study_lock.wait(10), "the re-run lock held up the study lock"
+        thread.join(10)
+    assert _try_rerun_lock(storage, name) is True  # released
+
+
+def _try_rerun_lock(storage, name: str) -> bool:
+    with rerun_lock(storage, name, blocking=False) as held:
+        return held
 
 _HOLD_LOCK = """
 import sys, time

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -418,6 +420,50 @@ def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path):
     assert time.monotonic() - started < 30
     assert [t.state for t in load(tmp_path).trials] == [TrialState.RUNNING]
     assert running.number == 0
+
+
+def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, monkeypatch):
+    """Re-running a cell's best is minutes of training. Meanwhile a worker of another cell in the
+    same SQLite file takes its trials, and a worker of the same cell that need not wait leaves the
+    re-run to the first; one that waits gets the first one's result without training again."""
+    common = ["study.seeds=1", "train.steps=10", "~search_space.params.steps"]
+    cfg_a = compose_tune(tmp_path, "tune.n_trials=1", *common)
+    tune_cell(cfg_a, tmp_path / "runs")
+    study_a = load(tmp_path)
+    study_a.set_user_attr("best_trial", -1)  # as if a better trial had come in: the best is due for a re-run
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_training(cfg, run_dir, **kwargs):
+        calls.append(run_dir)
+        started.set()
+        assert release.wait(60), "never released"
+        return SimpleNamespace(val_acc=0.5, test_acc=0.25, compute=SimpleNamespace(total_flops=1.0, wall_s=2.0))
+
+    monkeypatch.setattr(harness.tuning, "run_training", slow_training)
+    space = SearchSpace.from_config(cfg_a.search_space, base=cfg_a)
+    cfg_b = compose_tune(tmp_path, "tune.n_trials=1", "data.n_train=20", *common)
+    space_b, budget_b = harness.tuning.check_cell_config(cfg_b)
+    study_b = harness.tuning.open_cell(cfg_b, space_b, budget_b)
+    rerun = threading.Thread(target=harness.tuning.rerun_best, args=(study_a, cfg_a, space, tmp_path / "runs"))
+    rerun.start()
+    try:
+        assert started.wait(30)
+        taken = []
+        taker = threading.Thread(target=lambda: taken.append(harness.tuning._take_trial(study_b, cfg_b, budget_b)))
+        leaver = threading.Thread(target=tune_cell, args=(cfg_a, tmp_path / "runs"), kwargs={"wait_for_peers": False})
+        for t in (taker, leaver):
+            t.start()
+            t.join(30)
+        assert not taker.is_alive() and taken and taken[0].number == 0, "the other cell could not take a trial"
+        assert not leaver.is_alive(), "a worker that need not wait waited for the re-run"
+        assert rerun.is_alive() and len(calls) == 1
+    finally:
+        release.set()
+        rerun.join(60)
+    assert harness.tuning.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
+        {"seed": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0}]
+    assert len(calls) == 1 and load(tmp_path).user_attrs["best_trial"] == 0
 
 
 @pytest.mark.slow
