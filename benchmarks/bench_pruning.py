@@ -30,6 +30,7 @@ The same --dir again reads finished storages back instead of re-running them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import multiprocessing as mp
 import os
@@ -126,6 +127,8 @@ def main() -> None:
     cell = f"{args.strategy}-n{args.n_train}-v{args.n_val}-t{args.trials}" + "".join(
         "-" + re.sub(r"[^\w.-]+", "_", o) for o in args.override)
     tag = re.sub(r"[^\w.-]+", "_", "_".join([args.pruner, *args.pruner_override]))
+    if len(cell) > 120:  # file names stop at 255 bytes: keep the start readable, the rest as a hash
+        cell = f"{cell[:100]}-{hashlib.sha1(cell.encode()).hexdigest()[:10]}"
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         unpruned = {s: pool.submit(tune_one, args, s, "none", [*args.override, f"tune.n_trials={args.trials}"], root / f"{cell}-none-s{s}.db")
