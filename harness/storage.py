@@ -388,7 +388,7 @@ def rerun_lock(storage: BaseStorage, study_name: str, blocking: bool) -> Iterato
 @contextmanager
 def _exclusive(storage: BaseStorage, name: str, blocking: bool, sqlite_file) -> Iterator[bool]:
     """An inter-process lock called `name` that the OS or the database server releases when its
-    holder dies; yields whether it was taken (always, when blocking)."""
+    holder dies; yields whether it was taken (when blocking, always, but for MySQL's time-out)."""
     storage = rdb_of(storage)
     parsed = make_url(storage.url)
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
@@ -414,8 +414,8 @@ def _exclusive(storage: BaseStorage, name: str, blocking: bool, sqlite_file) -> 
     if backend == "postgresql":
         take = "SELECT pg_advisory_lock(:k)" if blocking else "SELECT pg_try_advisory_lock(:k)"
         give, arg = "SELECT pg_advisory_unlock(:k)", key
-    else:  # GET_LOCK with a negative timeout waits for as long as it takes
-        take = f"SELECT GET_LOCK(:k, {-1 if blocking else 0})"
+    else:  # after 10 minutes GET_LOCK gives up: study_lock goes on as before, a re-run is left to its holder
+        take = f"SELECT GET_LOCK(:k, {600 if blocking else 0})"
         give, arg = "SELECT RELEASE_LOCK(:k)", str(key)
     with storage.engine.connect() as conn:
         got = conn.execute(sqlalchemy.text(take), {"k": arg}).scalar()
