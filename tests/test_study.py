@@ -119,7 +119,7 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
 
     cfg = compose_study("study.strategies=[scratch]", "study.n_train=[10,20]", "tune.n_trials=1", "study.seeds=1",
                         f"storage.url=sqlite:///{tmp_path}/study.db", "storage.heartbeat_interval=1",
-                        "storage.grace_period=2", "logger=none", "tune.progress=false", "data.n_val=50", "train.steps=10",
+                        "storage.grace_period=5", "logger=none", "tune.progress=false", "data.n_val=50", "train.steps=10",
                         "train.val_every=10", "~search_spaces.scratch.params.steps")
     cells = check_study(cfg)
     dead_cell = next(c for c in cells if c.data.n_train == 10)
@@ -135,5 +135,5 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     assert [t.state for t in held.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert held.trials[1].system_attrs["failed_trial"] == dead.number and "final" in held.user_attrs
     assert [t.state for t in other.trials] == [TrialState.COMPLETE] and "final" in other.user_attrs
-    # n20 was tuned before the dead trial could be failed (2 s of grace): the worker did not wait on n10 first
+    # n20 was tuned before the dead trial could be failed (5 s of grace): the worker did not wait on n10 first
     assert other.trials[0].datetime_start < held.trials[0].datetime_complete
