@@ -349,7 +349,7 @@ class Progress:
         line = (f"[{self.study.study_name}] trials {done}/{total or '?'} best {max(complete) if complete else float('nan'):.4f} "
                 f"pruned {states.count(TrialState.PRUNED)} failed {states.count(TrialState.FAIL)} "
                 f"elapsed {elapsed:.0f}s eta {eta}")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        self._say(line)
 
     def waiting(self) -> None:
         """Said once per wait: why a worker whose cell is spent has not exited yet."""
@@ -357,8 +357,12 @@ class Progress:
         if self.enabled and running != self.waited_for:
             line = (f"[{self.study.study_name}] budget spent; waiting for {running} trial(s) of other workers to end "
                     "(a dead worker's trial is re-run here)")
-            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+            self._say(line)
         self.waited_for = running
+
+    def _say(self, line: str) -> None:
+        """One line that a terminal rewrites in place; a log gets one line each."""
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:

@@ -383,7 +383,7 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     assert harness.tuning.Budget(3, None, None).spent(trials)["n_trials"] == 3
 
 
-def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path):
+def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path, capsys):
     """The last trial of the budget belongs to a worker that died (it beat once, then nothing):
     the surviving worker does not exit with the cell short of a trial and that one RUNNING; it
     waits out the grace period, fails it, runs its retry, and re-runs the final best."""
@@ -396,7 +396,10 @@ def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(t
     dead = harness.tuning._take_trial(study, cfg, budget)  # what a worker does before it is killed
     dead_params = space.suggest(dead)
 
-    tune_cell(cfg, tmp_path / "runs")
+    capsys.readouterr()
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=3", *beat, "tune.progress=true"), tmp_path / "runs")
+    said = capsys.readouterr().err
+    assert said.count("budget spent; waiting for 1 trial(s) of other workers") == 1, said  # once, not every poll
 
     study = load(tmp_path)
     trials = study.trials
