@@ -18,7 +18,7 @@ import sqlite3
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -386,7 +386,8 @@ def rerun_lock(storage: BaseStorage, study_name: str, blocking: bool) -> Iterato
 
 
 @contextmanager
-def _exclusive(storage: BaseStorage, name: str, blocking: bool, sqlite_file) -> Iterator[bool]:
+def _exclusive(storage: BaseStorage, name: str, blocking: bool,
+               sqlite_file: Callable[[str, int], Path]) -> Iterator[bool]:
     """An inter-process lock called `name` that the OS or the database server releases when its
     holder dies; yields whether it was taken (when blocking, always, but for MySQL's time-out)."""
     storage = rdb_of(storage)

@@ -138,7 +138,6 @@ def test_study_lock_is_exclusive_on_postgres(pg):
         thread.join(10)
 
 
-
 def test_rerun_lock_is_exclusive_apart_from_the_study_lock_and_can_be_tried(pg):
     """One worker re-runs a cell's best while the others take trials (study_lock stays free); a
     worker that need not wait is told the re-run is taken instead of blocking."""
@@ -167,6 +166,7 @@ def test_rerun_lock_is_exclusive_apart_from_the_study_lock_and_can_be_tried(pg):
 def _try_rerun_lock(storage, name: str) -> bool:
     with rerun_lock(storage, name, blocking=False) as held:
         return held
+
 
 _HOLD_LOCK = """
 import sys, time
