@@ -1,0 +1,63 @@
+"""The pruning replay benchmark speaks for harness-tune only if replaying a stored curve does what
+a real trial does: the same pruning decisions at the same steps and the same FLOPs. Checked here
+on a tiny cell, for both successive-halving pruners, against harness.tuning.tune_cell itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("bench_pruning_replay", REPO / "benchmarks" / "bench_pruning_replay.py")
+replay = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(replay)
+
+# Schedules of 15 or 45 steps: the rungs of min_resource 5, reduction 3 lie at 5, 15 and 45, so a
+# trial may end on a rung, and whether the pruner is asked at a trial's last validation shows.
+TINY = ["train.val_every=5", "~search_space.params.steps", "+search_space.params.steps={key: train.steps, type: categorical, choices: [15, 45]}",
+        "search_space.recipe.steps=45", "data.n_test=50", "pretrain.train.steps=20", "pretrain.train.val_every=10"]
+
+
+@pytest.fixture(scope="module")
+def tiny_curves(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("replay")
+    cell = {"strategy": "scratch", "n_train": 20, "n_val": 50, "overrides": TINY, "grain": 5, "draw_seed": 0,
+            "cache": str(root / "pretrained")}
+    stored = replay.collect(cell, configs=10, seed=0, jobs=1)
+    path = root / "curves.json"
+    path.write_text(json.dumps(stored))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pruner", ["hyperband", "asha"])
+def test_a_replayed_order_prunes_and_costs_what_harness_tune_does(tiny_curves: Path, tmp_path: Path, pruner: str) -> None:
+    # Order 14: one where asking the pruner at a trial's last validation changes a later decision, for both pruners.
+    rows = replay.replay_against_harness(str(tiny_curves), pruner, ["pruner.min_resource=5"], n_trials=10, seed=14,
+                                         root=tmp_path)
+    assert len(rows) == 10
+    states = {r["real_state"] for r in rows}
+    assert states == {"COMPLETE", "PRUNED"}, f"the order must exercise both outcomes to check anything: {states}"
+    disagreeing = [r for r in rows if not replay.agrees(r)]
+    assert not disagreeing, disagreeing
+
+
+def test_the_bound_stops_every_loser_at_its_first_validation_and_completes_the_first_winner(tiny_curves: Path) -> None:
+    _, _, configs, _, _ = replay.load(str(tiny_curves), "none", [], None)
+    order = replay.draw_order(configs, 30, recipe_first=False, rng=random.Random(0))
+    finals = [c.final for c in order]
+    first_winner = next(i for i in range(1, len(order)) if finals[i] > max(finals[:i]))  # a target not met at once
+    target = finals[first_winner]
+    trials = replay.search_with_oracle(order, target)
+    assert len(trials) == first_winner + 1
+    assert trials[-1] == (order[first_winner].final, order[first_winner].full_flops)
+    for (value, flops), config in zip(trials[:-1], order):
+        assert value is None and math.isclose(flops, config.flops_to(config.reports[0][0], 1))
+        assert flops < config.full_flops
+    assert replay.cost_to_reach(trials, target) == pytest.approx(sum(f for _, f in trials))
