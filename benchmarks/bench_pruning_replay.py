@@ -123,6 +123,7 @@ class Configuration:
 
     def __init__(self, run: dict, val_every: int):
         self.recipe, self.params, self.steps = bool(run["recipe"]), run["params"], int(run["steps"])
+        self.test_acc = run["test_acc"]
         self.phases, self.eval_flops = run["phases"], float(run["eval_flops_per_validation"])
         curve = {int(s): float(a) for s, a in run["curve"]}
         # harness.run validates every val_every steps, and once more at the end if the end is off that grid.
@@ -214,6 +215,12 @@ def draw_order(configs: list[Configuration], draws: int, recipe_first: bool, rng
     return (recipes[:1] if recipe_first else []) + [rng.choice(pool) for _ in range(draws)]
 
 
+def selected_test_acc(order: list[Configuration], trials: list[Trial]) -> float:
+    """Test accuracy of the configuration the search selects: its first best complete trial (as rerun_best)."""
+    best = max(range(len(trials)), key=lambda i: -1.0 if trials[i][0] is None else trials[i][0])
+    return order[best].test_acc
+
+
 def replay_one(order: list[Configuration], make_pruner: Callable, n_trials: int, study_name: str) -> dict:
     """Both runs on one search order, as bench_pruning.py's two runs share their TPE seeds."""
     none = search_without_pruning(order, n_trials)
@@ -224,6 +231,7 @@ def replay_one(order: list[Configuration], make_pruner: Callable, n_trials: int,
             "pruned_to_tolerance": cost_to_reach(pruned, target),
             "oracle_to_tolerance": cost_to_reach(search_with_oracle(order, target), target),
             "pruned_best": max((v for v, _ in pruned if v is not None), default=math.nan),
+            "none_test": selected_test_acc(order, none), "pruned_test": selected_test_acc(order, pruned),
             "trials": len(pruned), "pruned": sum(v is None for v, _ in pruned)}
 
 
@@ -280,6 +288,8 @@ def replay(args: argparse.Namespace) -> None:
     print(f"{label} reached B - 0.5 on the equal budget in {len(reached)} of {len(rows)} orders; trials "
           f"{statistics.mean(r['trials'] for r in rows):.1f} (pruned {statistics.mean(r['pruned'] for r in rows):.1f}) "
           f"vs {args.trials}; best {args.pruner} - none: {100 * statistics.mean(r['pruned_best'] - r['best'] for r in rows):+.2f} points (mean)")
+    print(f"test accuracy of the selected configuration (mean over orders): none {statistics.mean(r['none_test'] for r in rows):.4f}, "
+          f"{args.pruner} {statistics.mean(r['pruned_test'] for r in rows):.4f}")
     oracle = [r["none_to_tolerance"] / r["oracle_to_tolerance"] for r in rows]
     print(f"bound (a pruner that knows every trial's end), same target: ratio of mean FLOPs "
           f"{sum(r['none_to_tolerance'] for r in rows) / sum(r['oracle_to_tolerance'] for r in rows):.2f}x, "

@@ -61,3 +61,13 @@ def test_the_bound_stops_every_loser_at_its_first_validation_and_completes_the_f
         assert value is None and math.isclose(flops, config.flops_to(config.reports[0][0], 1))
         assert flops < config.full_flops
     assert replay.cost_to_reach(trials, target) == pytest.approx(sum(f for _, f in trials))
+
+
+def test_the_selected_configuration_is_the_first_best_complete_trial(tiny_curves: Path) -> None:
+    _, _, configs, _, _ = replay.load(str(tiny_curves), "none", [], None)
+    order = list({c.test_acc: c for c in configs}.values())[:3]  # three with different test accuracies
+    assert len(order) == 3
+    trials = [(0.5, 1.0), (0.7, 1.0), (None, 1.0)]  # a pruned trial is never selected
+    assert replay.selected_test_acc(order, trials) == order[1].test_acc
+    trials = [(0.9, 1.0), (0.9, 1.0), (0.1, 1.0)]  # a tie goes to the first, as in harness.tuning.rerun_best
+    assert replay.selected_test_acc(order, trials) == order[0].test_acc
