@@ -1,0 +1,209 @@
+"""Reading the storage: a study's cells (one Optuna study named <study>/<strategy>/n<n_train>
+each), their re-run results and pretraining runs, plus the constants and small value helpers the
+other report modules share."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from harness.errors import ConfigError
+from harness.storage import open_storage, redact_url, resolve_url
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STRATEGIES = ("finetune", "scratch")
+LABELS = {"finetune": "fine-tune", "scratch": "from scratch"}
+_CELL_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n>\d+)$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell (strategy x n_train) of a study, as stored: the study's attrs and its trials."""
+
+    name: str
+    strategy: str
+    n_train: int
+    attrs: dict[str, Any]
+    trials: list[FrozenTrial]
+
+    @property
+    def n_val(self) -> int | None:
+        v = self.attrs.get("n_val")
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    @property
+    def final(self) -> list[dict[str, Any]]:
+        """Re-runs of the best configuration (empty until tuning re-ran it)."""
+        final = self.attrs.get("final")
+        return [r for r in final if isinstance(r, Mapping)] if isinstance(final, list) else []
+
+    @property
+    def pretrain(self) -> dict[str, Any] | None:
+        p = self.attrs.get("pretrain")
+        return dict(p) if isinstance(p, Mapping) else None
+
+    @property
+    def pretrain_flops(self) -> float:
+        return num(self.pretrain.get("flops"), 0.0) if self.pretrain else 0.0
+
+    def count(self, state: TrialState) -> int:
+        return sum(t.state == state for t in self.trials)
+
+    def complete(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+
+    def best_trial(self) -> FrozenTrial | None:
+        """The trial tuning re-ran (``best_trial`` attr), else the best complete trial."""
+        complete = self.complete()
+        wanted = self.attrs.get("best_trial")
+        for t in complete:
+            if t.number == wanted:
+                return t
+        return max(complete, key=lambda t: t.value, default=None)
+
+    def best_params(self) -> dict[str, Any]:
+        params = self.attrs.get("best_params")
+        if isinstance(params, Mapping):
+            return dict(params)
+        best = self.best_trial()
+        return dict(best.params) if best else {}
+
+    def search_space(self) -> dict[str, BaseDistribution]:
+        """The space stored with the cell; failing that, the distributions the trials used."""
+        space: dict[str, BaseDistribution] = {}
+        stored = self.attrs.get("search_space")
+        if isinstance(stored, Mapping):
+            for name, spec in stored.items():
+                try:
+                    raw = spec["distribution"] if isinstance(spec, Mapping) else spec
+                    space[name] = json_to_distribution(raw if isinstance(raw, str) else json.dumps(raw))
+                except (KeyError, TypeError, ValueError):
+                    continue
+        if not space:
+            for t in self.trials:
+                for name, dist in t.distributions.items():
+                    space.setdefault(name, dist)
+        return space
+
+
+def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str) -> list[Cell]:
+    """All cells of `study`, sorted by (strategy, n_train); ConfigError if there are none."""
+    names = sorted(optuna.get_all_study_names(storage=storage))
+    cells: list[Cell] = []
+    for name in names:
+        match = _CELL_NAME.match(name)
+        if match is None or match["study"] != study:
+            continue
+        loaded = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
+        attrs = dict(loaded.user_attrs)
+        strategy = str(attrs.get("strategy") or match["strategy"])
+        n_train = int(num(attrs.get("n_train"), float(match["n"])))
+        trials = sorted(loaded.get_trials(deepcopy=False), key=lambda t: t.number)
+        cells.append(Cell(name, strategy, n_train, attrs, trials))
+    if not cells:
+        present = sorted({n.split("/", 1)[0] for n in names})
+        if present:
+            raise ConfigError(
+                f"study {study!r} has no cells in storage {shown_url}; studies present: "
+                f"{', '.join(present)}: set study.name to one of them"
+            )
+        raise ConfigError(
+            f"study {study!r} has no cells: storage {shown_url} holds no studies at all; run "
+            "harness-tune (or harness-study) first, or point storage.url at the right database"
+        )
+    return sorted(cells, key=lambda c: (strategy_rank(c.strategy), c.n_train))
+
+
+def open_existing(storage_url: str, sqlite_wal: bool) -> tuple[optuna.storages.BaseStorage, str]:
+    """Open an existing storage; a SQLite path that does not exist is an error, not a new file."""
+    url = resolve_url(storage_url)
+    shown = redact_url(url)
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    ):
+        raise ConfigError(
+            f"storage {shown}: no such database file {database!r}: point storage.url at the "
+            "database the tuning wrote (e.g. sqlite:///outputs/harness.db)"
+        )
+    return open_storage(url, heartbeat_interval=None, sqlite_wal=sqlite_wal), shown
+
+
+def final_values(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, list[float]]]:
+    """{strategy: {n_train: [metric per re-run seed]}}; cells without `final` are left out."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for c in cells:
+        values = [num(r.get(metric)) for r in c.final]
+        values = [v for v in values if math.isfinite(v)]
+        if values:
+            out.setdefault(c.strategy, {})[c.n_train] = values
+    return out
+
+
+def pretraining(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """The pretraining runs the fine-tune cells used, each counted once (by config hash)."""
+    runs: dict[str, dict[str, Any]] = {}
+    for c in cells:
+        p = c.pretrain
+        if p is None:
+            continue
+        key = str(p.get("config_hash") or json.dumps(p, sort_keys=True, default=str))
+        runs.setdefault(key, {"config_hash": key, "flops": num(p.get("flops"), 0.0),
+                              "wall_s": num(p.get("wall_s"), 0.0), "steps": p.get("steps"),
+                              "source_val_acc": num(p.get("source_val_acc")),
+                              "source_classes": p.get("source_classes"), "cells": []})
+        runs[key]["cells"].append(c.name)
+    return list(runs.values())
+
+
+def n_val_by_size(cells: Sequence[Cell]) -> dict[int, int | None]:
+    out: dict[int, int | None] = {}
+    for c in cells:
+        if out.get(c.n_train) is None:
+            out[c.n_train] = c.n_val
+    return out
+
+
+# ============================================================================ value helpers
+
+
+def num(v: Any, default: float = math.nan) -> float:
+    if isinstance(v, bool) or v is None:
+        return default
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f if not math.isnan(f) else default
+
+
+def iso(d: datetime | None) -> str | None:
+    return d.isoformat() if d is not None else None
+
+
+def fmt_n(v: Any) -> str:
+    if v is None:
+        return "inf"
+    v = float(v)
+    if not math.isfinite(v):
+        return "inf"
+    return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+
+
+def strategy_rank(strategy: str) -> tuple[int, str]:
+    return (STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES), strategy)

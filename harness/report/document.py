@@ -1,0 +1,293 @@
+"""The report document: its text (the verdict lines, the sections) and `Document`, rendered to
+Markdown and to one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.report.cells import Cell, fmt_n, strategy_rank
+from harness.report.tables import (
+    EDGE_FRACTION,
+    MIN_TRIALS_FOR_IMPORTANCE,
+    budget_notes,
+    comparison_table,
+    compute_table,
+    edge_flags,
+    per_size_comparison,
+    performance_table,
+    winner_summary,
+)
+
+CROSSOVER_HORIZON = 1000.0  # estimate_crossover searches up to this x the largest measured n
+PLOT_FILES = {
+    "learning_curves": "learning_curves.png",
+    "effective_data": "effective_data.png",
+    "winner_map": "winner_map.png",
+    "anytime": "anytime.png",
+}
+
+
+# ============================================================================ verdict text
+
+
+def verdict(crossover: Mapping[str, Any]) -> str:
+    """The crossover in one line (what harness-report prints)."""
+    status = crossover.get("status")
+    metric = crossover.get("metric", "test_acc")
+    lo, hi = crossover.get("measured_range") or (None, None)
+    n_star, ci = crossover.get("n_star"), crossover.get("ci95")
+    ci_text = f" (95% CI {fmt_n(ci[0])}-{fmt_n(ci[1])})" if ci else ""
+    if status == "crossover":
+        text = f"crossover: scratch catches up with fine-tuning at n* = {fmt_n(n_star)}{ci_text} training examples, inside the measured range {lo}-{hi}"
+    elif status == "no_crossover_in_range":
+        text = (f"no crossover in the measured range {lo}-{hi}; the fitted curves extrapolate one at "
+                f"n* = {fmt_n(n_star)}{ci_text} (an extrapolation)")
+    elif status == "scratch_never_catches_up":
+        text = (f"scratch never catches up under the fitted curves (searched to {CROSSOVER_HORIZON:g}x the "
+                f"largest measured n, {lo}-{hi} measured)")
+    elif status == "scratch_always_better":
+        text = f"scratch is already at or ahead of fine-tuning at the smallest measured n ({lo})"
+    else:
+        text = ("insufficient data for a crossover: need re-run results (`final`) for >= 3 sizes per "
+                "strategy, >= 2 of them shared")
+    ahead = crossover.get("first_n_scratch_ahead")
+    if status != "insufficient_data":
+        text += (f"; first measured n where scratch is ahead beyond the noise: {ahead}" if ahead is not None
+                 else "; at no measured n is scratch ahead beyond the noise")
+    return f"[{metric}] {text}"
+
+
+def short_verdict(crossover: Mapping[str, Any]) -> str:
+    """A few words for a plot title."""
+    status, n_star, ci = crossover.get("status"), crossover.get("n_star"), crossover.get("ci95")
+    ci_text = f" (95% CI {fmt_n(ci[0])}-{fmt_n(ci[1])})" if ci else ""
+    return {
+        "crossover": f"scratch catches up at n* = {fmt_n(n_star)}{ci_text}",
+        "no_crossover_in_range": f"no crossover in the measured range; extrapolated n* = {fmt_n(n_star)}{ci_text}",
+        "scratch_never_catches_up": "scratch never catches up under the fitted curves",
+        "scratch_always_better": "scratch at or ahead of fine-tune from the smallest n",
+    }.get(str(status), "insufficient data for a crossover")
+
+
+def _verdict_details(c: Mapping[str, Any]) -> list[str]:
+    out = [f"Measured range (sizes both strategies re-ran): {c['measured_range'][0]}-{c['measured_range'][1]}."]
+    if c.get("n_star") is not None:
+        ci = c.get("ci95")
+        out.append(f"n* = {fmt_n(c['n_star'])}, 95% bootstrap interval "
+                   f"[{fmt_n(ci[0]) if ci else '?'}, {fmt_n(ci[1]) if ci else '?'}] ({c.get('n_boot')} replicates over seeds; "
+                   "an open end (inf) means > 2.5% of replicates never cross).")
+    if c.get("p_crossover") is not None:
+        out.append(f"Share of bootstrap replicates whose curves cross within {CROSSOVER_HORIZON:g}x the largest "
+                   f"measured n: {c['p_crossover']:.2f}.")
+    ahead = c.get("first_n_scratch_ahead")
+    out.append(f"First measured n where scratch's mean is ahead beyond the noise (one-sided Welch t-test, Holm-corrected): "
+               f"{ahead if ahead is not None else 'none'}.")
+    return out
+
+
+# ============================================================================ the document
+
+
+def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.DataFrame,
+                   values: Mapping[str, Mapping[int, list[float]]], crossover: Mapping[str, Any], line: str,
+                   d_t: Sequence[Mapping[str, Any]], maps: Sequence[pd.DataFrame], imp: pd.DataFrame,
+                   imp_notes: Sequence[str], pre: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes],
+                   metric: str, n_val: Mapping[int, int | None]) -> Document:
+    doc = Document(f"Fine-tune vs from scratch: {study}")
+    sizes = sorted({c.n_train for c in cells})
+    first = cells[0].attrs
+    seeds = sorted({len(c.final) for c in cells if c.final})
+    doc.para(
+        f"Storage `{shown}`, {len(cells)} cells ({', '.join(sorted({c.strategy for c in cells}, key=strategy_rank))} "
+        f"x n_train in {sizes}), model `{first.get('model', '?')}`, data `{first.get('data', '?')}`, "
+        f"{'/'.join(map(str, seeds)) or 'no'} re-run seeds per cell. Generated "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the Optuna storage alone."
+    )
+    val_sizes = sorted({v for v in n_val.values() if v is not None})
+    val_text = (f"{val_sizes[0]} labelled examples" if len(val_sizes) == 1
+                else "per cell: " + ", ".join(f"n_train {n}: {v}" for n, v in sorted(n_val.items())))
+    bigger = [n for n, v in n_val.items() if v is not None and v > n]
+    doc.para(
+        f"**Labelled data used for model selection:** every cell's hyperparameters were chosen on a validation set "
+        f"of {val_text}, in addition to n_train (Perez et al. 2021). "
+        + (f"At n_train in {sorted(bigger)} the validation set is larger than the training set, so the tuned "
+           "results there use more labelled data than n_train suggests." if bigger else
+           "The validation set is never larger than the training set.")
+    )
+
+    doc.heading("Verdict: how much data until scratch catches up")
+    doc.para(f"**{line}.**")
+    doc.bullets(_verdict_details(crossover))
+
+    doc.heading("Learning curves")
+    doc.image(PLOT_FILES["learning_curves"], "Best-found accuracy vs n_train, fitted curves and crossover",
+              pngs["learning_curves"])
+    doc.table(performance_table(values, n_val, metric))
+
+    doc.heading("Effective data transferred")
+    doc.para("D_E is the n at which the fitted scratch curve reaches fine-tune's mean accuracy at D_F = n_train; "
+             "D_T = D_E - D_F (negative: pretraining hurts), multiplier = (D_F + D_T) / D_F. Rows marked "
+             "extrapolated rest on the fitted curve beyond scratch's measured sizes.")
+    doc.image(PLOT_FILES["effective_data"], "Effective data transferred D_T and the data multiplier",
+              pngs["effective_data"])
+    if d_t:
+        doc.table(pd.DataFrame([{"n_train": r["n_train"], "n_val": n_val.get(int(r["n_train"])),
+                                 "fine-tune acc": r["finetune_acc"], "scratch n equivalent D_E": r["scratch_n_equivalent"],
+                                 "D_T": r["effective_data_transferred"], "multiplier": r["multiplier"],
+                                 "extrapolated": r["extrapolated"]} for r in d_t]))
+
+    doc.heading("Winner map: data size x compute")
+    doc.para("Each square compares the best validation accuracy each strategy had found once its cell had spent "
+             "that many FLOPs (trials in completion order; pruned and failed trials' FLOPs count). A gap within "
+             "1.96 sqrt(se_f^2 + se_s^2), se = sqrt(p(1-p)/n_val), is a tie; n/a means a strategy had not "
+             "completed a trial by then. Right panel: fine-tune's compute includes its pretraining.")
+    doc.image(PLOT_FILES["winner_map"], "Winner map without and with pretraining FLOPs", pngs["winner_map"])
+    doc.bullets(winner_summary(maps))
+
+    doc.heading("Anytime performance")
+    doc.image(PLOT_FILES["anytime"], "Best-so-far validation accuracy vs cumulative FLOPs per cell", pngs["anytime"])
+
+    doc.heading("The comparison, measured")
+    doc.table(comparison_table(table, crossover, d_t, pre, metric))
+    doc.table(per_size_comparison(table, metric))
+
+    doc.heading("Compute")
+    doc.para("Per cell: all trials (complete, pruned, failed) of tuning, then the re-runs of the best configuration. "
+             "Pretraining is listed once per pretrained checkpoint.")
+    doc.table(compute_table(table, pre))
+    doc.bullets(budget_notes(cells, table))
+
+    doc.heading("Search-space checks")
+    edge_rows = []
+    for c in cells:
+        for f in edge_flags(c.best_params(), c.search_space()):
+            edge_rows.append({"cell": c.name, "parameter": f.param, "best value": f.value, "range low": f.low,
+                              "range high": f.high, "at edge": f.side, "position in range": f.position})
+    if edge_rows:
+        doc.para(f"**{len(edge_rows)} best parameter value(s) lie within {EDGE_FRACTION:.0%} of an end of their range** "
+                 "(log-aware): the optimum may lie outside the search space; consider widening it.")
+        doc.table(pd.DataFrame(edge_rows))
+    else:
+        doc.para(f"No best parameter lies within {EDGE_FRACTION:.0%} of an end of its range.")
+    if not imp.empty:
+        doc.para(f"Parameter importances (fANOVA), per cell with >= {MIN_TRIALS_FOR_IMPORTANCE} complete trials, "
+                 "averaged per strategy (`*_cells`: how many cells were averaged).")
+        doc.table(imp.reset_index(names="parameter"))
+    else:
+        doc.para("Parameter importances: not computable (too few complete trials).")
+    doc.bullets([f"importance skipped for {n}" for n in imp_notes])
+
+    doc.heading("Files")
+    doc.bullets(["`trials.csv`: every trial of every cell", "`cells.csv`: one row per cell",
+                 "`crossover.json`: the crossover estimate", "`effective_data.csv`, `winner_map.csv`: plotted numbers"]
+                + [f"`{f}`" for f in PLOT_FILES.values()])
+    return doc
+
+
+@dataclass
+class Document:
+    """A small block list rendered to both Markdown and one self-contained HTML page."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, frame: pd.DataFrame) -> None:
+        self.blocks.append(("table", frame))
+
+    def image(self, filename: str, alt: str, png: bytes) -> None:
+        self.blocks.append(("img", (filename, alt, png)))
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, body in self.blocks:
+            if kind == "h":
+                out += [f"{'#' * body[0]} {body[1]}", ""]
+            elif kind == "p":
+                out += [body, ""]
+            elif kind == "ul":
+                out += [f"- {item}" for item in body] + [""]
+            elif kind == "table":
+                cols = [str(c) for c in body.columns]
+                out.append("| " + " | ".join(_md_cell(c) for c in cols) + " |")
+                out.append("|" + "|".join("---" for _ in cols) + "|")
+                for row in body.itertuples(index=False):
+                    out.append("| " + " | ".join(_md_cell(_cell_text(v)) for v in row) + " |")
+                out.append("")
+            elif kind == "img":
+                out += [f"![{body[1]}]({body[0]})", ""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        parts = [f"<h1>{_inline(self.title)}</h1>"]
+        for kind, body in self.blocks:
+            if kind == "h":
+                parts.append(f"<h{body[0]}>{_inline(body[1])}</h{body[0]}>")
+            elif kind == "p":
+                parts.append(f"<p>{_inline(body)}</p>")
+            elif kind == "ul":
+                parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in body) + "</ul>")
+            elif kind == "table":
+                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in body.columns)
+                rows = "".join("<tr>" + "".join(f"<td>{html.escape(_cell_text(v))}</td>" for v in row) + "</tr>"
+                               for row in body.itertuples(index=False))
+                parts.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+            elif kind == "img":
+                data = base64.b64encode(body[2]).decode("ascii")
+                parts.append(f"<figure><img alt='{html.escape(body[1], quote=True)}' src='data:image/png;base64,{data}'>"
+                             f"<figcaption>{html.escape(body[1])} ({html.escape(body[0])})</figcaption></figure>")
+        return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+                f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>\n"
+                + "\n".join(parts) + "\n</body></html>\n")
+
+
+_CSS = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1150px;margin:2em auto;"
+    "padding:0 1em;color:#222;line-height:1.45}h1{border-bottom:2px solid #ddd}h2{margin-top:1.8em;"
+    "border-bottom:1px solid #eee}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
+    "th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#f3f3f3}"
+    "tr:nth-child(even){background:#fafafa}.scroll{overflow-x:auto}img{max-width:100%;height:auto}"
+    "figure{margin:1em 0}figcaption{color:#666;font-size:.85em}code{background:#f3f3f3;padding:0 .2em}"
+)
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _cell_text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return ""
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.4g}"
+    return str(v)

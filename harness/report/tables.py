@@ -1,0 +1,409 @@
+"""Derived tables: anytime curves, search-space edge flags, the trials and cells frames, the
+winner map, parameter importances, and the tables the report document shows."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.learning_curves import mean_ci95
+from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n, iso, num
+
+EDGE_FRACTION = 0.05  # a best value within 5% of its range (log-aware) of an end is flagged
+MIN_TRIALS_FOR_IMPORTANCE = 4
+BUDGET_LEVELS = 10  # rows of the winner map
+Z95 = 1.96
+
+
+@dataclass(frozen=True)
+class Anytime:
+    """A cell's best-so-far validation accuracy against compute, finished trials in completion
+    order. ``flops``/``wall_s`` are cumulative over every finished trial (pruned and failed ones
+    spent compute too); ``best`` is NaN until the first complete trial."""
+
+    numbers: np.ndarray
+    flops: np.ndarray
+    wall_s: np.ndarray
+    best: np.ndarray
+
+    def best_at(self, budget: float, offset: float = 0.0) -> float:
+        """Best validation accuracy found within `budget` FLOPs (``offset`` added to the cell's
+        compute, e.g. pretraining); NaN when no trial had completed by then."""
+        i = int(np.searchsorted(self.flops + offset, budget, side="right")) - 1
+        return float(self.best[i]) if i >= 0 else math.nan
+
+    def at_trial(self, number: int) -> tuple[float, float]:
+        """Cumulative (FLOPs, wall s) when trial `number` finished."""
+        hit = np.flatnonzero(self.numbers == number)
+        if hit.size == 0:
+            return math.nan, math.nan
+        return float(self.flops[hit[0]]), float(self.wall_s[hit[0]])
+
+
+def anytime_curve(trials: Iterable[FrozenTrial]) -> Anytime:
+    finished = [t for t in trials if t.state.is_finished()]
+    far = datetime.max
+
+    def when(t: FrozenTrial) -> tuple[datetime, int]:
+        stamp = t.datetime_complete or t.datetime_start or far
+        return (stamp.replace(tzinfo=None), t.number)
+
+    finished.sort(key=when)
+    best, out = -math.inf, []
+    for t in finished:
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
+            best = max(best, float(t.value))
+        out.append(best if math.isfinite(best) else math.nan)
+    return Anytime(
+        numbers=np.array([t.number for t in finished], dtype=int),
+        flops=np.cumsum([num(t.user_attrs.get("flops"), 0.0) for t in finished]).astype(float),
+        wall_s=np.cumsum([num(t.user_attrs.get("wall_s"), 0.0) for t in finished]).astype(float),
+        best=np.array(out, dtype=float),
+    )
+
+
+@dataclass(frozen=True)
+class EdgeFlag:
+    """A best parameter value within EDGE_FRACTION of one end of its range."""
+
+    param: str
+    value: float
+    low: float
+    high: float
+    side: str  # "low" | "high"
+    position: float  # 0 = low end, 1 = high end (log scale for log ranges)
+
+
+def range_position(value: Any, dist: BaseDistribution) -> float | None:
+    """Where `value` lies in a float/int range: 0 at low, 1 at high (in log space for log
+    ranges); None for categorical parameters, degenerate ranges or non-numeric values."""
+    if not isinstance(dist, (FloatDistribution, IntDistribution)):
+        return None
+    try:
+        v, low, high = float(value), float(dist.low), float(dist.high)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(v) and high > low):
+        return None
+    if dist.log:
+        if v <= 0 or low <= 0:
+            return None
+        return (math.log(v) - math.log(low)) / (math.log(high) - math.log(low))
+    return (v - low) / (high - low)
+
+
+def edge_flags(params: Mapping[str, Any], space: Mapping[str, BaseDistribution],
+               fraction: float = EDGE_FRACTION) -> list[EdgeFlag]:
+    flags = []
+    for name in sorted(params):
+        dist = space.get(name)
+        pos = None if dist is None else range_position(params[name], dist)
+        if pos is None:
+            continue
+        side = "low" if pos <= fraction else "high" if pos >= 1.0 - fraction else None
+        if side:
+            flags.append(EdgeFlag(name, float(params[name]), float(dist.low), float(dist.high), side, pos))
+    return flags
+
+
+def trials_frame(cells: Sequence[Cell]) -> pd.DataFrame:
+    param_names = sorted({p for c in cells for t in c.trials for p in t.params})
+    rows = []
+    for c in cells:
+        for t in c.trials:
+            row: dict[str, Any] = {
+                "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
+                "number": t.number, "state": t.state.name, "value": t.value,
+            }
+            for p in param_names:
+                row[f"params_{p}"] = t.params.get(p)
+            ua = t.user_attrs
+            for key in ("flops", "train_flops", "eval_flops", "wall_s", "steps", "flops_per_step", "samples_seen"):
+                row[key] = num(ua.get(key))
+            row["recipe"] = bool(ua.get("recipe", False))
+            row["fail_reason"] = ua.get("fail_reason")
+            row["n_reports"] = len(t.intermediate_values)
+            row["last_step"] = max(t.intermediate_values) if t.intermediate_values else None
+            row["datetime_start"] = iso(t.datetime_start)
+            row["datetime_complete"] = iso(t.datetime_complete)
+            row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+            rows.append(row)
+    columns = (["study_name", "strategy", "n_train", "n_val", "number", "state", "value"]
+               + [f"params_{p}" for p in param_names]
+               + ["flops", "train_flops", "eval_flops", "wall_s", "steps", "flops_per_step", "samples_seen",
+                  "recipe", "fail_reason", "n_reports", "last_step", "datetime_start", "datetime_complete",
+                  "duration_s"])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime]) -> pd.DataFrame:
+    rows = []
+    for c in cells:
+        best = c.best_trial()
+        flops_to_best, wall_to_best = curves[c.name].at_trial(best.number) if best else (math.nan, math.nan)
+        values = [num(r.get(metric)) for r in c.final]
+        values = [v for v in values if math.isfinite(v)]
+        mean, lo, hi = mean_ci95(values) if values else (math.nan, math.nan, math.nan)
+        budget = c.attrs.get("budget") if isinstance(c.attrs.get("budget"), Mapping) else {}
+        flags = edge_flags(c.best_params(), c.search_space())
+        rows.append({
+            "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
+            "n_test": c.attrs.get("n_test"),
+            "n_trials": len(c.trials), "n_complete": c.count(TrialState.COMPLETE),
+            "n_pruned": c.count(TrialState.PRUNED), "n_failed": c.count(TrialState.FAIL),
+            "n_unfinished": sum(not t.state.is_finished() for t in c.trials),
+            "best_val": best.value if best else math.nan, "best_trial": best.number if best else None,
+            "flops_total": float(sum(num(t.user_attrs.get("flops"), 0.0) for t in c.trials)),
+            "wall_s_total": float(sum(num(t.user_attrs.get("wall_s"), 0.0) for t in c.trials)),
+            "flops_to_best": flops_to_best, "wall_s_to_best": wall_to_best,
+            f"{metric}_mean": mean, f"{metric}_ci95_low": lo, f"{metric}_ci95_high": hi,
+            "n_seeds": len(values),
+            "rerun_flops": float(sum(num(r.get("flops"), 0.0) for r in c.final)),
+            "rerun_wall_s": float(sum(num(r.get("wall_s"), 0.0) for r in c.final)),
+            "pretrain_flops": c.pretrain_flops if c.pretrain else math.nan,
+            "budget_n_trials": budget.get("n_trials"), "budget_max_flops": budget.get("max_flops"),
+            "budget_max_wall_s": budget.get("max_wall_s"),
+            "edge_flags": ";".join(f"{f.param}@{f.side}" for f in flags),
+        })
+    return pd.DataFrame(rows)
+
+
+def budget_levels(cells: Sequence[Cell], curves: Mapping[str, Anytime], levels: int = BUDGET_LEVELS) -> np.ndarray:
+    """Log-spaced FLOPs levels from the cheapest first finished trial to the largest cumulative
+    compute of any cell with its pretraining added (so both winner-map panels share one axis)."""
+    lows, highs = [], []
+    for c in cells:
+        a = curves[c.name]
+        positive = a.flops[a.flops > 0]
+        if positive.size:
+            lows.append(float(positive[0]))
+            highs.append(float(positive[-1]) + c.pretrain_flops)
+    if not lows:
+        return np.array([])
+    lo, hi = min(lows), max(highs)
+    return np.geomspace(lo, hi, levels) if hi > lo else np.array([lo])
+
+
+def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np.ndarray,
+               with_pretraining: bool) -> pd.DataFrame:
+    """Fine-tune minus scratch best-so-far validation accuracy per (n_train, compute budget).
+
+    A gap within 1.96 * sqrt(se_f^2 + se_s^2), se = sqrt(p (1 - p) / n_val), is a tie; a budget at
+    which either strategy had not completed a trial is n/a.
+    """
+    by = {(c.strategy, c.n_train): c for c in cells}
+    sizes = sorted({c.n_train for c in cells if c.strategy in STRATEGIES})
+    rows = []
+    for n in sizes:
+        f, s = by.get(("finetune", n)), by.get(("scratch", n))
+        for b in budgets:
+            pf = curves[f.name].best_at(b, f.pretrain_flops if with_pretraining else 0.0) if f else math.nan
+            ps = curves[s.name].best_at(b) if s else math.nan
+            if math.isnan(pf) or math.isnan(ps):
+                gap, half, verdict = math.nan, math.nan, "n/a"
+            else:
+                gap = pf - ps
+                half = Z95 * math.sqrt(_binom_var(pf, f.n_val) + _binom_var(ps, s.n_val))
+                verdict = "tie" if abs(gap) <= half else ("finetune" if gap > 0 else "scratch")
+            rows.append({"n_train": n, "budget_flops": float(b), "with_pretraining": with_pretraining,
+                         "finetune_best_val": pf, "scratch_best_val": ps, "gap": gap,
+                         "tie_halfwidth": half, "winner": verdict})
+    return pd.DataFrame(rows, columns=["n_train", "budget_flops", "with_pretraining", "finetune_best_val",
+                                       "scratch_best_val", "gap", "tie_halfwidth", "winner"])
+
+
+def _binom_var(p: float, n_val: int | None) -> float:
+    return p * (1.0 - p) / n_val if n_val else 0.0
+
+
+def importances(cells: Sequence[Cell], storage: optuna.storages.BaseStorage) -> tuple[pd.DataFrame, list[str]]:
+    """fANOVA parameter importances per cell (>= MIN_TRIALS_FOR_IMPORTANCE complete trials),
+    averaged per strategy. Returns (frame: param x strategy, notes on cells skipped)."""
+    per_strategy: dict[str, list[dict[str, float]]] = {}
+    notes: list[str] = []
+    for c in cells:
+        if len(c.complete()) < MIN_TRIALS_FOR_IMPORTANCE:
+            notes.append(f"{c.name}: {len(c.complete())} complete trials (< {MIN_TRIALS_FOR_IMPORTANCE})")
+            continue
+        try:
+            study = optuna.load_study(study_name=c.name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                imp = optuna.importance.get_param_importances(
+                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0))
+        except Exception as err:  # noqa: BLE001 - importances are optional; say why and go on
+            notes.append(f"{c.name}: not computable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+            continue
+        if imp:
+            per_strategy.setdefault(c.strategy, []).append({k: float(v) for k, v in imp.items()})
+    table: dict[str, dict[str, float]] = {}
+    for strategy, dicts in per_strategy.items():
+        params = sorted({p for d in dicts for p in d})
+        table[f"{strategy}"] = {p: float(np.mean([d.get(p, 0.0) for d in dicts])) for p in params}
+        table[f"{strategy}_cells"] = {p: float(len(dicts)) for p in params}
+    frame = pd.DataFrame(table)
+    if not frame.empty:
+        order = [s for s in STRATEGIES if s in frame.columns]
+        frame = frame.fillna({s: 0.0 for s in order})
+        frame = frame.sort_values(order[0] if order else frame.columns[0], ascending=False)
+    return frame, notes
+
+
+# ============================================================================ the document's tables
+
+
+def performance_table(values: Mapping[str, Mapping[int, list[float]]], n_val: Mapping[int, Any], metric: str) -> pd.DataFrame:
+    rows = []
+    for n in sorted({n for s in STRATEGIES for n in values.get(s, {})}):
+        row: dict[str, Any] = {"n_train": n, "n_val": n_val.get(n)}
+        means = {}
+        for s in STRATEGIES:
+            v = values.get(s, {}).get(n)
+            if v:
+                m, lo, hi = mean_ci95(v)
+                means[s] = m
+                row[f"{LABELS[s]} {metric}"] = f"{m:.4f} [{lo:.4f}, {hi:.4f}] ({len(v)} seeds)"
+            else:
+                row[f"{LABELS[s]} {metric}"] = "-"
+        row["gap (fine-tune - scratch)"] = (f"{means['finetune'] - means['scratch']:+.4f}"
+                                            if len(means) == 2 else "-")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_size_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = []
+    for n in sorted(table["n_train"].unique()):
+        vals = sorted({int(v) for v in table.loc[table["n_train"] == n, "n_val"].dropna()})
+        row: dict[str, Any] = {"n_train": int(n), "n_val": "/".join(map(str, vals)) or None}
+        for s in STRATEGIES:
+            r = table[(table["strategy"] == s) & (table["n_train"] == n)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            row[f"{s} {metric}"] = r[f"{metric}_mean"]
+            row[f"{s} FLOPs to best"] = r["flops_to_best"]
+            row[f"{s} wall s to best"] = r["wall_s_to_best"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Sequence[Mapping[str, Any]],
+                     pre: Sequence[Mapping[str, Any]], metric: str) -> pd.DataFrame:
+    def col(s: str, key: str) -> pd.Series:
+        return table.loc[table["strategy"] == s, key].astype(float)
+
+    def median(s: str, key: str, fmt: str) -> str:
+        v = col(s, key).dropna()
+        return format(float(v.median()), fmt) if not v.empty else "-"
+
+    def perf(s: str) -> str:
+        r = table[table["strategy"] == s].sort_values("n_train")
+        r = r[r[f"{metric}_mean"].notna()]
+        if r.empty:
+            return "-"
+        return "; ".join(f"n={int(x.n_train)}: {getattr(x, f'{metric}_mean'):.3f}" for x in r.itertuples())
+
+    pre_flops = float(sum(p["flops"] for p in pre))
+    pre_wall = float(sum(p["wall_s"] for p in pre))
+    total = {s: float(col(s, "flops_total").sum() + col(s, "rerun_flops").sum()) for s in STRATEGIES}
+    wall = {s: float(col(s, "wall_s_total").sum() + col(s, "rerun_wall_s").sum()) for s in STRATEGIES}
+    mult_text = ("data multiplier (D_F + D_T) / D_F: "
+                 + "; ".join(f"n={r['n_train']}: {_fmt_mult(r['multiplier'])}" + (" (extrap.)" if r["extrapolated"] else "")
+                             for r in d_t)) if d_t else "data multiplier: not computable"
+    n_star = crossover.get("n_star")
+    return pd.DataFrame([
+        {"aspect": "training time: FLOPs to reach the best (median over n)",
+         "fine-tune": median("finetune", "flops_to_best", ".3g"), "from scratch": median("scratch", "flops_to_best", ".3g")},
+        {"aspect": "training time: wall s to reach the best (median over n, summed over trials)",
+         "fine-tune": median("finetune", "wall_s_to_best", ".1f"), "from scratch": median("scratch", "wall_s_to_best", ".1f")},
+        {"aspect": "data requirement",
+         "fine-tune": mult_text,
+         "from scratch": (f"matches fine-tune at n* = {fmt_n(n_star)} ({crossover.get('status')})" if n_star is not None
+                          else str(crossover.get("status")))},
+        {"aspect": f"performance ({metric}, mean over seeds)", "fine-tune": perf("finetune"), "from scratch": perf("scratch")},
+        {"aspect": "resources: total FLOPs (tuning + re-runs; fine-tune incl. pretraining)",
+         "fine-tune": f"{total['finetune'] + pre_flops:.3g} (pretraining {pre_flops:.3g})", "from scratch": f"{total['scratch']:.3g}"},
+        {"aspect": "resources: total wall s (tuning + re-runs; fine-tune incl. pretraining)",
+         "fine-tune": f"{wall['finetune'] + pre_wall:.1f} (pretraining {pre_wall:.1f})", "from scratch": f"{wall['scratch']:.1f}"},
+    ])
+
+
+def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in table.itertuples(index=False):
+        rows.append({"cell": r.study_name, "n_train": r.n_train, "n_val": r.n_val,
+                     "trials (complete/pruned/failed)": f"{r.n_trials} ({r.n_complete}/{r.n_pruned}/{r.n_failed})",
+                     "tuning FLOPs": r.flops_total, "tuning wall s": r.wall_s_total,
+                     "re-run FLOPs": r.rerun_flops, "re-run wall s": r.rerun_wall_s,
+                     "pretraining FLOPs": None, "pretraining wall s": None,
+                     "total FLOPs": r.flops_total + r.rerun_flops, "total wall s": r.wall_s_total + r.rerun_wall_s})
+    for p in pre:
+        rows.append({"cell": f"pretraining {str(p['config_hash'])[:12]} (counted once; used by {len(p['cells'])} cells)",
+                     "pretraining FLOPs": p["flops"], "pretraining wall s": p["wall_s"],
+                     "total FLOPs": p["flops"], "total wall s": p["wall_s"]})
+    for s in STRATEGIES:
+        part = table[table["strategy"] == s]
+        if part.empty:
+            continue
+        pf = float(sum(p["flops"] for p in pre)) if s == "finetune" else 0.0
+        pw = float(sum(p["wall_s"] for p in pre)) if s == "finetune" else 0.0
+        rows.append({"cell": f"total {LABELS[s]}" + (" incl. pretraining" if pre and s == "finetune" else ""),
+                     "trials (complete/pruned/failed)": f"{int(part.n_trials.sum())} ({int(part.n_complete.sum())}/"
+                                                        f"{int(part.n_pruned.sum())}/{int(part.n_failed.sum())})",
+                     "tuning FLOPs": float(part.flops_total.sum()), "tuning wall s": float(part.wall_s_total.sum()),
+                     "re-run FLOPs": float(part.rerun_flops.sum()), "re-run wall s": float(part.rerun_wall_s.sum()),
+                     "pretraining FLOPs": pf if s == "finetune" else None, "pretraining wall s": pw if s == "finetune" else None,
+                     "total FLOPs": float(part.flops_total.sum() + part.rerun_flops.sum()) + pf,
+                     "total wall s": float(part.wall_s_total.sum() + part.rerun_wall_s.sum()) + pw})
+    columns = ["cell", "n_train", "n_val", "trials (complete/pruned/failed)", "tuning FLOPs", "tuning wall s",
+               "re-run FLOPs", "re-run wall s", "pretraining FLOPs", "pretraining wall s", "total FLOPs", "total wall s"]
+    return pd.DataFrame(rows, columns=columns).astype(object).where(lambda f: f.notna(), None)
+
+
+def budget_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
+    notes = []
+    budgets = {s: sorted({json.dumps(c.attrs.get("budget"), sort_keys=True) for c in cells if c.strategy == s})
+               for s in STRATEGIES}
+    for s in STRATEGIES:
+        if budgets[s]:
+            notes.append(f"{LABELS[s]} tuning budget per cell: {', '.join(budgets[s])}")
+    if budgets["finetune"] and budgets["scratch"] and budgets["finetune"] != budgets["scratch"]:
+        notes.append("**The two strategies were tuned with different budgets: the comparison is not at equal effort.**")
+    unfinished = int(table["n_unfinished"].sum()) if "n_unfinished" in table else 0
+    if unfinished:
+        notes.append(f"{unfinished} trial(s) are still RUNNING or WAITING (a worker may be alive or was killed).")
+    missing = [c.name for c in cells if not c.final]
+    if missing:
+        notes.append(f"Cells without re-run results (left out of the crossover): {', '.join(missing)}")
+    return notes
+
+
+_WINNER_TEXT = {"finetune": "fine-tune ahead", "scratch": "scratch ahead", "tie": "tie", "n/a": "n/a"}
+
+
+def winner_summary(maps: Sequence[pd.DataFrame]) -> list[str]:
+    out = []
+    for m in maps:
+        if m.empty:
+            continue
+        top = m[m["budget_flops"] == m["budget_flops"].max()]
+        counts = top["winner"].value_counts().to_dict()
+        label = "with pretraining FLOPs" if bool(m["with_pretraining"].iloc[0]) else "without pretraining FLOPs"
+        out.append(f"At the largest budget ({top['budget_flops'].iloc[0]:.3g} FLOPs), {label}: "
+                   + ", ".join(f"{_WINNER_TEXT.get(k, k)} at {v} size(s)" for k, v in sorted(counts.items())))
+    return out
+
+
+def _fmt_mult(v: float) -> str:
+    return f"{v:.2g}x" if math.isfinite(v) else "inf (scratch never reaches it)"

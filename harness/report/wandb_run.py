@@ -1,0 +1,49 @@
+"""The report as one W&B run (job_type "report"); wandb is imported only when it is logged."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+
+def log_to_wandb(wandb_cfg: Any, study: str, out_dir: Path, frames: Mapping[str, pd.DataFrame],
+                 crossover: Mapping[str, Any], plots: Mapping[str, Path]) -> str | None:
+    """One W&B run (job_type "report", group = study): tables, plots, the report folder as an
+    artifact of type "report". Returns the run's local directory."""
+    import wandb
+
+    from harness.loggers import wandb_mode
+
+    get = wandb_cfg.get if hasattr(wandb_cfg, "get") else (lambda k, d=None: getattr(wandb_cfg, k, d))
+    save_dir = Path(str(get("dir") or "outputs"))
+    save_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=str(get("project") or "harness"), entity=get("entity"), mode=wandb_mode(wandb_cfg),
+                     dir=str(save_dir), job_type="report", group=study, name=f"report-{study}",
+                     config={"study": study, "crossover": dict(crossover)}, reinit="finish_previous")
+    try:
+        run.log({name: wandb.Table(dataframe=_wandb_safe(frame)) for name, frame in frames.items()})
+        run.log({name: wandb.Image(str(path), caption=name) for name, path in plots.items()})
+        for key in ("status", "n_star", "p_crossover", "first_n_scratch_ahead"):
+            if crossover.get(key) is not None:
+                run.summary[f"crossover/{key}"] = crossover[key]
+        artifact = wandb.Artifact(name=re.sub(r"[^A-Za-z0-9_.-]", "-", f"report-{study}"), type="report",
+                                  metadata={"study": study, "crossover": dict(crossover)})
+        artifact.add_dir(str(out_dir))
+        run.log_artifact(artifact)
+        run_dir = str(Path(run.dir).parent) if getattr(run, "dir", None) else None
+    finally:
+        wandb.finish()
+    return run_dir
+
+
+def _wandb_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """W&B tables want one type per column: objects become strings, missing values None."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return out
