@@ -66,6 +66,7 @@ def validate_run(cfg: DictConfig) -> None:
     _one_of(cfg.logger.name, LOGGERS, "logger")
     _one_of(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
     require_int(cfg.data.split_seed, "data.split_seed", 0)
+    require_int(cfg.data.get("subset", 0), "data.subset", 0)  # absent in configs from before replicates: 0
     for key in ("n_train", "n_val", "n_test"):
         _positive(cfg.data[key], f"data.{key}", int)
     if cfg.strategy.name == "finetune":

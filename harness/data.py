@@ -1,6 +1,10 @@
 """Target and source tasks: load a dataset, split its classes (source/target), hold out fixed test
 and validation splits, and draw nested, stratified training subsets.
 
+`data.subset` picks one of several training orders of the same training pool: subset 0 is the one
+tuning uses; replicate r of a cell's best re-runs on subset r (harness/replicates.py), so that its
+spread includes the draw of the training data, while validation and test stay fixed.
+
 Small datasets become tensors on the training device and are batched without worker processes;
 large ones are served by a DataLoader. Augmentation is applied to whole batches in the training
 step (see `augment.py`), so both paths share it.
@@ -9,6 +13,8 @@ step (see `augment.py`), so both paths share it.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -48,6 +54,7 @@ class Task:
     class_names: list[str]
     in_chans: int
     image_size: int
+    test_split: str = ""  # digest of the test examples (target role): re-runs on one test set pair up
 
     @property
     def num_classes(self) -> int:
@@ -259,6 +266,20 @@ def _check_size(what: str, n: int, available: int, num_classes: int, key: str) -
         raise ConfigError(f"{key}={n} is smaller than the {num_classes} classes of the {what}: use at least {num_classes}")
 
 
+def subset_seed(split_seed: int, subset: int) -> int:
+    """The seed of training order `subset` > 0: a 64-bit seed drawn from (split_seed, subset), so the
+    order is neither subset 0's (seed split_seed + 2) nor any other subset's or split_seed's."""
+    return int(np.random.SeedSequence([split_seed, subset]).generate_state(1, dtype=np.uint64)[0])
+
+
+def split_digest(cfg: DictConfig, class_names: list[str], test_idx: np.ndarray, official: bool) -> str:
+    """A short name for the test examples: which dataset, which target classes, which images in
+    which order. Runs with equal digests were scored on the same examples, position by position."""
+    text = json.dumps({"data": str(cfg.name), "dataset": cfg.get("dataset"), "classes": list(class_names),
+                       "official_test": official, "test": [int(i) for i in test_idx]}, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None) -> Task:
     """The target task (train/val/test) or the source task (train/val, no test)."""
     pool = pool or load_pool(cfg)
@@ -288,21 +309,27 @@ def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None)
         test_members = np.flatnonzero(np.isin(pool.test.labels, classes))
         test_order = test_members[stratified_order(pool.test.labels[test_members], seed)]
         _check_size("test split", n_test, len(test_order), k, "data.n_test")
-        test = pool.test.take(test_order[:n_test], label_map)
+        test_idx = test_order[:n_test]
+        test = pool.test.take(test_idx, label_map)
         rest = order
     else:
         _check_size("test split", n_test, len(order) - 2 * k, k, "data.n_test")
-        test = pool.take(order[:n_test], label_map)
+        test_idx = order[:n_test]
+        test = pool.take(test_idx, label_map)
         rest = order[n_test:]
     # Re-stratify what is left so validation and training prefixes both stay balanced.
     rest = rest[stratified_order(pool.labels[rest], seed + 1)]
     _check_size("validation split", n_val, len(rest) - k, k, "data.n_val")
     val = pool.take(rest[:n_val], label_map)
+    # Every subset orders the same training pool (what validation and test left), so val/test never move;
+    # subset 0 keeps the order tuning has always used.
+    subset = int(cfg.get("subset", 0))
     train_pool = rest[n_val:]
-    train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2)]
+    train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2 if subset == 0 else subset_seed(seed, subset))]
     _check_size("training set", n_train, len(train_pool), k, "data.n_train")
     train = pool.take(train_pool[:n_train], label_map)
-    return Task(train, val, test, names, pool.in_chans, pool.image_size)
+    digest = split_digest(cfg, names, test_idx, pool.test is not None)
+    return Task(train, val, test, names, pool.in_chans, pool.image_size, test_split=digest)
 
 
 # -------------------------------------------------------------------------------------- batching

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -95,13 +96,23 @@ class Classifier(pl.LightningModule):
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches, device: torch.device) -> float:
+def correct_per_example(model: nn.Module, batches, device: torch.device) -> np.ndarray:
+    """Whether each example is classified right, in the batches' order, as a bool vector on the CPU:
+    what a paired comparison or a bootstrap over test examples needs, from one pass."""
     was_training = model.training
     model.eval()
-    correct = count = 0
+    hits = []
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += int((model(x).argmax(1) == y).sum())
-        count += y.numel()
+        hits.append(model(x).argmax(1) == y)  # stays on the device: one copy to the CPU at the end
     model.train(was_training)
-    return correct / max(1, count)
+    return torch.cat(hits).cpu().numpy().astype(bool) if hits else np.zeros(0, dtype=bool)
+
+
+def accuracy_of(correct: np.ndarray) -> float:
+    """The mean of a correctness vector, as the exact ratio of counts (0 for no examples)."""
+    return int(correct.sum()) / max(1, int(correct.size))
+
+
+def accuracy(model: nn.Module, batches, device: torch.device) -> float:
+    return accuracy_of(correct_per_example(model, batches, device))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +20,7 @@ from harness.config import validate_run
 from harness.data import Task, build_task, eval_batches, one_batch, train_batches
 from harness.loggers import finish_logger, make_logger
 from harness.models import classifier_names, create_backbone
-from harness.module import Classifier, accuracy
+from harness.module import Classifier, accuracy, accuracy_of, correct_per_example
 from harness.strategies import Phase, apply_phase, optimizer_groups, plan_phases
 from harness.weights import check_fits, read_state_dict, require_hub
 
@@ -43,6 +44,10 @@ class RunResult:
     config: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     model: torch.nn.Module | None = field(default=None, repr=False)  # the trained model, not serialised
+    # Per-example correctness on the test split, in its order (None when the test split was not read),
+    # and the digest naming that split (data.split_digest): what pairs runs on the same test examples.
+    test_correct: np.ndarray | None = field(default=None, repr=False)
+    test_split: str = ""
 
     def to_json(self) -> dict:
         return {"strategy": self.strategy, "n_train": self.n_train, "val_acc": self.val_acc,
@@ -181,9 +186,10 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     if not history or history[-1][0] != steps_done:
         history.append((steps_done, accuracy(module, val_loader, device)))
         evaluated += len(task.val)
-    test_acc = None
+    test_acc, test_correct = None, None
     if role == "target" and evaluate_test and not stopped_early:
-        test_acc = accuracy(module, eval_batches(task.test, int(train.batch_size) * 4, device, workers), device)
+        test_correct = correct_per_example(module, eval_batches(task.test, int(train.batch_size) * 4, device, workers), device)
+        test_acc = accuracy_of(test_correct)
         evaluated += len(task.test)
     train_flops, phase_rows = _train_flops(phases, per_phase, steps_done)
     compute = Compute(
@@ -193,4 +199,5 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     )
     return RunResult(strategy=str(cfg.strategy.name), n_train=len(task.train), val_acc=history[-1][1], test_acc=test_acc,
                      compute=compute, val_history=history, stopped_early=stopped_early,
-                     config=OmegaConf.to_container(cfg, resolve=True), class_names=task.class_names, model=model)
+                     config=OmegaConf.to_container(cfg, resolve=True), class_names=task.class_names, model=model,
+                     test_correct=test_correct, test_split=task.test_split)

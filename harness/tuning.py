@@ -1,5 +1,6 @@
 """Tune one cell (strategy x n_train): one Optuna study, TPE + pruning, a budget shared by every
-worker of the cell, then the best configuration re-run with several seeds on the test split.
+worker of the cell, then the best configuration re-run as several replicates (seed and training
+subset, harness/replicates.py) on the test split.
 
 Trials are driven with ask/tell rather than `study.optimize` because the budget check and the
 taking of a trial must happen under one lock (storage.study_lock); optimize() offers no place for
@@ -23,13 +24,14 @@ from typing import Any, Iterator
 
 import optuna
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from harness.config import require_int, validate_run
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
+from harness.replicates import make_record, replicate_overrides
 from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import SearchSpace
 from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, rerun_lock, study_lock
@@ -369,9 +371,26 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path) -> dict:
+    """Replicate r of the best configuration (harness/replicates.py): its seed and its own training
+    subset, the same validation and test splits; the only place tuning reads the test split."""
+    overrides = replicate_overrides(r, base_seed)
+    for key, value in overrides.items():
+        OmegaConf.update(best_cfg, key, value, merge=False)
+    seed = overrides["seed"]
+    result = run_training(best_cfg, run_root / f"final-seed{seed}")
+    return make_record(r, seed, result)
+
+
 def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path,
                wait: bool = True) -> list[dict] | None:
-    """Train the best parameters again with study.seeds seeds; the only place tuning reads the test split.
+    """Train the best parameters again as study.seeds replicates (r = 1..study.seeds), each with
+    seed + r on training subset r, and store their records as `final`.
 
     One worker at a time, under a lock of its own: the other workers keep taking trials meanwhile.
     Without `wait`, a worker that finds another re-running this cell returns None and moves on.
@@ -379,25 +398,45 @@ def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_roo
     with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
         if not held:
             return None
-        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if not complete:
+        best = _best_complete(study)
+        if best is None:
             return None
-        best = max(complete, key=lambda t: t.value)
         attrs = study.user_attrs
         # Done already, unless a resumed cell or another worker found a better trial since.
         if "final" in attrs and attrs.get("best_trial") == best.number:
             return attrs["final"]
         best_cfg = space.apply(cfg, best.params)
-        final = []
-        for i in range(int(cfg.study.seeds)):
-            seed = int(cfg.seed) + 1 + i
-            best_cfg.seed = seed
-            result = run_training(best_cfg, run_root / f"final-seed{seed}")
-            final.append({"seed": seed, "val_acc": result.val_acc, "test_acc": result.test_acc,
-                          "flops": result.compute.total_flops, "wall_s": result.compute.wall_s})
+        final = [_run_replicate(best_cfg, int(cfg.seed), r, run_root) for r in range(1, int(cfg.study.seeds) + 1)]
         study.set_user_attr("final", final)
         study.set_user_attr("best_params", best.params)
         study.set_user_attr("best_trial", best.number)  # last: a worker dying before it leaves the re-run undone
+        return final
+
+
+def extend_replicates(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path, target: int,
+                      wait: bool = True) -> list[dict] | None:
+    """Add replicates of the cell's current best until `final` holds `target` of them.
+
+    Replicates len(final)+1 .. target run one at a time, and `final` is written after each, so an
+    interruption keeps every finished replicate and the next call continues from there. Under the
+    cell's re-run lock, with `final` read after taking it: two workers never run one replicate twice.
+    Returns `final` (unchanged when it already holds `target`), or None when the cell has no `final`
+    for its current best (rerun_best comes first) or, without `wait`, another worker holds the lock.
+    """
+    require_int(target, "target", 1)
+    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
+        if not held:
+            return None
+        best = _best_complete(study)
+        attrs = study.user_attrs
+        final = attrs.get("final")
+        if best is None or not isinstance(final, list) or attrs.get("best_trial") != best.number:
+            return None
+        final = list(final)
+        best_cfg = space.apply(cfg, best.params)
+        for r in range(len(final) + 1, target + 1):
+            final.append(_run_replicate(best_cfg, int(cfg.seed), r, run_root))
+            study.set_user_attr("final", final)
         return final
 
 

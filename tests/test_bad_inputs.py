@@ -157,6 +157,7 @@ CASES = [
     ("tune", ["data.n_val=100000"], "data.n_val=100000"),
     ("tune", ["data=imagefolder", "data.root=/nope"], "data.root=/nope"),
     ("tune", ["data.split_seed=-1"], "data.split_seed"),
+    ("tune", ["data.subset=-1"], "data.subset=-1 must be an integer >= 0"),
     ("tune", ["strategy=finetune", "strategy.weights=/nope.safetensors"], "does not exist"),
     ("tune", ["strategy=finetune", "strategy.weights={w:corrupt}"], "not a readable safetensors file"),
     ("tune", ["strategy=finetune", "strategy.weights={w:other_model}"], "does not fit model"),

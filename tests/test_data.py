@@ -4,6 +4,7 @@ classes, image folders, and data sizes that cannot work."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 
 import numpy as np
@@ -91,6 +92,81 @@ def test_split_seed_changes_the_subsets(make_cfg):
     assert _ids(a.train) == _ids(again.train) and _ids(a.test) == _ids(again.test)
     assert set(_ids(a.train)) != set(_ids(b.train))
     assert set(_ids(a.test)) != set(_ids(b.test))
+
+
+# ------------------------------------------------------------------ training subsets (data.subset)
+# Replicate r of a cell's best trains on subset r (harness/replicates.py); subset 0 is tuning's.
+SUBSETS = (0, 1, 2)
+
+
+def _split(make_cfg, pool, *overrides):
+    return build_task(make_cfg("data.n_val=60", "data.n_test=70", *overrides).data, pool=pool)
+
+
+@pytest.fixture(scope="module")
+def subset_tasks(make_cfg):
+    pool, labels = _indexed_pool(make_cfg().data)
+    return {(k, n): _split(make_cfg, pool, f"data.n_train={n}", f"data.subset={k}") for k in SUBSETS for n in N_TRAINS}, pool, labels
+
+
+def test_subset_0_is_the_training_order_tuning_has_always_used(make_cfg):
+    """Committed results and every trial so far trained on these images: subset 0 must not move them."""
+    pool, _ = _indexed_pool(make_cfg().data)
+    pinned = [1274, 1019, 321, 1583, 37, 1713, 104, 395, 995, 1794, 893, 711]
+    assert _ids(_split(make_cfg, pool, "data.n_train=12").train) == pinned
+    assert _ids(_split(make_cfg, pool, "data.n_train=12", "data.subset=0").train) == pinned
+
+
+def test_other_subsets_are_other_nested_stratified_draws_of_the_same_pool(subset_tasks, make_cfg):
+    by_kn, pool, labels = subset_tasks
+    for k in SUBSETS[1:]:
+        for small, large in zip(N_TRAINS, N_TRAINS[1:]):
+            a, b = _ids(by_kn[k, small].train), _ids(by_kn[k, large].train)
+            assert len(a) == small and b[:small] == a, f"subset {k}: n_train={small} is not a prefix of {large}"
+        for n in N_TRAINS:
+            ids = _ids(by_kn[k, n].train)
+            assert set(ids) != set(_ids(by_kn[0, n].train)), f"subset {k} repeats subset 0 at n_train={n}"
+            assert set(ids) != set(_ids(by_kn[3 - k, n].train)), f"subsets 1 and 2 agree at n_train={n}"
+            counts = np.bincount(by_kn[k, n].train.y.numpy(), minlength=5)
+            assert counts.min() >= 1 and np.abs(counts - n / 5).max() <= 1.5, f"subset {k}, n_train={n}: {counts}"
+    # All of the training pool, in another order: the same images, so the subsets draw from one pool.
+    available = int(np.isin(labels, [5, 6, 7, 8, 9]).sum()) - 60 - 70
+    full = [_ids(_split(make_cfg, pool, f"data.n_train={available}", f"data.subset={k}").train) for k in SUBSETS]
+    assert all(set(f) == set(full[0]) for f in full) and full[1] != full[0] and full[2] != full[1]
+
+
+def test_validation_test_and_their_digest_are_the_same_for_every_subset_and_size(subset_tasks):
+    by_kn, _, _ = subset_tasks
+    first = by_kn[0, N_TRAINS[0]]
+    assert len(first.test_split) == 16 and int(first.test_split, 16) >= 0  # a short hex digest
+    for (k, n), task in by_kn.items():
+        assert _ids(task.val) == _ids(first.val) and _ids(task.test) == _ids(first.test), (k, n)
+        assert task.test_split == first.test_split, (k, n)
+        train = set(_ids(task.train))
+        assert not train & set(_ids(task.val)) and not train & set(_ids(task.test))
+
+
+def test_the_test_split_digest_names_the_test_examples(make_cfg):
+    pool, _ = _indexed_pool(make_cfg().data)
+    digest = _split(make_cfg, pool, "data.n_train=20").test_split
+    assert _split(make_cfg, pool, "data.n_train=20", "data.n_val=61").test_split == digest  # test examples unchanged
+    for other in ("data.split_seed=1", "data.n_test=71", "data.target_classes=[5,6,7,8]"):
+        assert _split(make_cfg, pool, "data.n_train=20", other).test_split != digest, other
+    assert build_task(make_cfg().data, role="source", pool=pool).test_split == ""
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "true", "abc"])
+def test_a_bad_subset_is_a_one_line_config_error_exit_2(make_cfg, tmp_path, value, capsys):
+    from harness.errors import EXIT_BAD_INPUT, exits_cleanly
+
+    with pytest.raises(ConfigError, match=rf"(?i)data\.subset={re.escape(value)} must be an integer >= 0") as err:
+        run_training(make_cfg(f"data.subset={value}"), tmp_path / "run")
+    assert "\n" not in str(err.value)
+    with pytest.raises(SystemExit) as exit_:
+        exits_cleanly(lambda: run_training(make_cfg(f"data.subset={value}"), tmp_path / "run"))()
+    assert exit_.value.code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith("error: data.subset=")
+    assert not (tmp_path / "run").exists()  # refused before any run folder
 
 
 def test_source_and_target_classes_are_disjoint(make_cfg):

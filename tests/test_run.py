@@ -7,10 +7,12 @@ import glob
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from harness.augment import LEVELS, augment_batch
+from harness.data import build_task
 from harness.errors import ConfigError
 from harness.run import run_training
 
@@ -89,6 +91,24 @@ def test_result_fields(make_cfg, tmp_path):
     assert 0.2 < per_sample / (compute["flops_per_step"] / 16) < 0.5
     assert compute["wall_s"] > 0
     assert out["config"]["data"]["n_train"] == 25 and out["config"]["train"]["steps"] == 10
+
+
+def test_the_test_evaluation_keeps_each_examples_correctness(make_cfg, tmp_path):
+    """One pass over the test split gives the accuracy and, per example in split order, whether the
+    model got it right: what a bootstrap over test examples and a paired comparison need."""
+    cfg = make_cfg("train.steps=10", "data.n_test=150")  # 3 evaluation batches of 64, the last short
+    result = run_training(cfg, tmp_path / "a")
+    correct = result.test_correct
+    assert isinstance(correct, np.ndarray) and correct.dtype == bool and correct.shape == (150,)
+    assert result.test_acc == correct.mean() == correct.sum() / 150
+    task = build_task(cfg.data)
+    assert result.test_split == task.test_split != ""
+    model = result.model.eval()
+    with torch.no_grad():
+        again = torch.cat([model(task.test.x[i:i + 64]).argmax(1) == task.test.y[i:i + 64] for i in range(0, 150, 64)])
+    assert np.array_equal(correct, again.numpy())
+    untested = run_training(cfg, tmp_path / "b", evaluate_test=False)
+    assert untested.test_acc is None and untested.test_correct is None
 
 
 # ------------------------------------------------------------------------------------ loggers

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -27,7 +28,9 @@ import harness.cli
 import harness.run
 import harness.storage
 import harness.tuning
+from harness.data import build_task
 from harness.errors import ConfigError
+from harness.replicates import decode_correct, encode_correct
 from harness.search_space import SearchSpace
 from harness.tuning import cell_study_name, tune_cell
 from tuning_helpers import (
@@ -73,11 +76,19 @@ def test_cell_study_and_trial_attrs(tmp_path):
 
     final = attrs["final"]
     assert isinstance(final, list) and len(final) == cfg.study.seeds == 2
-    assert [r["seed"] for r in final] == [1, 2]  # seed + 1 + i: never the tuning seed
+    assert [r["replicate"] for r in final] == [1, 2]
+    assert [r["seed"] for r in final] == [1, 2]  # seed + r: never the tuning seed
+    assert [r["subset"] for r in final] == [1, 2]  # training subset r: never tuning's (0)
+    digest = build_task(cfg.data).test_split
     for row in final:
-        assert set(row) == {"seed", "val_acc", "test_acc", "flops", "wall_s"}
+        assert set(row) == {"replicate", "seed", "subset", "val_acc", "test_acc", "flops", "wall_s", "n_test",
+                            "test_split", "test_correct"}
         assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
         assert row["flops"] > 0 and row["wall_s"] > 0
+        correct = decode_correct(row)
+        assert correct is not None and len(correct) == row["n_test"] == cfg.data.n_test
+        assert correct.mean() == row["test_acc"]
+        assert row["test_split"] == digest  # every replicate on the one test split
     best = max((t for t in stored.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert attrs["best_trial"] == best.number and attrs["best_params"] == best.params
 
@@ -250,6 +261,112 @@ def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeyp
     assert test_reads == ["final-seed1", "final-seed2"]  # count = study.seeds, nothing during trials
     final = load(tmp_path).user_attrs["final"]
     assert len(final) == 2 and all(r["test_acc"] is not None for r in final)
+
+
+class _Replicates:
+    """Wraps harness.tuning.run_training: records each re-run's seed and subset, and can interrupt
+    the n-th re-run (as Ctrl-C would) to show what an interrupted extension keeps."""
+
+    def __init__(self, real, interrupt_at: int | None = None):
+        self.real, self.interrupt_at, self.runs = real, interrupt_at, []
+
+    def __call__(self, cfg, run_dir, **kwargs):
+        if run_dir.name.startswith("final-"):
+            self.runs.append((int(cfg.seed), int(cfg.data.subset)))
+            if len(self.runs) == self.interrupt_at:
+                raise KeyboardInterrupt("replicate interrupted")
+        return self.real(cfg, run_dir, **kwargs)
+
+
+def _check_records(final: list[dict], n_test: int) -> None:
+    assert [r["replicate"] for r in final] == list(range(1, len(final) + 1))
+    assert [(r["seed"], r["subset"]) for r in final] == [(r, r) for r in range(1, len(final) + 1)]  # base seed 0
+    assert len({r["test_split"] for r in final}) == 1
+    for r in final:
+        correct = decode_correct(r)
+        assert correct is not None and len(correct) == n_test and correct.mean() == r["test_acc"]
+
+
+def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path, monkeypatch):
+    real = harness.tuning.run_training
+    trial_subsets = []
+
+    def tracked(cfg, run_dir, **kwargs):
+        if run_dir.name.startswith("trial-"):
+            trial_subsets.append((int(cfg.seed), int(cfg.data.subset)))
+        return real(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(tracked))
+    cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=2", "train.steps=10", "~search_space.params.steps",
+                       "data.n_test=60")
+    tune_cell(cfg, tmp_path / "runs")
+    assert trial_subsets == [(0, 0)] and replicates.runs == [(1, 1), (2, 2)]  # tuning: seed 0, subset 0
+    first = load(tmp_path).user_attrs["final"]
+    _check_records(first, 60)
+
+    space = SearchSpace.from_config(cfg.search_space, base=cfg)
+    extend = harness.tuning.extend_replicates
+    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real))
+    final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=4)
+    assert replicates.runs == [(3, 3), (4, 4)]  # only the missing ones, each with its seed and subset
+    assert final == load(tmp_path).user_attrs["final"] and final[:2] == first
+    _check_records(final, 60)
+
+    # Already there: nothing trains, the records come back unchanged.
+    assert extend(load(tmp_path), cfg, space, tmp_path / "runs", target=4) == final
+    assert extend(load(tmp_path), cfg, space, tmp_path / "runs", target=2) == final
+    assert replicates.runs == [(3, 3), (4, 4)]
+
+    # Interrupted at replicate 6: replicate 5 is kept, and the next call runs only 6.
+    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real, interrupt_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        extend(load(tmp_path), cfg, space, tmp_path / "runs", target=6)
+    assert replicates.runs == [(5, 5), (6, 6)] and len(load(tmp_path).user_attrs["final"]) == 5
+    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real))
+    final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=6)
+    assert replicates.runs == [(6, 6)] and len(final) == 6
+    _check_records(final, 60)
+    assert load(tmp_path).user_attrs["best_trial"] == 0
+
+    # Another worker holds the cell's re-run lock: without waiting, nothing to do here.
+    study = load(tmp_path)
+    with harness.storage.rerun_lock(study._storage, study.study_name, blocking=True):
+        assert extend(study, cfg, space, tmp_path / "runs", target=7, wait=False) is None
+    # `final` of an earlier best: extending it would mix two configurations.
+    study.set_user_attr("best_trial", -1)
+    assert extend(study, cfg, space, tmp_path / "runs", target=7) is None
+    assert replicates.runs == [(6, 6)]
+
+
+def test_a_cell_without_final_has_nothing_to_extend(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(harness.tuning, "run_training", lambda *a, **k: calls.append(a))
+    cfg = compose_tune(tmp_path, "tune.n_trials=1")
+    space, budget = harness.tuning.check_cell_config(cfg)
+    study = harness.tuning.open_cell(cfg, space, budget)
+    assert harness.tuning.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no trial
+    lr = FloatDistribution(1e-4, 1e-1, log=True)
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions={"lr": lr}, value=0.5))
+    assert harness.tuning.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no final
+    assert calls == [] and "final" not in load(tmp_path).user_attrs
+
+
+def test_two_workers_extending_one_cell_run_each_replicate_once(tmp_path, monkeypatch):
+    """Both wait for the lock; the second reads `final` after taking it and finds nothing left."""
+    cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=1", "train.steps=10", "~search_space.params.steps")
+    tune_cell(cfg, tmp_path / "runs")
+    space = SearchSpace.from_config(cfg.search_space, base=cfg)
+    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(harness.tuning.run_training))
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(harness.tuning.extend_replicates(
+        load(tmp_path), cfg, space, tmp_path / "runs", target=3))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert sorted(replicates.runs) == [(2, 2), (3, 3)]
+    assert len(results) == 2 and results[0] == results[1] == load(tmp_path).user_attrs["final"]
+    _check_records(results[0], int(cfg.data.n_test))
 
 
 def test_budget_by_flops_stops_once_spent(tmp_path):
@@ -441,7 +558,8 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
         calls.append(run_dir)
         started.set()
         assert release.wait(60), "never released"
-        return SimpleNamespace(val_acc=0.5, test_acc=0.25, compute=SimpleNamespace(total_flops=1.0, wall_s=2.0))
+        return SimpleNamespace(val_acc=0.5, test_acc=0.25, compute=SimpleNamespace(total_flops=1.0, wall_s=2.0),
+                               test_correct=np.array([True, False, False, False]), test_split="cafe")
 
     monkeypatch.setattr(harness.tuning, "run_training", slow_training)
     space = SearchSpace.from_config(cfg_a.search_space, base=cfg_a)
@@ -465,7 +583,8 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
         release.set()
         rerun.join(60)
     assert harness.tuning.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
-        {"seed": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0}]
+        {"replicate": 1, "seed": 1, "subset": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0,
+         "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False]))}]
     assert len(calls) == 1 and load(tmp_path).user_attrs["best_trial"] == 0
 
 

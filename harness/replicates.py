@@ -1,0 +1,77 @@
+"""The replicate protocol of a cell's best configuration, and the record each re-run leaves in the
+study's `final` attribute. The one owner of both: tuning writes records only through here, and
+whatever reads them (the report) decodes them only through here.
+
+A replicate varies what really varies between two runs of one configuration (Bouthillier et al.
+2021): the seed (initialisation, batch order, augmentation) and the draw of the training examples.
+So replicate r trains on its own nested, stratified training subset (`data.subset = r`; subset 0 is
+the one tuning used) with seed `seed + r`; validation and test splits stay fixed, so every re-run
+of every strategy of a task is scored on the same test examples.
+
+Each record keeps its per-example test correctness as packed bits (n_test / 8 bytes, base64), so a
+report can bootstrap over test examples and pair strategies example by example.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from numbers import Integral
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from harness.run import RunResult
+
+
+def replicate_overrides(r: int, base_seed: int) -> dict[str, int]:
+    """The config values replicate r (1-based) sets: its seed and its training subset. Never the
+    tuning's own seed or subset (0), so a replicate is not a re-run of a trial tuning already saw."""
+    if isinstance(r, bool) or not isinstance(r, Integral) or r < 1:
+        raise ValueError(f"replicates are numbered from 1, got {r!r}")
+    return {"seed": int(base_seed) + int(r), "data.subset": int(r)}
+
+
+def encode_correct(correct: np.ndarray) -> str:
+    """A bool vector as base64 text of its packed bits: JSON-safe and 8 examples to a byte."""
+    bits = np.asarray(correct, dtype=bool).reshape(-1)
+    return base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")
+
+
+def decode_correct(record: Mapping) -> np.ndarray | None:
+    """The bool vector of a stored record (length record["n_test"]), or None when it is absent,
+    malformed or of the wrong length: stored data is read, never trusted, and never raises here."""
+    if not isinstance(record, Mapping):
+        return None
+    text, n = record.get("test_correct"), record.get("n_test")
+    if not isinstance(text, str) or isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    n = int(n)
+    if len(raw) != (n + 7) // 8:
+        return None
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+    if bits[n:].any():  # packbits pads with zeros: anything else was not written by encode_correct
+        return None
+    return bits[:n].astype(bool)
+
+
+def make_record(r: int, seed: int, result: RunResult) -> dict[str, Any]:
+    """What one re-run stores in `final` (JSON-safe types only)."""
+    correct = result.test_correct
+    return {
+        "replicate": int(r),
+        "seed": int(seed),
+        "subset": int(r),
+        "val_acc": float(result.val_acc),
+        "test_acc": None if result.test_acc is None else float(result.test_acc),
+        "flops": float(result.compute.total_flops),
+        "wall_s": float(result.compute.wall_s),
+        "n_test": None if correct is None else int(np.asarray(correct).size),
+        "test_split": str(result.test_split),
+        "test_correct": None if correct is None else encode_correct(correct),
+    }
