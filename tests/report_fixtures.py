@@ -80,6 +80,7 @@ def craft_storage(
     trials: int = 6,
     without_final: tuple[str, ...] = (),
     rng_seed: int = 0,
+    name_format: str = "{study}/{strategy}/n{n}",
 ) -> Crafted:
     """Write one study's cells into the SQLite file `path`; returns what the report should find.
 
@@ -87,15 +88,19 @@ def craft_storage(
     values), one FAIL (fail_reason) -- and for "<study>/scratch/n<grid[0]>" one extra RUNNING
     trial without compute attrs. The best trial's params are mid-range except in the edge cell
     "<study>/finetune/n<grid[0]>", whose best lr sits at the high edge of its range.
+
+    Cells are named `name_format` (fields: study, strategy, n, and i, the cell's index in
+    creation order: fine-tune first, then scratch, each by size); the names above are the
+    default's. The name changes nothing else: the same arguments give the same trials and values.
     """
     url = f"sqlite:///{path}"
     storage = RDBStorage(url)
     rng = random.Random(rng_seed)
-    edge_cell = f"{study}/finetune/n{grid[0]}"
+    edge_cell = name_format.format(study=study, strategy="finetune", n=grid[0], i=0)
     made = Crafted(path, url, study, tuple(grid), true_crossover(finetune, scratch), edge_cell)
     for strategy, params in (("finetune", finetune), ("scratch", scratch)):
         for n in grid:
-            name = f"{study}/{strategy}/n{n}"
+            name = name_format.format(study=study, strategy=strategy, n=n, i=len(made.cells))
             made.cells.append(name)
             s = optuna.create_study(study_name=name, storage=storage, direction="maximize")
             attrs = {

@@ -26,6 +26,8 @@ from harness.report import (
     anytime_curve,
     build_report,
     edge_flags,
+    load_cells,
+    open_existing,
     range_position,
     winner_map,
 )
@@ -311,6 +313,51 @@ def test_unknown_study_names_the_studies_present(crafted, tmp_path, monkeypatch,
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: study 'nope'") and "dom, toy" in err[0]
+
+
+def _cell_contents(url: str, study: str) -> list[tuple]:
+    """What load_cells finds, without the cells' names and the trials' timestamps."""
+    storage, shown = open_existing(url, sqlite_wal=False)
+    return [(c.strategy, c.n_train, c.attrs, [(t.number, t.state, t.value, t.params, t.user_attrs, t.intermediate_values)
+                                              for t in c.trials])
+            for c in load_cells(storage, study, shown)]
+
+
+def test_cells_are_found_by_their_attrs_not_their_names(report, crafted, tmp_path) -> None:
+    """Cells named anything are found by their study attrs (study, strategy, n_train) and give the
+    same report as the normally named ones; a study named like a "toy" cell but carrying another
+    study's attrs, or no attrs at all, is not a "toy" cell."""
+    path = tmp_path / "named.db"
+    odd = craft_storage(path, "toy", name_format="exp-{i}")  # crafted["toy"]'s arguments: same draws
+    other = craft_storage(path, "other", grid=(16, 64), trials=4, rng_seed=2, name_format="toy/{strategy}/n{n}")
+    optuna.create_study(study_name="toy/scratch/n2048", storage=odd.url).add_trial(
+        optuna.trial.create_trial(value=0.99, params={"lr": 1e-3}, distributions={"lr": SPACE["lr"]}))
+    optuna.create_study(study_name="run b", storage=odd.url)
+    assert odd.cells[7] == "exp-7" and other.cells[0] == "toy/finetune/n16"
+
+    assert _cell_contents(odd.url, "toy") == _cell_contents(crafted["toy"].url, "toy")
+    assert len(_cell_contents(odd.url, "other")) == 4
+    summary = build_report(odd.url, "toy", tmp_path / "out", n_boot=400)
+    assert summary["crossover"] == report["summary"]["crossover"]
+    assert summary["verdict"] == report["summary"]["verdict"]
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert sorted(cells["study_name"]) == sorted(odd.cells)
+    assert cells.loc[cells["study_name"] == odd.edge_cell, "edge_flags"].item() == "lr@high"
+    expected = pd.read_csv(report["out"] / "cells.csv")
+    pd.testing.assert_frame_equal(cells.drop(columns="study_name"), expected.drop(columns="study_name"))
+    trials = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert set(trials["study_name"]) == set(odd.cells)
+    when = ["study_name", "datetime_start", "datetime_complete", "duration_s"]
+    pd.testing.assert_frame_equal(trials.drop(columns=when), pd.read_csv(report["out"] / "trials.csv").drop(columns=when))
+
+    # The error names the studies by their attrs; with no attrs anywhere, by what their names start with.
+    with pytest.raises(ConfigError, match=r"'nope'.*studies present: other, toy: set study.name"):
+        build_report(odd.url, "nope", tmp_path / "r")
+    bare = f"sqlite:///{tmp_path / 'bare.db'}"
+    optuna.create_study(study_name="toy/finetune/n16", storage=bare)
+    with pytest.raises(ConfigError, match=r"studies present: toy, but none carries the cell attrs"):
+        build_report(bare, "toy", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_cells_without_final_are_left_out(tmp_path) -> None:

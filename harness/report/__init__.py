@@ -1,7 +1,8 @@
 """The report: everything a study measured, read from the Optuna storage and nothing else.
 
-One cell of a study is one Optuna study named ``<study>/<strategy>/n<n_train>`` (harness/tuning.py
-writes it). From those cells the report derives
+One cell of a study is one Optuna study whose user attrs name its study, strategy and n_train
+(harness/tuning.py writes them; the study's name is for display only). From those cells the
+report derives
 
 - tables: every trial (trials.csv), one row per cell (cells.csv), the crossover (crossover.json);
 - figures: learning curves with the crossover, effective data transferred, a winner map over data

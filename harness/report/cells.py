@@ -1,12 +1,11 @@
-"""Reading the storage: a study's cells (one Optuna study named <study>/<strategy>/n<n_train>
-each), their re-run results and pretraining runs, plus the constants and small value helpers the
-other report modules share."""
+"""Reading the storage: a study's cells (one Optuna study each, identified by its user attrs),
+their re-run results and pretraining runs, plus the constants and small value helpers the other
+report modules share."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STRATEGIES = ("finetune", "scratch")
 LABELS = {"finetune": "fine-tune", "scratch": "from scratch"}
-_CELL_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n>\d+)$")
+CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make an Optuna study a cell
 
 
 @dataclass(frozen=True)
@@ -98,31 +97,52 @@ class Cell:
 
 
 def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str) -> list[Cell]:
-    """All cells of `study`, sorted by (strategy, n_train); ConfigError if there are none."""
-    names = sorted(optuna.get_all_study_names(storage=storage))
+    """All cells of `study`, sorted by (strategy, n_train); ConfigError if there are none.
+
+    A cell is identified by its Optuna study's user attrs ``study``, ``strategy`` and ``n_train``
+    (harness/tuning.py writes them when it creates the cell), never by the study's name, which is
+    for display only; a study without those attrs is not a cell. Only the matching studies' trials
+    are read: ``storage.get_all_studies()`` gives every study's attrs without its trials (one query
+    on an RDB storage; ``optuna.get_all_study_summaries`` would read every trial of every study)."""
+    studies = sorted(storage.get_all_studies(), key=lambda s: s.study_name)
+    keys = {s.study_name: cell_key(s.user_attrs) for s in studies}
     cells: list[Cell] = []
-    for name in names:
-        match = _CELL_NAME.match(name)
-        if match is None or match["study"] != study:
+    for name, key in keys.items():
+        if key is None or key[0] != study:
             continue
         loaded = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
-        attrs = dict(loaded.user_attrs)
-        strategy = str(attrs.get("strategy") or match["strategy"])
-        n_train = int(num(attrs.get("n_train"), float(match["n"])))
         trials = sorted(loaded.get_trials(deepcopy=False), key=lambda t: t.number)
-        cells.append(Cell(name, strategy, n_train, attrs, trials))
+        cells.append(Cell(name, key[1], key[2], dict(loaded.user_attrs), trials))
     if not cells:
-        present = sorted({n.split("/", 1)[0] for n in names})
+        present = sorted({key[0] for key in keys.values() if key is not None})
         if present:
             raise ConfigError(
                 f"study {study!r} has no cells in storage {shown_url}; studies present: "
                 f"{', '.join(present)}: set study.name to one of them"
+            )
+        if studies:
+            named = sorted({s.study_name.split("/", 1)[0] for s in studies})
+            raise ConfigError(
+                f"study {study!r} has no cells in storage {shown_url}; studies present: {', '.join(named)}, "
+                f"but none carries the cell attrs ({', '.join(CELL_ATTRS)}) harness-tune writes: point "
+                "storage.url at the database the tuning wrote"
             )
         raise ConfigError(
             f"study {study!r} has no cells: storage {shown_url} holds no studies at all; run "
             "harness-tune (or harness-study) first, or point storage.url at the right database"
         )
     return sorted(cells, key=lambda c: (strategy_rank(c.strategy), c.n_train))
+
+
+def cell_key(attrs: Mapping[str, Any]) -> tuple[str, str, int] | None:
+    """(study, strategy, n_train) from a study's user attrs; None unless all three are there
+    (non-empty strings, a whole number of examples)."""
+    study, strategy, n_train = (attrs.get(k) for k in CELL_ATTRS)
+    if not (isinstance(study, str) and study and isinstance(strategy, str) and strategy):
+        return None
+    if isinstance(n_train, bool) or not isinstance(n_train, (int, float)) or not float(n_train).is_integer():
+        return None
+    return study, strategy, int(n_train)
 
 
 def open_existing(storage_url: str, sqlite_wal: bool) -> tuple[optuna.storages.BaseStorage, str]:
