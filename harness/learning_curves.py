@@ -42,8 +42,8 @@ C_MAX = 2.0
 N_FLOOR = 1e-9
 ALPHA = 0.05
 
-_C_GRID = np.geomspace(C_MIN, C_MAX, 128)
-_GOLDEN_STEPS = 48
+_C_GRID = np.geomspace(C_MIN, C_MAX, 64)
+_GOLDEN_STEPS = 28
 _SEARCH_POINTS = 2048
 _CHUNK = 256
 _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
@@ -238,7 +238,7 @@ def _solve_ab(
     return a, beta, np.maximum(np.take_along_axis(s_all, pick, 0)[0], 0.0)
 
 
-def _fit_power_batch(
+def fit_power_law_batch(
     log_sizes: np.ndarray, means: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Power-law fits for a stack of mean curves (R, N): returns a, b, c, weighted SSE (R,)."""
@@ -283,7 +283,7 @@ def _fit_power_point(
 ) -> CurveFit:
     """Profile fit, then curve_fit from several starts; the lowest raw-point SSE wins."""
     log_sizes = np.log(sizes)
-    a, b, c, _ = _fit_power_batch(log_sizes, means[None], counts)
+    a, b, c, _ = fit_power_law_batch(log_sizes, means[None], counts)
     best = np.array([a[0], b[0], c[0]])
 
     # Other starts: the next-best local minima of the exponent profile, and a generic guess.
@@ -497,7 +497,7 @@ def _bootstrap_crossings(
         means = _bootstrap_means(curve, fit, n_boot, rng)
         weights = np.array([v.size for v in curve.values()], dtype=float)
         log_sizes = np.log(np.array(list(curve), dtype=float))
-        params.append(_fit_power_batch(log_sizes, means, weights)[:3])
+        params.append(fit_power_law_batch(log_sizes, means, weights)[:3])
     (fa, fb, fc), (sa, sb, sc_) = params
     out = np.full(n_boot, np.inf)
     for start in range(0, n_boot, _CHUNK):

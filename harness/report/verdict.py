@@ -1,0 +1,509 @@
+"""The verdict: fine-tune against scratch at every measured size and as one headline, calibrated.
+
+A wrong verdict stated with confidence is worse than none, so every claim here is an interval
+compared with a practical margin declared in advance (equivalence testing, Lakens 2017): a size is
+`finetune_better` / `scratch_better` only when the whole 95% interval of the gap lies beyond the
+margin, `equivalent` only when it lies inside it, and `inconclusive` otherwise.
+
+The interval carries both sources of noise a measured gap has (Bouthillier et al. 2021):
+- replicates (each re-run has its own seed and its own training subset): each cell's mean is drawn
+  from its Student-t sampling distribution (mean, sd over replicates, R-1 degrees of freedom).
+  Plain resampling of three replicates under-disperses badly (81% coverage measured on simulated
+  studies) because three values have only ten distinct resamples;
+- test examples: the examples of the shared test split are resampled with replacement, one draw
+  for every cell, so cells evaluated on the same examples are compared paired. Storages without
+  per-example records get replicate-only intervals, and the verdict says so.
+
+Every bootstrap replicate re-decides the whole determination: the fitted learning curves, n* (the
+smallest size from which fine-tune's fitted advantage stays at or below the margin), n_cross
+(where scratch's fitted curve goes ahead) and effective data transferred, so their intervals come
+from the same draws as the per-size verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from harness.learning_curves import fit_power_law_batch
+
+MARGIN = 0.01
+HORIZON = 10.0  # n* and n_cross are searched up to this multiple of the largest measured size
+LEVEL = 0.95
+GRID_POINTS = 400
+UNSTABLE_FACTOR = 4.0  # a D_E interval wider than this factor is unstable
+
+FINETUNE_BETTER, SCRATCH_BETTER = "finetune_better", "scratch_better"
+EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive"
+VERDICTS = (FINETUNE_BETTER, SCRATCH_BETTER, EQUIVALENT, INCONCLUSIVE)
+STATUSES = ("crossover", "catch_up", "finetune_ahead", "equivalent", "scratch_ahead", "inconclusive",
+            "insufficient_data")
+WINNER_STATUSES = ("crossover", "finetune_ahead", "scratch_ahead")
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """One cell's re-runs: the metric per replicate and, where stored, whether each test example
+    was right (rows: replicates, columns: the test split in order), with the split's identity."""
+
+    acc: np.ndarray
+    correct: np.ndarray | None = None
+    test_split: str | None = None
+
+    @classmethod
+    def of(cls, acc: Sequence[float], correct: np.ndarray | None = None, test_split: str | None = None) -> "Replicates":
+        a = np.asarray(acc, dtype=float).ravel()
+        a = a[np.isfinite(a)]
+        c = None
+        if correct is not None:
+            c = np.asarray(correct, dtype=bool)
+            if c.ndim != 2 or c.shape[0] != a.size or c.shape[1] == 0:
+                c = None
+        return cls(a, c, test_split if c is not None else None)
+
+    @property
+    def n(self) -> int:
+        return int(self.acc.size)
+
+
+def classify(lo: float, hi: float, margin: float) -> str:
+    """One verdict from an interval of the gap (fine-tune minus scratch) and the margin."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return INCONCLUSIVE
+    if lo > margin:
+        return FINETUNE_BETTER
+    if hi < -margin:
+        return SCRATCH_BETTER
+    if lo >= -margin and hi <= margin:
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+def _point_verdicts(gaps: np.ndarray, margin: float) -> np.ndarray:
+    """Verdicts of point gaps (a bootstrap replicate has no interval of its own)."""
+    return np.where(gaps > margin, FINETUNE_BETTER, np.where(gaps < -margin, SCRATCH_BETTER, EQUIVALENT))
+
+
+def headline(verdicts: Sequence[str]) -> tuple[str, str]:
+    """(status, reason) from the per-size verdicts in increasing size.
+
+    `finetune_ahead`, `scratch_ahead`, `equivalent` need that verdict at every size. `catch_up` and
+    `crossover` need fine-tune better at the smallest size and a decided largest size (equivalent,
+    resp. scratch better), with the decided verdicts in between moving one way only (fine-tune
+    better, then equivalent, then scratch better); an undecided size inside that run does not
+    change the story, only where n* lies. Everything else is `inconclusive`, with the reason.
+    """
+    v = list(verdicts)
+    if len(v) < 2:
+        return "insufficient_data", "fewer than two sizes measured by both strategies"
+    for status, wanted in (("equivalent", EQUIVALENT), ("finetune_ahead", FINETUNE_BETTER),
+                           ("scratch_ahead", SCRATCH_BETTER)):
+        if all(x == wanted for x in v):
+            return status, f"{wanted.replace('_', ' ')} at every measured size"
+    if v[0] == INCONCLUSIVE or v[-1] == INCONCLUSIVE:
+        ends = [name for name, x in (("smallest", v[0]), ("largest", v[-1])) if x == INCONCLUSIVE]
+        return "inconclusive", f"the {' and '.join(ends)} size is undecided"
+    decided = [x for x in v if x != INCONCLUSIVE]
+    rank = {FINETUNE_BETTER: 0, EQUIVALENT: 1, SCRATCH_BETTER: 2}
+    monotone = all(rank[a] <= rank[b] for a, b in zip(decided, decided[1:]))
+    if decided[0] == FINETUNE_BETTER and monotone:
+        if decided[-1] == SCRATCH_BETTER:
+            return "crossover", "fine-tune better at the smallest size, scratch better at the largest"
+        if decided[-1] == EQUIVALENT:
+            return "catch_up", "fine-tune better at the smallest size, equivalent from a larger size on"
+    if not monotone:
+        return "inconclusive", "the verdicts change direction more than once across sizes"
+    if all(x in (EQUIVALENT, INCONCLUSIVE) for x in v):
+        return "inconclusive", "equivalent where decided, undecided in between"
+    if all(x in (FINETUNE_BETTER, INCONCLUSIVE) for x in v):
+        return "inconclusive", "fine-tune better where decided, undecided in between"
+    if all(x in (SCRATCH_BETTER, INCONCLUSIVE) for x in v):
+        return "inconclusive", "scratch better where decided, undecided in between"
+    return "inconclusive", "equivalent at the smallest size, scratch better at larger ones (no fine-tune lead to lose)"
+
+
+# ------------------------------------------------------------------------------------ the draws
+
+
+@dataclass(frozen=True)
+class _Draws:
+    point: np.ndarray      # (C,) cell means
+    boot: np.ndarray       # (C, B) bootstrap cell means, clipped to [0, 1]
+    tested: np.ndarray     # (C,) bool: test examples resampled for this cell
+    known_sd: np.ndarray   # (C,) bool: a replicate sd was available (own or borrowed)
+
+
+def _replicate_sd(cells: Sequence[tuple[str, int, Replicates]]) -> tuple[np.ndarray, np.ndarray]:
+    """(sd, df) of one replicate, per cell, moderated across sizes (empirical Bayes, Smyth 2004).
+
+    Three replicates give an sd with 2 degrees of freedom, whose t quantile (4.3) buries any real
+    difference. The sds of a strategy's cells follow a trend in n (they shrink as data grows), so
+    each cell's variance is pulled towards that trend by as much as the cells' scatter around it
+    allows: the prior's weight d0 is estimated from that scatter, and is small (little pooling)
+    when the trend does not hold. A cell with one replicate takes the trend's value. Falls back
+    to the raw sds, borrowing the nearest size's for single replicates, when too few cells have
+    replicates to fit a trend; NaN where nothing can be said."""
+    var = np.array([float(r.acc.var(ddof=1)) if r.n >= 2 else np.nan for _, _, r in cells])
+    d = np.array([float(r.n - 1) for _, _, r in cells])
+    moderated = _moderate(cells, var, d)
+    if moderated is not None:
+        return moderated
+    sd, df = np.sqrt(var), np.where(d >= 1, d, np.nan)
+    for i, (strategy, n, r) in enumerate(cells):
+        donors = [j for j, (s, _, x) in enumerate(cells) if s == strategy and x.n >= 2]
+        if r.n < 2 and donors:
+            j = min(donors, key=lambda k: abs(math.log(cells[k][1] / n)))
+            sd[i], df[i] = sd[j] * math.sqrt(cells[j][1] / n), df[j]
+    return sd, df
+
+
+def _moderate(cells: Sequence[tuple[str, int, Replicates]], var: np.ndarray,
+              d: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    from scipy import stats
+
+    has = d >= 1
+    prior = _variance_prior(cells, var, d, has)
+    if prior is None:
+        return None
+    # A cell far above its trend (an F test at 5%) is noise the trend does not describe: it keeps
+    # its own variance, and the trend is fitted again without it.
+    trend, d0 = prior
+    outlier = has & (var / trend > stats.f.ppf(0.95, np.maximum(d, 1), d0))
+    if outlier.any():
+        prior = _variance_prior(cells, var, d, has & ~outlier)
+        if prior is None:
+            return None
+        trend, d0 = prior
+    own = np.where(has, np.nan_to_num(var), 0.0)
+    post = np.where(outlier, own, (d0 * trend + d * own) / (d0 + d))
+    return np.sqrt(post), np.where(outlier, d, d0 + d)
+
+
+def _variance_prior(cells: Sequence[tuple[str, int, Replicates]], var: np.ndarray, d: np.ndarray,
+                    use: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The trend of a replicate's variance in log n, per strategy, at every cell, and the prior's
+    degrees of freedom d0 (from the cells' scatter around it); None when too few cells fit it."""
+    from scipy import optimize, special
+
+    strategies = sorted({s for s, _, _ in cells})
+    per = {s: [i for i, (x, _, _) in enumerate(cells) if x == s and use[i]] for s in strategies}
+    if any(len(v) < 2 for v in per.values()) or use.sum() < 5:
+        return None
+    dd = np.maximum(d, 1.0)  # cells without a variance get a placeholder; only `use` cells are fitted
+    # log s^2 is unbiased for log sigma^2 after the chi-square correction digamma(d/2) - log(d/2).
+    z = np.log(np.maximum(np.nan_to_num(var), 1e-10)) - special.digamma(dd / 2) + np.log(dd / 2)
+    log_n = np.log([float(n) for _, n, _ in cells])
+    trend = np.full(len(cells), np.nan)
+    residual_sq, trigamma_d, fitted = [], [], 0
+    for s, members in per.items():
+        slope = len(members) >= 3
+
+        def design(rows: list[int]) -> np.ndarray:
+            return np.column_stack([np.ones(len(rows)), log_n[rows]]) if slope else np.ones((len(rows), 1))
+
+        x = design(members)
+        coef, *_ = np.linalg.lstsq(x, z[members], rcond=None)
+        rows = [i for i, (c, _, _) in enumerate(cells) if c == s]
+        trend[rows] = design(rows) @ coef
+        leverage = np.einsum("ij,jk,ik->i", x, np.linalg.pinv(x.T @ x), x)
+        e = z[members] - x @ coef
+        residual_sq += list(e ** 2 / np.maximum(1 - leverage, 1e-6))
+        trigamma_d += list(special.polygamma(1, d[members] / 2))
+        fitted += x.shape[1]
+    excess = float(np.mean(residual_sq) - np.mean(trigamma_d))
+    d_max = float(d[use].sum() - fitted)  # never more prior weight than the cells that fit it
+    if d_max < 1:
+        return None
+    d0 = d_max if excess <= 0 else min(d_max, 2 * optimize.brentq(lambda h: special.polygamma(1, h) - excess, 1e-8, 1e8))
+    return np.exp(trend + special.digamma(d0 / 2) - np.log(d0 / 2)), d0
+
+
+def _draw(cells: Sequence[tuple[str, int, Replicates]], n_boot: int, rng: np.random.Generator) -> _Draws:
+    point = np.array([float(r.acc.mean()) for _, _, r in cells])
+    sd, df = _replicate_sd(cells)
+    boot = np.repeat(point[:, None], n_boot, axis=1)
+    known = np.isfinite(sd)
+    for i, (_, _, r) in enumerate(cells):
+        if known[i] and sd[i] > 0:
+            boot[i] += sd[i] / math.sqrt(r.n) * rng.standard_t(df[i], n_boot)
+    # Test-example noise, one draw per test split shared by every cell evaluated on it (paired):
+    # the covariance across cells of their per-example means over the split's examples, less the
+    # part that is replicate noise (already in the t-draw above), drawn as a normal (T is large).
+    tested = np.zeros(len(cells), dtype=bool)
+    splits: dict[tuple[str, int], list[int]] = {}
+    for i, (_, _, r) in enumerate(cells):
+        if r.correct is not None and r.test_split:
+            splits.setdefault((r.test_split, r.correct.shape[1]), []).append(i)
+    for (_, t), members in splits.items():
+        per_example = np.stack([cells[i][2].correct.mean(0) for i in members])  # (M, T)
+        cov = np.atleast_2d(np.cov(per_example))
+        within = [float((p * (1 - p)).mean()) / (cells[i][2].n - 1) if cells[i][2].n >= 2 else 0.0
+                  for i, p in zip(members, per_example)]
+        values, vectors = np.linalg.eigh((cov - np.diag(within)) / t)
+        root = vectors * np.sqrt(np.clip(values, 0.0, None))
+        boot[members] += root @ rng.standard_normal((len(members), n_boot))
+        tested[members] = True
+    return _Draws(point, np.clip(boot, 0.0, 1.0), tested, known)
+
+
+# ----------------------------------------------------------------------------- the fitted curves
+
+
+def _curve_params(sizes: np.ndarray, means: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Saturating power-law params (a, b, c) for each row of `means` (rows, N) -> (rows, 3)."""
+    a, b, c, _ = fit_power_law_batch(np.log(sizes), means, counts)
+    return np.stack([a, b, c], axis=1)
+
+
+def _predict(params: np.ndarray, log_x: np.ndarray) -> np.ndarray:
+    return params[:, :1] - params[:, 1:2] * np.exp(-params[:, 2:3] * log_x[None, :])
+
+
+def stays_below(gap: np.ndarray, level: float, log_grid: np.ndarray) -> np.ndarray:
+    """Per row of `gap` (rows, G) on `log_grid`: the smallest size from which the gap stays at or
+    below `level` up to the grid's end; the grid's start when it never exceeds it, inf when it
+    still exceeds it at the end."""
+    above = gap > level
+    g = log_grid.size
+    last = g - 1 - np.argmax(above[:, ::-1], axis=1)
+    nxt = np.minimum(last + 1, g - 1)
+    rows = np.arange(gap.shape[0])
+    g0, g1 = gap[rows, last], gap[rows, nxt]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip(np.where(g0 != g1, (g0 - level) / (g0 - g1), 0.0), 0.0, 1.0)
+    crossing = np.exp(log_grid[last] + t * (log_grid[nxt] - log_grid[last]))
+    out = np.where(last == g - 1, math.inf, crossing)
+    return np.where(above.any(axis=1), out, math.exp(log_grid[0]))
+
+
+def _interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval that treats +inf (never) as a value."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+    big = np.where(np.isinf(v), np.finfo(float).max, v)
+    lo, hi = (float(np.percentile(big, p)) for p in q)
+    finite_max = float(v[np.isfinite(v)].max()) if np.isfinite(v).any() else -math.inf
+    return (math.inf if lo > finite_max else lo), (math.inf if hi > finite_max else hi)
+
+
+# --------------------------------------------------------------------------------- the comparison
+
+
+@dataclass(frozen=True)
+class SizeVerdict:
+    n: int
+    gap: float
+    ci95: tuple[float, float]
+    verdict: str
+    replicates: dict[str, int]
+    test_noise: bool  # test examples were resampled for both cells
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    """Effective data transferred at one fine-tune size (Hernandez et al. 2021)."""
+
+    n: int
+    finetune_acc: float
+    d_e: float
+    d_e_ci95: tuple[float, float]
+    extrapolated: bool
+    note: str
+
+    @property
+    def d_t(self) -> float:
+        return self.d_e - self.n
+
+    @property
+    def d_t_ci95(self) -> tuple[float, float]:
+        return self.d_e_ci95[0] - self.n, self.d_e_ci95[1] - self.n
+
+    @property
+    def multiplier(self) -> float:
+        return self.d_e / self.n
+
+
+@dataclass
+class Comparison:
+    metric: str
+    margin: float
+    status: str
+    reason: str
+    per_n: list[SizeVerdict]
+    measured_range: tuple[int, int] | None
+    n_star: float | None = None
+    ci95: tuple[float, float] | None = None
+    n_cross: float | None = None
+    n_cross_ci95: tuple[float, float] | None = None
+    extrapolated: bool = False
+    agreement: float | None = None
+    status_shares: dict[str, float] = field(default_factory=dict)
+    switches: list[int] = field(default_factory=list)
+    needs: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    intervals: str = "replicates and test examples"
+    transfer: list[TransferRow] = field(default_factory=list)
+    n_boot: int = 0
+    horizon: float = HORIZON
+
+    def to_json(self) -> dict:
+        return {
+            "metric": self.metric, "margin": self.margin, "status": self.status, "reason": self.reason,
+            "n_star": _finite(self.n_star), "ci95": _pair(self.ci95),
+            "n_cross": _finite(self.n_cross), "n_cross_ci95": _pair(self.n_cross_ci95),
+            "extrapolated": self.extrapolated, "agreement": _finite(self.agreement),
+            "status_shares": {k: round(v, 4) for k, v in self.status_shares.items()},
+            "measured_range": list(self.measured_range) if self.measured_range else None,
+            "per_n": [{"n": p.n, "gap": _finite(p.gap), "ci95": _pair(p.ci95), "verdict": p.verdict,
+                       "replicates": p.replicates, "test_noise": p.test_noise, "probe_acc": None}
+                      for p in self.per_n],
+            "switches": self.switches, "needs_replicates": self.needs, "missing_sizes": self.missing,
+            "intervals": self.intervals, "n_boot": self.n_boot, "horizon": self.horizon,
+        }
+
+
+def _finite(v: float | None) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
+    return None if p is None else [_finite(p[0]), _finite(p[1])]
+
+
+def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates], *, margin: float = MARGIN,
+            n_boot: int = 2000, seed: int = 0, horizon: float = HORIZON, metric: str = "test_acc") -> Comparison:
+    """The whole determination from each strategy's replicates per size."""
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    if n_boot < 1 or horizon < 1:
+        raise ValueError("n_boot and horizon must be >= 1")
+    ft = {int(n): r for n, r in sorted(finetune.items()) if r.n}
+    sc = {int(n): r for n, r in sorted(scratch.items()) if r.n}
+    shared = sorted(set(ft) & set(sc))
+    missing = sorted(set(ft) ^ set(sc))
+    cells = [("finetune", n, r) for n, r in ft.items()] + [("scratch", n, r) for n, r in sc.items()]
+    if not shared:
+        return Comparison(metric, margin, "insufficient_data", "no size was measured by both strategies", [],
+                          None, missing=missing, n_boot=n_boot, horizon=horizon)
+    rng = np.random.default_rng(seed)
+    draws = _draw(cells, n_boot, rng)
+    index = {(s, n): i for i, (s, n, _) in enumerate(cells)}
+
+    per_n: list[SizeVerdict] = []
+    for n in shared:
+        i, j = index[("finetune", n)], index[("scratch", n)]
+        gaps = draws.boot[i] - draws.boot[j]
+        lo, hi = _interval(gaps)
+        verdict = classify(lo, hi, margin) if draws.known_sd[i] and draws.known_sd[j] else INCONCLUSIVE
+        per_n.append(SizeVerdict(n, float(draws.point[i] - draws.point[j]), (lo, hi), verdict,
+                                 {"finetune": ft[n].n, "scratch": sc[n].n}, bool(draws.tested[i] and draws.tested[j])))
+    status, reason = headline([p.verdict for p in per_n])
+    out = Comparison(metric, margin, status, reason, per_n, (shared[0], shared[-1]), missing=missing,
+                     n_boot=n_boot, horizon=horizon, switches=_switches(per_n))
+    out.intervals = ("replicates and test examples" if draws.tested.all()
+                     else "replicates only (no per-example test records)" if not draws.tested.any()
+                     else "replicates and test examples where stored, replicates only elsewhere")
+    if status != "insufficient_data":
+        gap_rows = np.stack([draws.boot[index[("finetune", n)]] - draws.boot[index[("scratch", n)]] for n in shared], 1)
+        shares = _status_shares(_point_verdicts(gap_rows, margin))
+        out.status_shares = shares
+        out.agreement = shares.get(status, 0.0) if status != "inconclusive" else None
+    if len(ft) >= 3 and len(sc) >= 3:
+        _fit_determination(out, ft, sc, draws, index, shared, horizon)
+    out.needs = _deciding_sizes(out)
+    return out
+
+
+def _switches(per_n: Sequence[SizeVerdict]) -> list[int]:
+    out, previous = [], None
+    for p in per_n:
+        if p.verdict == INCONCLUSIVE:
+            continue
+        if previous is not None and p.verdict != previous:
+            out.append(p.n)
+        previous = p.verdict
+    return out
+
+
+def _status_shares(verdict_rows: np.ndarray) -> dict[str, float]:
+    """Share of bootstrap replicates reaching each status (a replicate's point gaps decide it)."""
+    counts: dict[str, int] = {}
+    cache: dict[tuple[str, ...], str] = {}
+    for row in verdict_rows:
+        key = tuple(row)
+        if key not in cache:
+            cache[key] = headline(key)[0]
+        counts[cache[key]] = counts.get(cache[key], 0) + 1
+    total = max(1, verdict_rows.shape[0])
+    return {k: counts[k] / total for k in STATUSES if k in counts}
+
+
+def _fit_determination(out: Comparison, ft: Mapping[int, Replicates], sc: Mapping[int, Replicates], draws: _Draws,
+                       index: Mapping[tuple[str, int], int], shared: Sequence[int], horizon: float) -> None:
+    """n*, n_cross and D_T on fitted curves, for the point estimate (row 0) and every replicate."""
+    params = {}
+    for strategy, curve in (("finetune", ft), ("scratch", sc)):
+        rows = [index[(strategy, n)] for n in curve]
+        means = np.concatenate([draws.point[rows][None, :], draws.boot[rows].T], axis=0)
+        counts = np.array([r.n for r in curve.values()], dtype=float)
+        params[strategy] = _curve_params(np.array(list(curve), dtype=float), means, counts)
+    lo_n, hi_n = shared[0], shared[-1]
+    log_grid = np.linspace(math.log(lo_n), math.log(hi_n * horizon), GRID_POINTS)
+    gap = _predict(params["finetune"], log_grid) - _predict(params["scratch"], log_grid)
+    n_star = stays_below(gap, out.margin, log_grid)
+    out.n_star, out.ci95 = float(n_star[0]), _interval(n_star[1:])
+    out.extrapolated = bool(out.n_star > hi_n)
+    behind = (gap > 0).any(axis=1)
+    n_cross = np.where(behind, stays_below(gap, 0.0, log_grid), math.nan)
+    if behind[0] and math.isfinite(n_cross[0]) and bool((gap[0] < -out.margin).any()):
+        out.n_cross, out.n_cross_ci95 = float(n_cross[0]), _interval(np.where(np.isnan(n_cross[1:]), lo_n, n_cross[1:]))
+    out.transfer = _transfer(ft, sc, draws, index, params["scratch"])
+
+
+def _transfer(ft: Mapping[int, Replicates], sc: Mapping[int, Replicates], draws: _Draws,
+              index: Mapping[tuple[str, int], int], scratch_params: np.ndarray) -> list[TransferRow]:
+    """D_E: the size at which scratch's fitted curve reaches fine-tune's mean at D_F = n."""
+    s_lo, s_hi = min(sc), max(sc)
+    a, b, c = scratch_params[:, 0], scratch_params[:, 1], scratch_params[:, 2]
+    rows = []
+    for n in ft:
+        i = index[("finetune", n)]
+        target = np.concatenate([[draws.point[i]], draws.boot[i]])
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d_e = np.where(a > target, np.power(b / np.maximum(a - target, 1e-300), 1.0 / c), math.inf)
+        d_e = np.maximum(d_e, 1e-9)
+        lo, hi = _interval(d_e[1:])
+        rows.append(TransferRow(n, float(target[0]), float(d_e[0]), (lo, hi),
+                                bool(not (s_lo <= d_e[0] <= s_hi)), _transfer_note(n, lo, hi)))
+    return rows
+
+
+def _transfer_note(n: int, lo: float, hi: float) -> str:
+    if not math.isfinite(hi):
+        return "unstable: the interval is open (scratch's curve may never reach fine-tune's accuracy)"
+    if lo - n < 0 < hi - n:
+        return "unstable: the interval of D_T spans zero (transfer may help or hurt)"
+    if lo > 0 and hi / lo > UNSTABLE_FACTOR:
+        return f"unstable: the interval of D_E spans a factor of {hi / lo:.0f}"
+    return ""
+
+
+def _deciding_sizes(out: Comparison) -> list[int]:
+    """Undecided sizes whose verdict could change the headline: all of them while the headline is
+    inconclusive, else those bracketing n*."""
+    undecided = [p.n for p in out.per_n if p.verdict == INCONCLUSIVE]
+    if out.status == "inconclusive":
+        return undecided
+    if out.status in ("catch_up", "crossover") and out.n_star is not None and math.isfinite(out.n_star):
+        sizes = [p.n for p in out.per_n]
+        below = [n for n in sizes if n <= out.n_star]
+        above = [n for n in sizes if n >= out.n_star]
+        bracket = {below[-1] if below else sizes[0], above[0] if above else sizes[-1]}
+        return [n for n in undecided if n in bracket]
+    return []
