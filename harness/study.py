@@ -1,6 +1,7 @@
 """A whole study: every (strategy x n_train) cell tuned on equal budgets by a few worker processes,
-each cell's best re-run with seeds, then the report. Re-running it resumes: the storage says what
-is done, so only what is missing runs."""
+each cell's best re-run as replicates, more replicates where the verdict is undecided and decides
+the headline, then the report. Re-running it resumes: the storage says what is done, so only what
+is missing runs."""
 
 from __future__ import annotations
 
@@ -39,14 +40,23 @@ def grid(cfg: DictConfig) -> list[tuple[str, int]]:
     workers = cfg.study.workers
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"study.workers={workers} must be a positive integer")
+    seeds, cap, step = cfg.study.seeds, cfg.study.max_seeds, cfg.study.topup_step
+    if isinstance(cap, bool) or not isinstance(cap, int) or (isinstance(seeds, int) and cap < seeds):
+        raise ConfigError(f"study.max_seeds={cap} must be an integer >= study.seeds ({seeds}): the most replicates a "
+                          "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
     return [(s, int(n)) for n in sorted(sizes) for s in strategies]
 
 
 def check_study(cfg: DictConfig) -> list[DictConfig]:
     """Every cell's config checked before any training or storage write."""
+    from harness.report import check_report_settings
     from harness.storage import open_storage
     from harness.tuning import check_cell_config
 
+    r = cfg.report
+    check_report_settings(str(r.metric), r.n_boot, r.margin, r.horizon)  # now, not after hours of training
     cells = [cell_config(cfg, s, n) for s, n in grid(cfg)]
     for cell in cells:
         check_cell_config(cell)
@@ -69,28 +79,106 @@ def _worker(cells: list[dict], offset: int, run_root: str) -> None:
             tune_cell(cfg, Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", wait_for_peers=wait_for_peers)
 
 
-def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
-    import optuna
+def _topup_worker(jobs: list[tuple[dict, int]], offset: int, run_root: str) -> None:
+    """One process: adds replicates to the cells of `jobs` (config, target), from its own offset;
+    the cell's re-run lock keeps two workers off one cell."""
+    from harness.tuning import check_cell_config, extend_replicates, open_cell
 
+    for cell, target in jobs[offset:] + jobs[:offset]:
+        cfg = OmegaConf.create(cell)
+        space, budget = check_cell_config(cfg)
+        extend_replicates(open_cell(cfg, space, budget), cfg, space,
+                          Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", target)
+
+
+def _in_workers(target, jobs: list, workers: int, run_root: Path, tick) -> None:
+    """target(jobs, offset, run_root) in `workers` spawned processes (in this one for a single
+    worker), calling `tick()` every 10 s while they run."""
+    workers = min(workers, len(jobs))
+    if workers <= 1:
+        target(jobs, 0, str(run_root))
+        return
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(jobs, i * len(jobs) // workers, str(run_root)), daemon=False)
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            next(p for p in procs if p.is_alive()).join(timeout=10)
+            tick()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        raise RuntimeError(f"{len(failed)} study worker(s) failed (exit codes {failed}); run the same command again to resume")
+
+
+def _say(cfg: DictConfig, text: str) -> None:
+    print(f"[{cfg.study.name}] {text}", file=sys.stderr, flush=True)
+
+
+def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
+    from harness.report.cells import cell_key
     from harness.storage import open_storage
 
-    storage = open_storage(str(cfg.storage.url), heartbeat_interval=None)
-    prefix = f"{cfg.study.name}/"
+    storage = open_storage(str(cfg.storage.url), heartbeat_interval=None, sqlite_wal=bool(cfg.storage.get("wal", True)))
     done = trials = 0
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if summary.study_name.startswith(prefix):
-            trials += summary.n_trials
-            done += "final" in summary.user_attrs
+    for study in storage.get_all_studies():
+        key = cell_key(study.user_attrs)
+        if key is not None and key[0] == str(cfg.study.name):
+            trials += storage.get_n_trials(storage.get_study_id_from_name(study.study_name))
+            done += "final" in study.user_attrs
     elapsed = time.perf_counter() - started
     budget = int(cfg.tune.n_trials or 0) * n_cells
     eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
-    print(f"[{cfg.study.name}] cells done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}",
-          file=sys.stderr, flush=True)
+    _say(cfg, f"cells done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}")
     return done, trials
 
 
+def _comparison(cfg: DictConfig):
+    """The verdict as the report will state it, from the storage."""
+    from harness.report import study_comparison
+    from harness.report.cells import load_cells, open_existing
+
+    storage, shown = open_existing(str(cfg.storage.url), bool(cfg.storage.get("wal", True)))
+    cells = load_cells(storage, str(cfg.study.name), shown)
+    r = cfg.report
+    comparison = study_comparison(cells, metric=str(r.metric), n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon)
+    return comparison, {(c.strategy, c.n_train): len(c.final) for c in cells}
+
+
+def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
+    """Replicates where they matter: while sizes that decide the headline are undecided, their
+    cells get `study.topup_step` more replicates, a round at a time, up to `study.max_seeds`.
+    Every round re-reads the storage, so a rerun (or another machine) continues where it stopped."""
+    by_key = {(c.strategy.name, int(c.data.n_train)): c for c in cells}
+    cap, step = int(cfg.study.max_seeds), int(cfg.study.topup_step)
+    started = time.perf_counter()
+    while True:
+        comparison, counts = _comparison(cfg)
+        jobs = [(OmegaConf.to_container(by_key[(s, n)], resolve=True), min(cap, counts[(s, n)] + step))
+                for n in comparison.needs for s in cfg.study.strategies
+                if (s, n) in by_key and 0 < counts.get((s, n), 0) < cap]
+        if not jobs:
+            if comparison.needs:
+                _say(cfg, f"n = {comparison.needs} still undecided at study.max_seeds={cap} replicates: "
+                          "raise study.max_seeds to decide them")
+            return
+        _say(cfg, f"verdict {comparison.status} ({comparison.reason}); n = {comparison.needs} undecided: "
+                  f"adding replicates to {len(jobs)} cell(s), up to {max(t for _, t in jobs)} each (cap {cap})")
+        before = sum(counts.values())
+        _in_workers(_topup_worker, jobs, int(cfg.study.workers), run_root,
+                    lambda: _say(cfg, f"adding replicates, elapsed {time.perf_counter() - started:.0f}s"))
+        if sum(_comparison(cfg)[1].values()) == before:
+            return  # nothing could be added (a cell's best changed since its re-run): leave it to the next run
+
+
 def run_study(cfg: DictConfig, run_root: Path) -> dict:
-    """Pretrain when needed, tune every cell, re-run the bests, build the report; returns its summary."""
+    """Pretrain when needed, tune every cell, re-run the bests, add replicates where the verdict
+    needs them, build the report; returns its summary."""
     from harness.report import build_report
 
     cells = check_study(cfg)
@@ -99,31 +187,14 @@ def run_study(cfg: DictConfig, run_root: Path) -> dict:
         from harness.pretrain import ensure_pretrained
 
         pretrained = ensure_pretrained(needs_source[0])
-        print(f"[{cfg.study.name}] source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})",
-              file=sys.stderr, flush=True)
+        _say(cfg, f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
     plain = [OmegaConf.to_container(c, resolve=True) for c in cells]
     started = time.perf_counter()
-    workers = min(int(cfg.study.workers), len(cells))
-    if workers == 1:
-        _worker(plain, 0, str(run_root))
-    else:
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(plain, i * len(cells) // workers, str(run_root)), daemon=False)
-                 for i in range(workers)]
-        for p in procs:
-            p.start()
-        try:
-            while any(p.is_alive() for p in procs):
-                next(p for p in procs if p.is_alive()).join(timeout=10)
-                _progress(cfg, len(cells), started)
-        except KeyboardInterrupt:
-            for p in procs:
-                p.terminate()
-            raise
-        failed = [p.exitcode for p in procs if p.exitcode]
-        if failed:
-            raise RuntimeError(f"{len(failed)} study worker(s) failed (exit codes {failed}); run the same command again to resume")
+    _in_workers(_worker, plain, int(cfg.study.workers), run_root, lambda: _progress(cfg, len(cells), started))
     _progress(cfg, len(cells), started)
+    top_up(cfg, cells, run_root)
     logger = cfg.logger if str(cfg.logger.name) == "wandb" else None
-    return build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(cfg.report.dir)),
-                        metric=str(cfg.report.metric), n_boot=int(cfg.report.n_boot), wandb_cfg=logger)
+    r = cfg.report
+    return build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),
+                        n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
+                        sqlite_wal=bool(cfg.storage.get("wal", True)))

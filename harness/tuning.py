@@ -432,6 +432,8 @@ def extend_replicates(study: optuna.Study, cfg: DictConfig, space: SearchSpace, 
         final = attrs.get("final")
         if best is None or not isinstance(final, list) or attrs.get("best_trial") != best.number:
             return None
+        if not all(isinstance(r, dict) and "replicate" in r for r in final):
+            return None  # re-runs of an older protocol (all on the tuning subset): not to be mixed with replicates
         final = list(final)
         best_cfg = space.apply(cfg, best.params)
         for r in range(len(final) + 1, target + 1):

@@ -47,9 +47,12 @@ def curve(params: tuple[float, float, float], n: float) -> float:
     return a - b * n ** -c
 
 
-def true_crossover(finetune: tuple[float, float, float], scratch: tuple[float, float, float]) -> float | None:
+def true_crossover(finetune: tuple[float, float, float], scratch: tuple[float, float, float],
+                   margin: float = 0.0) -> float | None:
+    """Where fine-tune's lead (finetune - scratch) falls to `margin`: the crossing itself at 0, n*
+    at the report's margin."""
     def gap(lx: float) -> float:
-        return curve(scratch, math.exp(lx)) - curve(finetune, math.exp(lx))
+        return curve(scratch, math.exp(lx)) + margin - curve(finetune, math.exp(lx))
 
     lo, hi = math.log(1.0), math.log(1e9)
     if gap(lo) * gap(hi) > 0:

@@ -31,7 +31,10 @@ from harness.report import (
     range_position,
     winner_map,
 )
-from report_fixtures import EDGE_LR, MID, N_VAL, SCRATCH_NEVER, SPACE, Crafted, craft_storage
+from report_fixtures import (
+    EDGE_LR, FINETUNE, MID, N_VAL, PRETRAIN_FLOPS, SCRATCH_CATCHES_UP, SCRATCH_NEVER, SPACE, Crafted,
+    craft_storage, true_crossover,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_FILES = ("report.html", "report.md", "trials.csv", "cells.csv", "crossover.json", *PLOT_FILES.values())
@@ -152,27 +155,37 @@ def test_trials_and_cells_match_the_storage(report, crafted) -> None:
 
 
 def test_crossover_matches_the_known_curves(report, crafted) -> None:
-    truth = crafted["toy"].crossover
+    made = crafted["toy"]
     cross = json.loads((report["out"] / "crossover.json").read_text())
-    assert {"metric", "status", "n_star", "ci95", "measured_range"} <= set(cross)
-    assert cross["metric"] == "test_acc"
+    assert {"metric", "margin", "status", "n_star", "ci95", "n_cross", "n_cross_ci95", "extrapolated", "agreement",
+            "per_n", "switches", "measured_range", "source"} <= set(cross)
+    assert cross["metric"] == "test_acc" and cross["margin"] == 0.01
     assert cross["status"] == "crossover"
     assert cross["measured_range"] == [16, 512]
+    verdicts = {p["n"]: p["verdict"] for p in cross["per_n"]}
+    assert verdicts[16] == "finetune_better" and verdicts[512] == "scratch_better"
+    assert all(p["replicates"] == {"finetune": 3, "scratch": 3} for p in cross["per_n"])
+    n_star = true_crossover(FINETUNE, SCRATCH_CATCHES_UP, margin=0.01)  # fine-tune's lead falls to the margin
     lo, hi = cross["ci95"]
-    assert lo <= truth <= hi, (truth, cross)
-    assert lo <= cross["n_star"] <= hi
+    assert lo <= n_star <= hi and lo <= cross["n_star"] <= hi, (n_star, cross)
+    lo, hi = cross["n_cross_ci95"]
+    assert lo <= made.crossover <= hi, (made.crossover, cross)  # scratch's curve goes ahead
+    assert cross["n_star"] < cross["n_cross"] and not cross["extrapolated"]
+    # The crafted re-runs carry no per-example records: the intervals say they hold replicate noise only.
+    assert cross["intervals"].startswith("replicates only")
+    assert cross["source"]["pretrain_flops"] == PRETRAIN_FLOPS and cross["source"]["source_task_acc"] == 0.97
     assert cross["n_val"] == N_VAL
     assert cross == report["summary"]["crossover"]
 
 
-def test_fine_tune_dominates_scratch_never_catches_up(dom_cli) -> None:
+def test_fine_tune_dominates_and_the_printed_line_says_so(dom_cli) -> None:
     out = dom_cli["out"]
     cross = json.loads((out / "crossover.json").read_text())
-    assert cross["status"] == "scratch_never_catches_up" or (
-        cross["status"] == "no_crossover_in_range" and cross["n_star"] > cross["measured_range"][1]
-    ), cross
+    assert cross["status"] == "finetune_ahead", cross
+    assert {p["verdict"] for p in cross["per_n"]} == {"finetune_better"}
     assert cross["measured_range"] == [16, 1024]
-    assert "never catches up" in dom_cli["printed"] or "no crossover in the measured range" in dom_cli["printed"]
+    assert cross["n_star"] is None or cross["extrapolated"]
+    assert "fine-tune is better by more than 0.01 at every measured size (16-1024)" in dom_cli["printed"]
     # Only the dom study's cells: the toy study shares the file.
     assert set(pd.read_csv(out / "cells.csv")["study_name"].str.split("/").str[0]) == {"dom"}
 
@@ -233,21 +246,32 @@ def _trial(number: int, state: TrialState, value: float | None, flops: float, do
                        system_attrs={}, intermediate_values={})
 
 
-def test_winner_map_counts_all_compute_and_marks_ties_and_na() -> None:
-    ft = Cell("w/finetune/n10", "finetune", 10, {"n_val": 100, "pretrain": {"flops": 100.0}},
-              [_trial(0, TrialState.COMPLETE, 0.9, 10.0, 1)])
-    # Completion order differs from trial numbers; the failed trial's FLOPs count.
-    sc = Cell("w/scratch/n10", "scratch", 10, {"n_val": 100},
-              [_trial(0, TrialState.COMPLETE, 0.95, 15.0, 3), _trial(1, TrialState.FAIL, None, 3.0, 1),
-               _trial(2, TrialState.COMPLETE, 0.5, 2.0, 2)])
+def test_winner_map_uses_the_verdict_rule_and_says_what_was_not_measured() -> None:
+    def cells(n_val: int) -> tuple[Cell, Cell]:
+        ft = Cell("w/finetune/n10", "finetune", 10, {"n_val": n_val, "pretrain": {"flops": 100.0}},
+                  [_trial(0, TrialState.COMPLETE, 0.9, 10.0, 1), _trial(1, TrialState.COMPLETE, 0.952, 20.0, 4)])
+        # Completion order differs from trial numbers; failed and pruned trials' FLOPs count.
+        sc = Cell("w/scratch/n10", "scratch", 10, {"n_val": n_val},
+                  [_trial(0, TrialState.COMPLETE, 0.95, 15.0, 3), _trial(1, TrialState.FAIL, None, 3.0, 1),
+                   _trial(2, TrialState.COMPLETE, 0.5, 2.0, 2), _trial(3, TrialState.PRUNED, None, 15.0, 5)])
+        return ft, sc
+
+    budgets = [4.0, 10.0, 20.0, 30.0, 40.0]
+    ft, sc = cells(100)
     curves = {c.name: anytime_curve(c.trials) for c in (ft, sc)}
-    assert list(curves[sc.name].flops) == [3.0, 5.0, 20.0]
-    assert list(curves[sc.name].best[1:]) == [0.5, 0.95] and math.isnan(curves[sc.name].best[0])
-    m = winner_map([ft, sc], curves, [4.0, 10.0, 30.0], with_pretraining=False)
-    assert list(m["winner"]) == ["n/a", "finetune", "tie"]  # 0.9 vs 0.95 at n_val=100: within noise
-    assert m["gap"].iloc[1] == pytest.approx(0.4)
-    with_pt = winner_map([ft, sc], curves, [4.0, 10.0, 30.0, 200.0], with_pretraining=True)
-    assert list(with_pt["winner"]) == ["n/a", "n/a", "n/a", "tie"]
+    assert list(curves[sc.name].flops) == [3.0, 5.0, 20.0, 35.0]
+    assert list(curves[sc.name].best[1:]) == [0.5, 0.95, 0.95] and math.isnan(curves[sc.name].best[0])
+    noisy = winner_map([ft, sc], curves, budgets, with_pretraining=False)
+    # 4: fine-tune has no result yet; 40: more than fine-tune spent (30); 0.90 vs 0.95 and 0.952 vs
+    # 0.95 on 100 validation images cannot be told apart.
+    assert list(noisy["winner"]) == ["not_measured", "finetune_better", "inconclusive", "inconclusive", "not_measured"]
+    assert noisy["gap"].iloc[1] == pytest.approx(0.4)
+    ft, sc = cells(1_000_000)
+    precise = winner_map([ft, sc], curves, budgets, with_pretraining=False)
+    assert list(precise["winner"]) == ["not_measured", "finetune_better", "scratch_better", "equivalent", "not_measured"]
+    with_pt = winner_map([ft, sc], curves, budgets + [110.0], with_pretraining=True)
+    # with its pretraining fine-tune's first result comes at 110 FLOPs, more than scratch ever spent
+    assert set(with_pt["winner"]) == {"not_measured"}
 
 
 # ------------------------------------------------------------------ CLI, W&B, errors
@@ -280,7 +304,7 @@ def dom_cli(crafted, tmp_path_factory) -> dict:
 def test_cli_with_wandb_offline_writes_a_report_run(dom_cli) -> None:
     tmp = dom_cli["tmp"]
     assert f"report: {(tmp / 'rep' / 'report.html').resolve()}" in dom_cli["printed"]
-    assert "[test_acc]" in dom_cli["printed"]
+    assert "[test_acc, margin 0.01]" in dom_cli["printed"]
     for name in CONTRACT_FILES:
         assert (tmp / "rep" / name).is_file(), name
     runs = list((tmp / "wb" / "wandb").glob("offline-run-*"))

@@ -75,7 +75,7 @@ def test_grid_value_beyond_the_data_is_refused_before_anything_runs(tmp_path):
 @pytest.mark.slow
 def test_tiny_study_end_to_end_then_resume(tmp_path):
     db = tmp_path / "study.db"
-    args = [STUDY, "study.n_train=[10,20,40]", "tune.n_trials=2", "study.seeds=2", "study.workers=2",
+    args = [STUDY, "study.n_train=[10,20,40]", "tune.n_trials=2", "study.seeds=2", "study.max_seeds=4", "study.workers=2",
             f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={tmp_path}/pre", "pretrain.train.steps=30",
             f"report.dir={tmp_path}/report", "report.n_boot=100", "logger=none", "data.n_val=50",
             "train.val_every=10", f"hydra.run.dir={tmp_path}/run",
@@ -95,19 +95,30 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
         study = optuna.load_study(study_name=name, storage=storage)
         done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
         assert len(done) == 2
-        assert len(study.user_attrs["final"]) == 2
         trials_before[name] = [(t.number, t.datetime_complete) for t in study.trials]
     report = tmp_path / "report"
     for name in ("report.html", "report.md", "trials.csv", "cells.csv", "crossover.json", "learning_curves.png"):
         assert (report / name).is_file(), name
     crossover = json.loads((report / "crossover.json").read_text())
     assert crossover["measured_range"] == [10, 40]
+    # Replicates where they matter: 2 everywhere, 2 more (to the cap of 4) where the verdict stayed
+    # undecided and decides the headline (two trials a cell cannot settle much), for both strategies.
+    counts = {(p["n"], s): r for p in crossover["per_n"] for s, r in p["replicates"].items()}
+    assert set(counts.values()) <= {2, 4} and 4 in counts.values(), counts
+    assert "adding replicates to" in first.stderr
+    for n in (10, 20, 40):
+        assert counts[(n, "finetune")] == counts[(n, "scratch")]
+    assert all(counts[(n, "scratch")] == 4 for n in crossover["needs_replicates"])  # still undecided: capped
+    finals_before = {name: optuna.load_study(study_name=name, storage=storage).user_attrs["final"] for name in names}
+    replicates = [r["replicate"] for r in finals_before["digits/scratch/n10"]]
+    assert replicates == list(range(1, len(replicates) + 1))
 
     again = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    for name in names:  # resumed: nothing re-trained
+    for name in names:  # resumed: nothing re-trained, no replicate added or redone
         study = optuna.load_study(study_name=name, storage=storage)
         assert [(t.number, t.datetime_complete) for t in study.trials] == trials_before[name]
+        assert study.user_attrs["final"] == finals_before[name]
 
 
 def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rerun_its_trial(tmp_path):

@@ -23,6 +23,8 @@ def main(cfg: DictConfig) -> dict:
         Path(str(cfg.report.dir)),
         metric=str(cfg.report.metric),
         n_boot=cfg.report.n_boot,
+        margin=cfg.report.margin,
+        horizon=cfg.report.horizon,
         wandb_cfg=wandb_cfg,
         sqlite_wal=bool(cfg.storage.get("wal", True)),
     )

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.learning_curves import CrossoverEstimate, effective_data_transferred, estimate_crossover
+from harness.report.answer import headline_line, short_headline
 from harness.report.cells import (
     LABELS,
     STRATEGIES,
@@ -38,9 +38,10 @@ from harness.report.cells import (
     n_val_by_size,
     open_existing,
     pretraining,
+    replicates_of,
+    source_of,
 )
-from harness.report.document import CROSSOVER_HORIZON, PLOT_FILES, Document, build_document, short_verdict
-from harness.report.document import verdict as verdict_line  # `verdict` here is the harness.report.verdict module
+from harness.report.document import PLOT_FILES, Document, build_document
 from harness.report.figures import plot_anytime, plot_effective_data, plot_learning_curves, plot_winner_map
 from harness.report.tables import (
     EDGE_FRACTION,
@@ -55,38 +56,62 @@ from harness.report.tables import (
     trials_frame,
     winner_map,
 )
+from harness.report.verdict import HORIZON, MARGIN, Comparison, compare
 from harness.report.wandb_run import log_to_wandb
 
 __all__ = [
-    "CROSSOVER_HORIZON", "EDGE_FRACTION", "LABELS", "METRICS", "PLOT_FILES", "STRATEGIES",
-    "Anytime", "Cell", "Document", "EdgeFlag",
+    "EDGE_FRACTION", "HORIZON", "LABELS", "MARGIN", "METRICS", "PLOT_FILES", "STRATEGIES",
+    "Anytime", "Cell", "Comparison", "Document", "EdgeFlag",
     "anytime_curve", "budget_levels", "build_report", "cells_frame", "edge_flags", "final_values",
-    "importances", "load_cells", "log_to_wandb", "open_existing", "plot_anytime", "plot_effective_data",
-    "plot_learning_curves", "plot_winner_map", "pretraining", "range_position", "short_verdict",
-    "trials_frame", "verdict_line", "winner_map",
+    "headline_line", "importances", "load_cells", "log_to_wandb", "open_existing", "plot_anytime",
+    "plot_effective_data", "plot_learning_curves", "plot_winner_map", "pretraining", "range_position",
+    "short_headline", "study_comparison", "trials_frame", "winner_map",
 ]
 
 METRICS = ("test_acc", "val_acc")
 
 
+def check_report_settings(metric: str, n_boot: Any, margin: Any, horizon: Any) -> None:
+    if metric not in METRICS:
+        raise ConfigError(f"report.metric={metric!r} is not one of {', '.join(METRICS)}: pick one")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ConfigError(f"report.n_boot={n_boot!r} must be a positive integer (bootstrap replicates)")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise ConfigError(f"report.margin={margin!r} must be a number in [0, 1): the practical margin in accuracy "
+                          "units (0.01 = one point)")
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not 1 <= horizon <= 1e6:
+        raise ConfigError(f"report.horizon={horizon!r} must be a number >= 1: how far beyond the largest size "
+                          "n* is searched (a multiple of it)")
+
+
+def study_comparison(cells: list[Cell], *, metric: str = "test_acc", n_boot: int = 1000, margin: float = MARGIN,
+                     horizon: float = HORIZON) -> Comparison:
+    """The verdict on a study's cells, as the report states it (harness-study's replicate top-up
+    asks the same question)."""
+    reps = replicates_of(cells, metric)
+    return compare(reps.get("finetune", {}), reps.get("scratch", {}), margin=float(margin), n_boot=n_boot,
+                   seed=0, horizon=float(horizon), metric=metric)
+
+
 def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "test_acc", n_boot: int = 1000,
-                 wandb_cfg: Any = None, sqlite_wal: bool = True) -> dict[str, Any]:
+                 margin: float = MARGIN, horizon: float = HORIZON, wandb_cfg: Any = None,
+                 sqlite_wal: bool = True) -> dict[str, Any]:
     """Read `study`'s cells from the storage at `storage_url` and write the report into `out_dir`.
 
     Reads the Optuna storage and nothing else. Returns a summary: the crossover, the one-line
     verdict, the files written, and the W&B run directory when `wandb_cfg` was given.
 
     Raises:
-        ConfigError: bad metric or n_boot, an unreachable or malformed storage, or a study name
-            with no cells (the message lists the studies present).
+        ConfigError: bad metric, n_boot, margin or horizon, an unreachable or malformed storage, a
+            report.dir that is a file, or a study name with no cells (the message lists the
+            studies present).
     """
-    if metric not in METRICS:
-        raise ConfigError(f"report.metric={metric!r} is not one of {', '.join(METRICS)}: pick one")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ConfigError(f"report.n_boot={n_boot!r} must be a positive integer (bootstrap replicates)")
+    check_report_settings(metric, n_boot, margin, horizon)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"report.dir={out_dir} is a file: point report.dir at a folder (it is created if missing)")
     storage, shown = open_existing(storage_url, sqlite_wal)
     cells = load_cells(storage, study, shown)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     curves = {c.name: anytime_curve(c.trials) for c in cells}
@@ -94,24 +119,21 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     table = cells_frame(cells, metric, curves)
     values = final_values(cells, metric)
     n_val = n_val_by_size(cells)
-    estimate: CrossoverEstimate = estimate_crossover(values.get("finetune", {}), values.get("scratch", {}),
-                                                     n_boot=n_boot, seed=0, horizon=CROSSOVER_HORIZON)
-    crossover = estimate.to_json()
-    crossover["metric"] = metric
+    comparison = study_comparison(cells, metric=metric, n_boot=n_boot, margin=margin, horizon=horizon)
+    crossover = comparison.to_json()
+    counts = {(c.strategy, c.n_train): len(c.final) for c in cells}
+    crossover["needs_cells"] = [{"strategy": s, "n_train": n, "replicates": counts[(s, n)]}
+                                for n in comparison.needs for s in STRATEGIES if (s, n) in counts]
+    crossover["source"] = source_of(cells)
     distinct_val = sorted({v for v in n_val.values() if v is not None})
     crossover["n_val"] = distinct_val[0] if len(distinct_val) == 1 else None
     crossover["n_val_by_n_train"] = {str(n): v for n, v in sorted(n_val.items())}
-    crossover["n_boot"] = n_boot
     crossover["cells_used"] = {s: sorted(values.get(s, {})) for s in STRATEGIES}
-    line = verdict_line(crossover)
+    line = headline_line(crossover)
+    d_t = [row.to_row() for row in comparison.transfer]
 
-    try:
-        d_t = effective_data_transferred(values.get("finetune", {}), values.get("scratch", {})) \
-            if values.get("finetune") and len(values.get("scratch", {})) >= 2 else []
-    except ValueError:
-        d_t = []
     budgets = budget_levels(cells, curves)
-    maps = [winner_map(cells, curves, budgets, with_pretraining=flag) for flag in (False, True)]
+    maps = [winner_map(cells, curves, budgets, with_pretraining=flag, margin=float(margin)) for flag in (False, True)]
     imp, imp_notes = importances(cells, storage)
     pre = pretraining(cells)
 

@@ -11,12 +11,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from harness.errors import ConfigError
+from harness.replicates import decode_correct
+from harness.report.verdict import Replicates
 from harness.storage import open_storage, redact_url, resolve_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -173,6 +176,38 @@ def final_values(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, list
         if values:
             out.setdefault(c.strategy, {})[c.n_train] = values
     return out
+
+
+def replicates_of(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, Replicates]]:
+    """{strategy: {n_train: the cell's re-runs}} for the verdict. Per-example test records are used
+    only for the test metric, and only when every re-run of the cell has one, all of one test split
+    and each agreeing with its stored accuracy; otherwise the cell gets replicate-only noise."""
+    out: dict[str, dict[int, Replicates]] = {}
+    for c in cells:
+        records = [r for r in c.final if math.isfinite(num(r.get(metric)))]
+        if not records:
+            continue
+        acc = [num(r.get(metric)) for r in records]
+        rows = [decode_correct(r) for r in records] if metric == "test_acc" else []
+        splits = {r.get("test_split") for r in records}
+        usable = (bool(rows) and all(x is not None and x.size for x in rows) and len({x.size for x in rows}) == 1
+                  and len(splits) == 1 and all(abs(float(x.mean()) - a) < 1e-6 for x, a in zip(rows, acc)))
+        out.setdefault(c.strategy, {})[c.n_train] = Replicates.of(
+            acc, np.stack(rows) if usable else None, str(splits.pop()) if usable else None)
+    return out
+
+
+def source_of(cells: Sequence[Cell]) -> dict[str, Any]:
+    """What the fine-tune cells started from, as far as the storage says; never a made-up 0 FLOPs."""
+    runs = pretraining(cells)
+    if not runs:
+        return {"origin": "not recorded (weights from a file or the hub)", "source_task_acc": None,
+                "pretrain_flops": None}
+    first = runs[0]
+    acc = first["source_val_acc"]
+    return {"origin": "own pretraining (harness-pretrain)" + ("" if len(runs) == 1 else f", {len(runs)} checkpoints"),
+            "source_task_acc": acc if math.isfinite(acc) else None, "pretrain_flops": first["flops"],
+            "source_classes": first["source_classes"]}
 
 
 def pretraining(cells: Sequence[Cell]) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.report.cells import Cell, fmt_n, strategy_rank
+from harness.report.cells import Cell, strategy_rank
+from harness.report.answer import details, per_size_table, transfer_table
 from harness.report.tables import (
     EDGE_FRACTION,
     MIN_TRIALS_FOR_IMPORTANCE,
@@ -23,75 +24,15 @@ from harness.report.tables import (
     compute_table,
     edge_flags,
     per_size_comparison,
-    performance_table,
     winner_summary,
 )
 
-CROSSOVER_HORIZON = 1000.0  # estimate_crossover searches up to this x the largest measured n
 PLOT_FILES = {
     "learning_curves": "learning_curves.png",
     "effective_data": "effective_data.png",
     "winner_map": "winner_map.png",
     "anytime": "anytime.png",
 }
-
-
-# ============================================================================ verdict text
-
-
-def verdict(crossover: Mapping[str, Any]) -> str:
-    """The crossover in one line (what harness-report prints)."""
-    status = crossover.get("status")
-    metric = crossover.get("metric", "test_acc")
-    lo, hi = crossover.get("measured_range") or (None, None)
-    n_star, ci = crossover.get("n_star"), crossover.get("ci95")
-    ci_text = f" (95% CI {fmt_n(ci[0])}-{fmt_n(ci[1])})" if ci else ""
-    if status == "crossover":
-        text = f"crossover: scratch catches up with fine-tuning at n* = {fmt_n(n_star)}{ci_text} training examples, inside the measured range {lo}-{hi}"
-    elif status == "no_crossover_in_range":
-        text = (f"no crossover in the measured range {lo}-{hi}; the fitted curves extrapolate one at "
-                f"n* = {fmt_n(n_star)}{ci_text} (an extrapolation)")
-    elif status == "scratch_never_catches_up":
-        text = (f"scratch never catches up under the fitted curves (searched to {CROSSOVER_HORIZON:g}x the "
-                f"largest measured n, {lo}-{hi} measured)")
-    elif status == "scratch_always_better":
-        text = f"scratch is already at or ahead of fine-tuning at the smallest measured n ({lo})"
-    else:
-        text = ("insufficient data for a crossover: need re-run results (`final`) for >= 3 sizes per "
-                "strategy, >= 2 of them shared")
-    ahead = crossover.get("first_n_scratch_ahead")
-    if status != "insufficient_data":
-        text += (f"; first measured n where scratch is ahead beyond the noise: {ahead}" if ahead is not None
-                 else "; at no measured n is scratch ahead beyond the noise")
-    return f"[{metric}] {text}"
-
-
-def short_verdict(crossover: Mapping[str, Any]) -> str:
-    """A few words for a plot title."""
-    status, n_star, ci = crossover.get("status"), crossover.get("n_star"), crossover.get("ci95")
-    ci_text = f" (95% CI {fmt_n(ci[0])}-{fmt_n(ci[1])})" if ci else ""
-    return {
-        "crossover": f"scratch catches up at n* = {fmt_n(n_star)}{ci_text}",
-        "no_crossover_in_range": f"no crossover in the measured range; extrapolated n* = {fmt_n(n_star)}{ci_text}",
-        "scratch_never_catches_up": "scratch never catches up under the fitted curves",
-        "scratch_always_better": "scratch at or ahead of fine-tune from the smallest n",
-    }.get(str(status), "insufficient data for a crossover")
-
-
-def _verdict_details(c: Mapping[str, Any]) -> list[str]:
-    out = [f"Measured range (sizes both strategies re-ran): {c['measured_range'][0]}-{c['measured_range'][1]}."]
-    if c.get("n_star") is not None:
-        ci = c.get("ci95")
-        out.append(f"n* = {fmt_n(c['n_star'])}, 95% bootstrap interval "
-                   f"[{fmt_n(ci[0]) if ci else '?'}, {fmt_n(ci[1]) if ci else '?'}] ({c.get('n_boot')} replicates over seeds; "
-                   "an open end (inf) means > 2.5% of replicates never cross).")
-    if c.get("p_crossover") is not None:
-        out.append(f"Share of bootstrap replicates whose curves cross within {CROSSOVER_HORIZON:g}x the largest "
-                   f"measured n: {c['p_crossover']:.2f}.")
-    ahead = c.get("first_n_scratch_ahead")
-    out.append(f"First measured n where scratch's mean is ahead beyond the noise (one-sided Welch t-test, Holm-corrected): "
-               f"{ahead if ahead is not None else 'none'}.")
-    return out
 
 
 # ============================================================================ the document
@@ -106,10 +47,21 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     sizes = sorted({c.n_train for c in cells})
     first = cells[0].attrs
     seeds = sorted({len(c.final) for c in cells if c.final})
+    margin = float(crossover.get("margin", 0.0))
+    source = crossover.get("source") or {}
+    doc.para(
+        f"**Margin: +-{margin:g} {metric}** (`report.margin`, declared before the results): a difference smaller than "
+        "this does not matter here. A size is called better only when the whole 95% interval of the gap lies beyond "
+        "it, equivalent only when it lies inside it, and inconclusive otherwise. "
+        f"**Source model:** {source.get('origin', 'unknown')}"
+        + (f", source-task accuracy {source['source_task_acc']:.3f}" if source.get("source_task_acc") is not None else "")
+        + (f", pretraining {source['pretrain_flops']:.3g} FLOPs" if source.get("pretrain_flops") is not None
+           else ", pretraining FLOPs unknown") + "."
+    )
     doc.para(
         f"Storage `{shown}`, {len(cells)} cells ({', '.join(sorted({c.strategy for c in cells}, key=strategy_rank))} "
         f"x n_train in {sizes}), model `{first.get('model', '?')}`, data `{first.get('data', '?')}`, "
-        f"{'/'.join(map(str, seeds)) or 'no'} re-run seeds per cell. Generated "
+        f"{'/'.join(map(str, seeds)) or 'no'} replicates of the best configuration per cell. Generated "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the Optuna storage alone."
     )
     val_sizes = sorted({v for v in n_val.values() if v is not None})
@@ -126,30 +78,30 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
 
     doc.heading("Verdict: how much data until scratch catches up")
     doc.para(f"**{line}.**")
-    doc.bullets(_verdict_details(crossover))
+    doc.bullets(details(crossover))
+    doc.table(per_size_table(crossover, values, n_val, metric))
 
     doc.heading("Learning curves")
-    doc.image(PLOT_FILES["learning_curves"], "Best-found accuracy vs n_train, fitted curves and crossover",
+    doc.image(PLOT_FILES["learning_curves"], "Best-found accuracy vs n_train, fitted curves and n*",
               pngs["learning_curves"])
-    doc.table(performance_table(values, n_val, metric))
 
     doc.heading("Effective data transferred")
-    doc.para("D_E is the n at which the fitted scratch curve reaches fine-tune's mean accuracy at D_F = n_train; "
-             "D_T = D_E - D_F (negative: pretraining hurts), multiplier = (D_F + D_T) / D_F. Rows marked "
-             "extrapolated rest on the fitted curve beyond scratch's measured sizes.")
+    doc.para("D_E is the n at which scratch's fitted curve reaches fine-tune's mean accuracy at D_F = n_train; "
+             "D_T = D_E - D_F (negative: pretraining hurts), multiplier = (D_F + D_T) / D_F, each with a 95% "
+             "interval from the same bootstrap replicates as the verdict. A row is unstable when its interval is "
+             "open, spans zero, or spans more than a factor of 4; extrapolated rows rest on scratch's fitted curve "
+             "beyond its measured sizes.")
     doc.image(PLOT_FILES["effective_data"], "Effective data transferred D_T and the data multiplier",
               pngs["effective_data"])
     if d_t:
-        doc.table(pd.DataFrame([{"n_train": r["n_train"], "n_val": n_val.get(int(r["n_train"])),
-                                 "fine-tune acc": r["finetune_acc"], "scratch n equivalent D_E": r["scratch_n_equivalent"],
-                                 "D_T": r["effective_data_transferred"], "multiplier": r["multiplier"],
-                                 "extrapolated": r["extrapolated"]} for r in d_t]))
+        doc.table(transfer_table(d_t, n_val))
 
     doc.heading("Winner map: data size x compute")
     doc.para("Each square compares the best validation accuracy each strategy had found once its cell had spent "
-             "that many FLOPs (trials in completion order; pruned and failed trials' FLOPs count). A gap within "
-             "1.96 sqrt(se_f^2 + se_s^2), se = sqrt(p(1-p)/n_val), is a tie; n/a means a strategy had not "
-             "completed a trial by then. Right panel: fine-tune's compute includes its pretraining.")
+             "that many FLOPs (trials in completion order; pruned and failed trials' FLOPs count), with the "
+             f"verdict's rule: the 95% interval of the gap (binomial noise of each validation split) against the "
+             f"margin +-{crossover.get('margin', 0):g}. Not measured: a strategy had completed no trial by then, or "
+             "the budget is more than the cell spent. Right panel: fine-tune's compute includes its pretraining.")
     doc.image(PLOT_FILES["winner_map"], "Winner map without and with pretraining FLOPs", pngs["winner_map"])
     doc.bullets(winner_summary(maps))
 
@@ -188,7 +140,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
 
     doc.heading("Files")
     doc.bullets(["`trials.csv`: every trial of every cell", "`cells.csv`: one row per cell",
-                 "`crossover.json`: the crossover estimate", "`effective_data.csv`, `winner_map.csv`: plotted numbers"]
+                 "`crossover.json`: the verdict (status, per-size verdicts, n*, intervals)", "`effective_data.csv`, `winner_map.csv`: plotted numbers"]
                 + [f"`{f}`" for f in PLOT_FILES.values()])
     return doc
 

@@ -11,10 +11,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.learning_curves import fit_learning_curve, mean_ci95
+from harness.learning_curves import mean_ci95, power_law
+from harness.report.answer import short_headline
 from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n
-from harness.report.document import CROSSOVER_HORIZON, short_verdict
-from harness.report.tables import Anytime
+from harness.report.tables import NOT_MEASURED, Anytime
+from harness.report.verdict import EQUIVALENT, INCONCLUSIVE
 
 COLORS = {"finetune": "#1f77b4", "scratch": "#d95f02"}
 
@@ -80,7 +81,7 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     for v in [n_star] + list(ci or []):
         if v is not None and math.isfinite(v):
             x_max = max(x_max, float(v) * 1.5)
-    x_max = min(x_max, hi_n * CROSSOVER_HORIZON)
+    x_max = min(x_max, hi_n * float(crossover.get("horizon") or 10.0))
     x_min = lo_n / 1.5
     for strategy in STRATEGIES:
         curve = values.get(strategy, {})
@@ -93,21 +94,20 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
         err = np.array([[m - lo, hi - m] for m, lo, hi in stats]).T
         for n in ns:
             ax.scatter([n] * len(curve[n]), curve[n], s=10, color=color, alpha=0.3, linewidths=0)
-        ax.errorbar(ns, means, yerr=err, fmt="o", color=color, capsize=3, label=f"{label}: mean and 95% CI over seeds")
-        if len(ns) >= 2:
-            try:
-                fit = fit_learning_curve([n for n in ns for _ in curve[n]], [v for n in ns for v in curve[n]])
-            except ValueError:
-                continue
+        ax.errorbar(ns, means, yerr=err, fmt="o", color=color, capsize=3, label=f"{label}: mean and 95% CI over replicates")
+        params = (crossover.get("fits") or {}).get(strategy)
+        if params:
+            abc = (params["a"], params["b"], params["c"])
             inside = np.geomspace(ns[0], ns[-1], 200)
-            ax.plot(inside, fit.predict(inside), color=color, lw=1.8, label=f"{label}: fitted {fit.family.replace('_', ' ')}")
+            ax.plot(inside, power_law(abc, inside), color=color, lw=1.8, label=f"{label}: fitted a - b n^-c (the verdict's)")
             for a, b in ((x_min, ns[0]), (ns[-1], x_max)):
                 if b > a:
                     xs = np.geomspace(a, b, 100)
-                    ax.plot(xs, fit.predict(xs), color=color, lw=1.5, ls="--")
+                    ax.plot(xs, power_law(abc, xs), color=color, lw=1.5, ls="--")
     ax.plot([], [], color="gray", ls="--", label="extrapolation beyond the measured range")
     if n_star is not None and math.isfinite(n_star):
-        ax.axvline(n_star, color="black", lw=1.2, label=f"crossover n* = {fmt_n(n_star)}")
+        ax.axvline(n_star, color="black", lw=1.2,
+                   label=f"n* = {fmt_n(n_star)}: fine-tune's fitted lead <= {crossover.get('margin', 0):g} from here")
         if ci:
             left = ci[0] if ci[0] is not None else x_min
             right = ci[1] if ci[1] is not None and math.isfinite(ci[1]) else x_max
@@ -122,7 +122,7 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     vals = sorted({int(v) for v in n_val.values() if v is not None})
     val_text = f"n_val = {vals[0]}" if len(vals) == 1 else ("n_val varies by cell" if vals else "n_val unknown")
     ax.set_title(f"{study}: best-found {_metric_label(metric)} vs training-set size ({val_text})\n"
-                 f"{short_verdict(crossover)}", fontsize=10)
+                 f"{short_headline(crossover)}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
@@ -142,9 +142,16 @@ def plot_effective_data(rows: Sequence[Mapping[str, Any]], study: str) -> bytes:
     mult = np.array([r["multiplier"] for r in rows], dtype=float)
     extra = np.array([bool(r["extrapolated"]) for r in rows])
     finite = np.isfinite(dt)
-    for ax, y, name in ((left, dt, "D_T"), (right, mult, "multiplier")):
+    lows = np.array([r["d_t_ci95_low"] if r["d_t_ci95_low"] is not None else np.nan for r in rows], dtype=float)
+    highs = np.array([r["d_t_ci95_high"] if r["d_t_ci95_high"] is not None else np.inf for r in rows], dtype=float)
+    for ax, y, lo, hi in ((left, dt, lows, highs), (right, mult, (lows + n) / n, (highs + n) / n)):
         ok = np.isfinite(y)
         ax.plot(n[ok], y[ok], color=COLORS["finetune"], lw=1, alpha=0.6)
+        for x, a, b, mid in zip(n[ok], lo[ok], hi[ok], y[ok]):  # the 95% interval; an open end drawn to the edge
+            bottom = a if np.isfinite(a) else mid
+            ax.annotate("", xy=(x, b if np.isfinite(b) else mid * 4 + 1), xytext=(x, bottom),
+                        arrowprops={"arrowstyle": "-|>" if not np.isfinite(b) else "-", "color": COLORS["finetune"],
+                                    "alpha": 0.5, "lw": 1.2})
         ax.scatter(n[ok & ~extra], y[ok & ~extra], color=COLORS["finetune"], zorder=3,
                    label="scratch-equivalent n inside scratch's measured range")
         ax.scatter(n[ok & extra], y[ok & extra], facecolors="none", edgecolors=COLORS["finetune"], zorder=3,
@@ -176,7 +183,8 @@ def plot_effective_data(rows: Sequence[Mapping[str, Any]], study: str) -> bytes:
     right.set_ylabel("data multiplier (D_F + D_T) / D_F")
     right.set_title("how many times more data scratch needs", fontsize=10)
     right.legend(fontsize=8)
-    fig.suptitle(f"{study}: effective data transferred (Hernandez et al. 2021)", fontsize=11)
+    fig.suptitle(f"{study}: effective data transferred (Hernandez et al. 2021), with 95% bootstrap intervals",
+                 fontsize=11)
     return _png(fig)
 
 
@@ -201,13 +209,14 @@ def plot_winner_map(maps: Sequence[pd.DataFrame], study: str, n_val: Mapping[int
     for ax, m in zip(axes, maps):
         for _, r in m.iterrows():
             x, y = sizes.index(r["n_train"]), budgets.index(r["budget_flops"])
-            if r["winner"] == "n/a":
+            if r["winner"] == NOT_MEASURED:
                 ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor="#d9d9d9", edgecolor="white"))
-                ax.text(x, y, "n/a", ha="center", va="center", fontsize=7, color="#555555")
+                ax.text(x, y, "not\nmeasured", ha="center", va="center", fontsize=6, color="#555555")
                 continue
+            hatch = "///" if r["winner"] == EQUIVALENT else "..." if r["winner"] == INCONCLUSIVE else None
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=cmap(norm(r["gap"])), edgecolor="white",
-                                   hatch="///" if r["winner"] == "tie" else None))
-            label = "tie" if r["winner"] == "tie" else f"{r['gap']:+.2f}"
+                                   hatch=hatch))
+            label = {EQUIVALENT: "equiv.", INCONCLUSIVE: "?"}.get(r["winner"], f"{r['gap']:+.2f}")
             dark = abs(float(norm(r["gap"])) - 0.5) > 0.3  # saturated background: white text
             ax.text(x, y, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         ax.set_xlim(-0.5, len(sizes) - 0.5)
@@ -223,9 +232,10 @@ def plot_winner_map(maps: Sequence[pd.DataFrame], study: str, n_val: Mapping[int
     w, h = fig.get_size_inches()
     cax = fig.add_axes((1 - 1.1 / w, 1.25 / h, 0.18 / w, 1 - 1.95 / h))
     fig.colorbar(sm, cax=cax, label="best val. accuracy: fine-tune minus scratch")
-    fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch="///", label="tie (within 95% binomial noise)"),
-                        Patch(facecolor="#d9d9d9", label="n/a: a strategy had no completed trial yet")],
-               loc="lower center", ncols=2, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch="///", label="equivalent (95% interval inside the margin)"),
+                        Patch(facecolor="white", edgecolor="black", hatch="...", label="? inconclusive"),
+                        Patch(facecolor="#d9d9d9", label="not measured: no completed trial yet, or more compute than the cell spent")],
+               loc="lower center", ncols=3, fontsize=8, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"{study}: who wins at each data size and compute budget (blue: fine-tune, red: scratch)", fontsize=11)
     return _png(fig)
 

@@ -23,14 +23,15 @@ from typing import Mapping
 import numpy as np
 from scipy import special
 
+from harness.learning_curves import power_law
 from harness.report.verdict import (
     EQUIVALENT,
     FINETUNE_BETTER,
+    GRID_POINTS,
     HORIZON,
     MARGIN,
     SCRATCH_BETTER,
     WINNER_STATUSES,
-    GRID_POINTS,
     Replicates,
     compare,
     headline,
@@ -55,11 +56,6 @@ class Scenario:
     n_test: int = 250
     rho: float = 0.9      # how much models' errors share the examples' difficulty
     margin: float = MARGIN
-
-
-def accuracy(curve: Curve, n: float | np.ndarray) -> np.ndarray:
-    a, b, c = curve
-    return np.asarray(a - b * np.power(n, -c), dtype=float)
 
 
 SCRATCH = (0.975, 2.0, 1.2)
@@ -87,11 +83,11 @@ class Truth:
 def truth(s: Scenario, horizon: float = HORIZON) -> Truth:
     """What a perfect measurement would say: true gaps, their verdicts, the status, the true n*."""
     sizes = np.array(s.sizes, dtype=float)
-    gaps = accuracy(s.finetune, sizes) - accuracy(s.scratch, sizes)
+    gaps = power_law(s.finetune, sizes) - power_law(s.scratch, sizes)
     verdicts = {int(n): (FINETUNE_BETTER if g > s.margin else SCRATCH_BETTER if g < -s.margin else EQUIVALENT)
                 for n, g in zip(s.sizes, gaps)}
     grid = np.linspace(math.log(s.sizes[0]), math.log(s.sizes[-1] * horizon), GRID_POINTS)
-    curve_gap = accuracy(s.finetune, np.exp(grid)) - accuracy(s.scratch, np.exp(grid))
+    curve_gap = power_law(s.finetune, np.exp(grid)) - power_law(s.scratch, np.exp(grid))
     n_star = float(stays_below(curve_gap[None, :], s.margin, grid)[0])
     return Truth({int(n): float(g) for n, g in zip(s.sizes, gaps)}, verdicts,
                  headline([verdicts[n] for n in s.sizes])[0], n_star)
@@ -106,7 +102,7 @@ def simulate_study(s: Scenario, rng: np.random.Generator) -> tuple[dict[int, Rep
         cells = {}
         for n in s.sizes:
             sd = scale * s.sd16 * (16.0 / n) ** s.sd_power * (4.0 if n == s.spike_at else 1.0)
-            p = np.clip(accuracy(curve, n) + sd * rng.standard_normal(s.replicates), 1e-4, 1 - 1e-4)
+            p = np.clip(power_law(curve, n) + sd * rng.standard_normal(s.replicates), 1e-4, 1 - 1e-4)
             latent = s.rho * difficulty[None, :] + own * rng.standard_normal((s.replicates, s.n_test))
             correct = latent < special.ndtri(p)[:, None]
             cells[int(n)] = Replicates(correct.mean(1), correct, "simulated")

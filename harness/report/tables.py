@@ -17,12 +17,15 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.learning_curves import mean_ci95
+from harness.report.answer import fmt_multiplier
 from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n, iso, num
+from harness.report.verdict import EQUIVALENT, FINETUNE_BETTER, INCONCLUSIVE, MARGIN, SCRATCH_BETTER, classify
 
 EDGE_FRACTION = 0.05  # a best value within 5% of its range (log-aware) of an end is flagged
 MIN_TRIALS_FOR_IMPORTANCE = 4
 BUDGET_LEVELS = 10  # rows of the winner map
 Z95 = 1.96
+NOT_MEASURED = "not_measured"  # a winner-map square no trial measured
 
 
 @dataclass(frozen=True)
@@ -195,31 +198,34 @@ def budget_levels(cells: Sequence[Cell], curves: Mapping[str, Anytime], levels: 
 
 
 def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np.ndarray,
-               with_pretraining: bool) -> pd.DataFrame:
-    """Fine-tune minus scratch best-so-far validation accuracy per (n_train, compute budget).
-
-    A gap within 1.96 * sqrt(se_f^2 + se_s^2), se = sqrt(p (1 - p) / n_val), is a tie; a budget at
-    which either strategy had not completed a trial is n/a.
+               with_pretraining: bool, margin: float = MARGIN) -> pd.DataFrame:
+    """Fine-tune minus scratch best-so-far validation accuracy per (n_train, compute budget), with
+    the verdict's logic: the 95% interval of the gap (binomial noise of each validation split)
+    against the margin. A square is `not_measured` where a strategy had no completed trial by
+    then, or where the budget is more than the cell spent (what more compute would find is unknown).
     """
     by = {(c.strategy, c.n_train): c for c in cells}
     sizes = sorted({c.n_train for c in cells if c.strategy in STRATEGIES})
     rows = []
     for n in sizes:
         f, s = by.get(("finetune", n)), by.get(("scratch", n))
+        offset = f.pretrain_flops if f is not None and with_pretraining else 0.0
         for b in budgets:
-            pf = curves[f.name].best_at(b, f.pretrain_flops if with_pretraining else 0.0) if f else math.nan
+            pf = curves[f.name].best_at(b, offset) if f else math.nan
             ps = curves[s.name].best_at(b) if s else math.nan
-            if math.isnan(pf) or math.isnan(ps):
-                gap, half, verdict = math.nan, math.nan, "n/a"
+            spent = bool(f and s and curves[f.name].flops.size and curves[s.name].flops.size
+                         and b <= curves[f.name].flops[-1] + offset and b <= curves[s.name].flops[-1])
+            if math.isnan(pf) or math.isnan(ps) or not spent:
+                gap, half, verdict = math.nan, math.nan, NOT_MEASURED
             else:
                 gap = pf - ps
                 half = Z95 * math.sqrt(_binom_var(pf, f.n_val) + _binom_var(ps, s.n_val))
-                verdict = "tie" if abs(gap) <= half else ("finetune" if gap > 0 else "scratch")
+                verdict = classify(gap - half, gap + half, margin) if f.n_val and s.n_val else INCONCLUSIVE
             rows.append({"n_train": n, "budget_flops": float(b), "with_pretraining": with_pretraining,
                          "finetune_best_val": pf, "scratch_best_val": ps, "gap": gap,
-                         "tie_halfwidth": half, "winner": verdict})
+                         "ci95_halfwidth": half, "winner": verdict})
     return pd.DataFrame(rows, columns=["n_train", "budget_flops", "with_pretraining", "finetune_best_val",
-                                       "scratch_best_val", "gap", "tie_halfwidth", "winner"])
+                                       "scratch_best_val", "gap", "ci95_halfwidth", "winner"])
 
 
 def _binom_var(p: float, n_val: int | None) -> float:
@@ -262,25 +268,6 @@ def importances(cells: Sequence[Cell], storage: optuna.storages.BaseStorage) -> 
 # ============================================================================ the document's tables
 
 
-def performance_table(values: Mapping[str, Mapping[int, list[float]]], n_val: Mapping[int, Any], metric: str) -> pd.DataFrame:
-    rows = []
-    for n in sorted({n for s in STRATEGIES for n in values.get(s, {})}):
-        row: dict[str, Any] = {"n_train": n, "n_val": n_val.get(n)}
-        means = {}
-        for s in STRATEGIES:
-            v = values.get(s, {}).get(n)
-            if v:
-                m, lo, hi = mean_ci95(v)
-                means[s] = m
-                row[f"{LABELS[s]} {metric}"] = f"{m:.4f} [{lo:.4f}, {hi:.4f}] ({len(v)} seeds)"
-            else:
-                row[f"{LABELS[s]} {metric}"] = "-"
-        row["gap (fine-tune - scratch)"] = (f"{means['finetune'] - means['scratch']:+.4f}"
-                                            if len(means) == 2 else "-")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def per_size_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = []
     for n in sorted(table["n_train"].unique()):
@@ -319,7 +306,7 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
     total = {s: float(col(s, "flops_total").sum() + col(s, "rerun_flops").sum()) for s in STRATEGIES}
     wall = {s: float(col(s, "wall_s_total").sum() + col(s, "rerun_wall_s").sum()) for s in STRATEGIES}
     mult_text = ("data multiplier (D_F + D_T) / D_F: "
-                 + "; ".join(f"n={r['n_train']}: {_fmt_mult(r['multiplier'])}" + (" (extrap.)" if r["extrapolated"] else "")
+                 + "; ".join(f"n={r['n_train']}: {fmt_multiplier(r['multiplier'])}" + (" (extrap.)" if r["extrapolated"] else "")
                              for r in d_t)) if d_t else "data multiplier: not computable"
     n_star = crossover.get("n_star")
     return pd.DataFrame([
@@ -329,7 +316,8 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
          "fine-tune": median("finetune", "wall_s_to_best", ".1f"), "from scratch": median("scratch", "wall_s_to_best", ".1f")},
         {"aspect": "data requirement",
          "fine-tune": mult_text,
-         "from scratch": (f"matches fine-tune at n* = {fmt_n(n_star)} ({crossover.get('status')})" if n_star is not None
+         "from scratch": (f"within {crossover.get('margin', 0):g} of fine-tune from n* = {fmt_n(n_star)} ({crossover.get('status')})"
+                          if n_star is not None
                           else str(crossover.get("status")))},
         {"aspect": f"performance ({metric}, mean over seeds)", "fine-tune": perf("finetune"), "from scratch": perf("scratch")},
         {"aspect": "resources: total FLOPs (tuning + re-runs; fine-tune incl. pretraining)",
@@ -389,21 +377,23 @@ def budget_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
     return notes
 
 
-_WINNER_TEXT = {"finetune": "fine-tune ahead", "scratch": "scratch ahead", "tie": "tie", "n/a": "n/a"}
+_WINNER_TEXT = {FINETUNE_BETTER: "fine-tune better", SCRATCH_BETTER: "scratch better", EQUIVALENT: "equivalent",
+                INCONCLUSIVE: "inconclusive", NOT_MEASURED: "not measured"}
 
 
 def winner_summary(maps: Sequence[pd.DataFrame]) -> list[str]:
+    """Per map: the verdicts at each size's largest budget that both strategies reached."""
     out = []
     for m in maps:
         if m.empty:
             continue
-        top = m[m["budget_flops"] == m["budget_flops"].max()]
-        counts = top["winner"].value_counts().to_dict()
         label = "with pretraining FLOPs" if bool(m["with_pretraining"].iloc[0]) else "without pretraining FLOPs"
-        out.append(f"At the largest budget ({top['budget_flops'].iloc[0]:.3g} FLOPs), {label}: "
+        measured = m[m["winner"] != NOT_MEASURED]
+        if measured.empty:
+            out.append(f"{label}: no budget was reached by both strategies at any size")
+            continue
+        last = measured.sort_values("budget_flops").groupby("n_train").tail(1)
+        counts = last["winner"].value_counts().to_dict()
+        out.append(f"At each size's largest budget both strategies reached, {label}: "
                    + ", ".join(f"{_WINNER_TEXT.get(k, k)} at {v} size(s)" for k, v in sorted(counts.items())))
     return out
-
-
-def _fmt_mult(v: float) -> str:
-    return f"{v:.2g}x" if math.isfinite(v) else "inf (scratch never reaches it)"

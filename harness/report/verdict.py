@@ -328,6 +328,14 @@ class TransferRow:
     def multiplier(self) -> float:
         return self.d_e / self.n
 
+    def to_row(self) -> dict:
+        lo, hi = self.d_t_ci95
+        return {"n_train": self.n, "finetune_acc": self.finetune_acc, "scratch_n_equivalent": self.d_e,
+                "scratch_n_equivalent_ci95_low": _finite(self.d_e_ci95[0]),
+                "scratch_n_equivalent_ci95_high": _finite(self.d_e_ci95[1]),
+                "effective_data_transferred": self.d_t, "d_t_ci95_low": _finite(lo), "d_t_ci95_high": _finite(hi),
+                "multiplier": self.multiplier, "extrapolated": self.extrapolated, "note": self.note}
+
 
 @dataclass
 class Comparison:
@@ -349,6 +357,7 @@ class Comparison:
     missing: list[int] = field(default_factory=list)
     intervals: str = "replicates and test examples"
     transfer: list[TransferRow] = field(default_factory=list)
+    fits: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # point fit per strategy
     n_boot: int = 0
     horizon: float = HORIZON
 
@@ -365,6 +374,7 @@ class Comparison:
                       for p in self.per_n],
             "switches": self.switches, "needs_replicates": self.needs, "missing_sizes": self.missing,
             "intervals": self.intervals, "n_boot": self.n_boot, "horizon": self.horizon,
+            "fits": {s: {"a": p[0], "b": p[1], "c": p[2], "family": "a - b * n**-c"} for s, p in self.fits.items()},
         }
 
 
@@ -453,6 +463,7 @@ def _fit_determination(out: Comparison, ft: Mapping[int, Replicates], sc: Mappin
         means = np.concatenate([draws.point[rows][None, :], draws.boot[rows].T], axis=0)
         counts = np.array([r.n for r in curve.values()], dtype=float)
         params[strategy] = _curve_params(np.array(list(curve), dtype=float), means, counts)
+    out.fits = {s: tuple(float(v) for v in p[0]) for s, p in params.items()}
     lo_n, hi_n = shared[0], shared[-1]
     log_grid = np.linspace(math.log(lo_n), math.log(hi_n * horizon), GRID_POINTS)
     gap = _predict(params["finetune"], log_grid) - _predict(params["scratch"], log_grid)

@@ -27,7 +27,7 @@ def log_to_wandb(wandb_cfg: Any, study: str, out_dir: Path, frames: Mapping[str,
     try:
         run.log({name: wandb.Table(dataframe=_wandb_safe(frame)) for name, frame in frames.items()})
         run.log({name: wandb.Image(str(path), caption=name) for name, path in plots.items()})
-        for key in ("status", "n_star", "p_crossover", "first_n_scratch_ahead"):
+        for key in ("status", "margin", "n_star", "n_cross", "agreement"):
             if crossover.get(key) is not None:
                 run.summary[f"crossover/{key}"] = crossover[key]
         artifact = wandb.Artifact(name=re.sub(r"[^A-Za-z0-9_.-]", "-", f"report-{study}"), type="report",
