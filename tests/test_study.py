@@ -106,6 +106,9 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     counts = {(p["n"], s): r for p in crossover["per_n"] for s, r in p["replicates"].items()}
     assert set(counts.values()) <= {2, 4} and 4 in counts.values(), counts
     assert "adding replicates to" in first.stderr
+    # real re-runs store per-example test records: the intervals resample the shared test split
+    assert crossover["intervals"] == "replicates and test examples"
+    assert all(p["test_noise"] for p in crossover["per_n"])
     for n in (10, 20, 40):
         assert counts[(n, "finetune")] == counts[(n, "scratch")]
     assert all(counts[(n, "scratch")] == 4 for n in crossover["needs_replicates"])  # still undecided: capped
