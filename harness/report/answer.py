@@ -88,7 +88,8 @@ def details(c: Mapping[str, Any]) -> list[str]:
     shares = c.get("status_shares") or {}
     if shares:
         said = ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
-        out.append("What the bootstrap replicates' point gaps say: " + said
+        out.append("What the bootstrap replicates' point gaps say (a replicate whose gaps change direction across "
+                   "sizes reads inconclusive): " + said
                    + (f" (agreement with the headline: {c['agreement']:.0%})" if c.get("agreement") is not None else "") + ".")
     if c.get("switches"):
         out.append(f"The verdict changes at n = {c['switches']}.")

@@ -468,6 +468,7 @@ def _fit_determination(out: Comparison, ft: Mapping[int, Replicates], sc: Mappin
     log_grid = np.linspace(math.log(lo_n), math.log(hi_n * horizon), GRID_POINTS)
     gap = _predict(params["finetune"], log_grid) - _predict(params["scratch"], log_grid)
     n_star = stays_below(gap, out.margin, log_grid)
+    n_star[np.isclose(n_star, lo_n, rtol=1e-12)] = lo_n  # exp(log(n)) need not give n back exactly
     out.n_star, out.ci95 = float(n_star[0]), _interval(n_star[1:])
     out.extrapolated = bool(out.n_star > hi_n)
     behind = (gap > 0).any(axis=1)
