@@ -60,10 +60,12 @@ def decode_correct(record: Mapping) -> np.ndarray | None:
     return bits[:n].astype(bool)
 
 
-def make_record(r: int, seed: int, result: RunResult) -> dict[str, Any]:
-    """What one re-run stores in `final` (JSON-safe types only)."""
+def make_record(r: int, seed: int, result: RunResult, probe_acc: float | None = None) -> dict[str, Any]:
+    """What one re-run stores in `final` (JSON-safe types only); a fine-tune replicate also keeps
+    the test accuracy of a linear probe on its frozen source features (harness/probe.py)."""
     correct = result.test_correct
     return {
+        "probe_acc": None if probe_acc is None else float(probe_acc),
         "replicate": int(r),
         "seed": int(seed),
         "subset": int(r),

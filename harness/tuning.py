@@ -384,7 +384,12 @@ def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path)
         OmegaConf.update(best_cfg, key, value, merge=False)
     seed = overrides["seed"]
     result = run_training(best_cfg, run_root / f"final-seed{seed}")
-    return make_record(r, seed, result)
+    probe = None
+    if best_cfg.strategy.name == "finetune":
+        from harness.probe import probe_accuracy
+
+        probe = probe_accuracy(best_cfg)  # the same training subset, the source weights frozen
+    return make_record(r, seed, result, probe)
 
 
 def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path,

@@ -82,7 +82,8 @@ def test_cell_study_and_trial_attrs(tmp_path):
     digest = build_task(cfg.data).test_split
     for row in final:
         assert set(row) == {"replicate", "seed", "subset", "val_acc", "test_acc", "flops", "wall_s", "n_test",
-                            "test_split", "test_correct"}
+                            "test_split", "test_correct", "probe_acc"}
+        assert row["probe_acc"] is None  # scratch has no source to probe
         assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
         assert row["flops"] > 0 and row["wall_s"] > 0
         correct = decode_correct(row)

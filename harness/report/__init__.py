@@ -38,6 +38,7 @@ from harness.report.cells import (
     n_val_by_size,
     open_existing,
     pretraining,
+    probe_by_size,
     replicates_of,
     source_of,
 )
@@ -125,6 +126,9 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     crossover["needs_cells"] = [{"strategy": s, "n_train": n, "replicates": counts[(s, n)]}
                                 for n in comparison.needs for s in STRATEGIES if (s, n) in counts]
     crossover["source"] = source_of(cells)
+    probes = probe_by_size(cells)
+    for row in crossover["per_n"]:
+        row["probe_acc"] = probes.get(row["n"])
     distinct_val = sorted({v for v in n_val.values() if v is not None})
     crossover["n_val"] = distinct_val[0] if len(distinct_val) == 1 else None
     crossover["n_val_by_n_train"] = {str(n): v for n, v in sorted(n_val.items())}

@@ -99,9 +99,24 @@ def details(c: Mapping[str, Any]) -> list[str]:
         out.append(f"Undecided sizes that decide the headline: n = {c['needs_replicates']}"
                    + (f" (cells: {'; '.join(cells)})" if cells else "")
                    + ": more replicates (`harness-study study.max_seeds=...`) would decide them.")
+    out += probe_notes(c)
     if c.get("missing_sizes"):
         out.append(f"Sizes measured by one strategy only (not compared): {c['missing_sizes']}.")
     return out
+
+
+def probe_notes(c: Mapping[str, Any]) -> list[str]:
+    """What the linear probe on the frozen source features says, against scratch at the same size."""
+    rows = [p for p in c.get("per_n", []) if p.get("probe_acc") is not None]
+    if not rows:
+        return []
+    below = [p["n"] for p in rows if p["probe_acc"] < p.get("scratch_acc", float("inf"))]
+    text = ("A logistic-regression probe on the frozen source features, trained on each replicate's n_train "
+            "examples, reaches " + ", ".join(f"{p['probe_acc']:.3f} at n={p['n']}" for p in rows) + ".")
+    if below:
+        text += (f" At n = {below} it is below what scratch reaches with the same examples: the source features "
+                 "do not carry the target's information there, and fine-tuning has to relearn it.")
+    return [text]
 
 
 def per_size_table(c: Mapping[str, Any], values: Mapping[str, Mapping[int, list[float]]],

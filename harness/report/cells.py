@@ -197,6 +197,17 @@ def replicates_of(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, Rep
     return out
 
 
+def probe_by_size(cells: Sequence[Cell]) -> dict[int, float]:
+    """{n_train: mean probe accuracy over the fine-tune cell's replicates} where re-runs stored one."""
+    out = {}
+    for c in cells:
+        values = [num(r.get("probe_acc")) for r in c.final] if c.strategy == "finetune" else []
+        values = [v for v in values if math.isfinite(v)]
+        if values:
+            out[c.n_train] = float(np.mean(values))
+    return out
+
+
 def source_of(cells: Sequence[Cell]) -> dict[str, Any]:
     """What the fine-tune cells started from, as far as the storage says; never a made-up 0 FLOPs."""
     runs = pretraining(cells)

@@ -104,6 +104,10 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
                 if b > a:
                     xs = np.geomspace(a, b, 100)
                     ax.plot(xs, power_law(abc, xs), color=color, lw=1.5, ls="--")
+    probes = [(p["n"], p["probe_acc"]) for p in crossover.get("per_n", []) if p.get("probe_acc") is not None]
+    if probes:
+        ax.plot(*zip(*probes), color=COLORS["finetune"], lw=1.2, ls=":", marker="x",
+                label="linear probe on the frozen source features")
     ax.plot([], [], color="gray", ls="--", label="extrapolation beyond the measured range")
     if n_star is not None and math.isfinite(n_star):
         ax.axvline(n_star, color="black", lw=1.2,

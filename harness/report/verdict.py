@@ -303,6 +303,7 @@ class SizeVerdict:
     verdict: str
     replicates: dict[str, int]
     test_noise: bool  # test examples were resampled for both cells
+    means: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,9 @@ class Comparison:
             "status_shares": {k: round(v, 4) for k, v in self.status_shares.items()},
             "measured_range": list(self.measured_range) if self.measured_range else None,
             "per_n": [{"n": p.n, "gap": _finite(p.gap), "ci95": _pair(p.ci95), "verdict": p.verdict,
-                       "replicates": p.replicates, "test_noise": p.test_noise, "probe_acc": None}
+                       "replicates": p.replicates, "test_noise": p.test_noise,
+                       "finetune_acc": _finite(p.means.get("finetune")), "scratch_acc": _finite(p.means.get("scratch")),
+                       "probe_acc": None}
                       for p in self.per_n],
             "switches": self.switches, "needs_replicates": self.needs, "missing_sizes": self.missing,
             "intervals": self.intervals, "n_boot": self.n_boot, "horizon": self.horizon,
@@ -412,7 +415,8 @@ def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates
         lo, hi = _interval(gaps)
         verdict = classify(lo, hi, margin) if draws.known_sd[i] and draws.known_sd[j] else INCONCLUSIVE
         per_n.append(SizeVerdict(n, float(draws.point[i] - draws.point[j]), (lo, hi), verdict,
-                                 {"finetune": ft[n].n, "scratch": sc[n].n}, bool(draws.tested[i] and draws.tested[j])))
+                                 {"finetune": ft[n].n, "scratch": sc[n].n}, bool(draws.tested[i] and draws.tested[j]),
+                                 {"finetune": float(draws.point[i]), "scratch": float(draws.point[j])}))
     status, reason = headline([p.verdict for p in per_n])
     out = Comparison(metric, margin, status, reason, per_n, (shared[0], shared[-1]), missing=missing,
                      n_boot=n_boot, horizon=horizon, switches=_switches(per_n))
