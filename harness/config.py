@@ -67,6 +67,13 @@ def validate_run(cfg: DictConfig) -> None:
     _one_of(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
     require_int(cfg.data.split_seed, "data.split_seed", 0)
     require_int(cfg.data.get("subset", 0), "data.subset", 0)  # absent in configs from before replicates: 0
+    folds, fold = cfg.data.get("cv_folds", 0), cfg.data.get("cv_fold", 0)
+    require_int(folds, "data.cv_folds", 0)
+    require_int(fold, "data.cv_fold", -1)
+    if folds == 1:
+        raise ConfigError("data.cv_folds=1 holds nothing out: use 0 (the validation split) or >= 2 folds")
+    if folds and fold >= folds:
+        raise ConfigError(f"data.cv_fold={fold} but there are {folds} folds: use 0..{folds - 1}, or -1 for none held out")
     for key in ("n_train", "n_val", "n_test"):
         _positive(cfg.data[key], f"data.{key}", int)
     if cfg.strategy.name == "finetune":

@@ -320,16 +320,49 @@ def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None)
     # Re-stratify what is left so validation and training prefixes both stay balanced.
     rest = rest[stratified_order(pool.labels[rest], seed + 1)]
     _check_size("validation split", n_val, len(rest) - k, k, "data.n_val")
-    val = pool.take(rest[:n_val], label_map)
+    val_idx = rest[:n_val]
     # Every subset orders the same training pool (what validation and test left), so val/test never move;
     # subset 0 keeps the order tuning has always used.
     subset = int(cfg.get("subset", 0))
     train_pool = rest[n_val:]
     train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2 if subset == 0 else subset_seed(seed, subset))]
     _check_size("training set", n_train, len(train_pool), k, "data.n_train")
-    train = pool.take(train_pool[:n_train], label_map)
+    train_idx = train_pool[:n_train]
+    folds = int(cfg.get("cv_folds", 0))
+    if folds:  # cross-validation inside n_train: the validation split is never read
+        train_idx, val_idx = cross_validation_fold(train_idx, pool.labels, folds, int(cfg.get("cv_fold", 0)))
     digest = split_digest(cfg, names, test_idx, pool.test is not None)
-    return Task(train, val, test, names, pool.in_chans, pool.image_size, test_split=digest)
+    return Task(pool.take(train_idx, label_map), pool.take(val_idx, label_map), test, names, pool.in_chans,
+                pool.image_size, test_split=digest)
+
+
+def cross_validation_fold(train_idx: np.ndarray, labels: np.ndarray, folds: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of fold `fold` of `folds` stratified folds of `train_idx`: each
+    class's examples, in their order, go to folds round-robin. fold=-1: all of them train, none is
+    held out (a re-run after cross-validated selection)."""
+    if fold < 0:
+        return train_idx, train_idx[:0]
+    rank = np.zeros(len(train_idx), dtype=np.int64)
+    for c in np.unique(labels[train_idx]):
+        members = np.flatnonzero(labels[train_idx] == c)
+        rank[members] = np.arange(members.size)
+    held = rank % folds == fold
+    return train_idx[~held], train_idx[held]
+
+
+def unvalidated(cfg: DictConfig) -> DictConfig:
+    """`cfg` with every n_train example training and no split read for validation: what checks and
+    fold counting use under cross-validated selection, which must not touch the validation split."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, {"cv_folds": max(2, int(cfg.get("cv_folds", 0))), "cv_fold": -1})
+
+
+def cv_folds_for(cfg: DictConfig, most: int) -> int:
+    """k = min(most, smallest class count in the n_train examples): every fold holds out each class."""
+    task = build_task(unvalidated(cfg), "target")
+    smallest = int(np.bincount(task.train.y.numpy(), minlength=task.num_classes).min())
+    return min(int(most), smallest)
 
 
 # -------------------------------------------------------------------------------------- batching

@@ -69,7 +69,7 @@ def make_record(r: int, seed: int, result: RunResult, probe_acc: float | None = 
         "replicate": int(r),
         "seed": int(seed),
         "subset": int(r),
-        "val_acc": float(result.val_acc),
+        "val_acc": None if result.val_acc is None else float(result.val_acc),
         "test_acc": None if result.test_acc is None else float(result.test_acc),
         "flops": float(result.compute.total_flops),
         "wall_s": float(result.compute.wall_s),

@@ -36,7 +36,7 @@ warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
 class RunResult:
     strategy: str
     n_train: int
-    val_acc: float
+    val_acc: float | None  # None when nothing was held out (data.cv_fold=-1)
     test_acc: float | None
     compute: Compute
     val_history: list[tuple[int, float]] = field(default_factory=list)
@@ -144,7 +144,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     # Counting runs a real forward and backward: on the training device, not on one CPU thread.
     model.to(device)
     per_phase = _count_flops(model, phases, task, int(train.batch_size), device)
-    x_eval, _ = one_batch(task.val, int(train.batch_size))
+    validates = len(task.val) > 0  # none held out: a re-run after cross-validated selection
+    x_eval, _ = one_batch(task.val if validates else task.train, int(train.batch_size))
     eval_per_sample = eval_flops_per_sample(model, x_eval.to(device))
 
     precision = _precision(cfg.trainer, device)
@@ -162,6 +163,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=logger or False, callbacks=list(callbacks),
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=int(train.val_every), default_root_dir=str(run_dir), deterministic=False,
+        limit_val_batches=1.0 if validates else 0,
     )
     val_loader = eval_batches(task.val, int(train.batch_size) * 4, device, workers)
     state = "failed"
@@ -183,7 +185,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     stopped_early = steps_done < int(train.steps)
     history = list(module.val_history)
     evaluated = len(task.val) * len(history)
-    if not history or history[-1][0] != steps_done:
+    if validates and (not history or history[-1][0] != steps_done):
         history.append((steps_done, accuracy(module, val_loader, device)))
         evaluated += len(task.val)
     test_acc, test_correct = None, None
@@ -197,7 +199,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
         samples_seen=steps_done * min(int(train.batch_size), len(task.train)), steps=steps_done,
         flops_per_step=per_phase[-1], peak_mem_bytes=peak_memory_bytes(device), phases=phase_rows,
     )
-    return RunResult(strategy=str(cfg.strategy.name), n_train=len(task.train), val_acc=history[-1][1], test_acc=test_acc,
+    return RunResult(strategy=str(cfg.strategy.name), n_train=len(task.train), val_acc=history[-1][1] if history else None, test_acc=test_acc,
                      compute=compute, val_history=history, stopped_early=stopped_early,
                      config=OmegaConf.to_container(cfg, resolve=True), class_names=task.class_names, model=model,
                      test_correct=test_correct, test_split=task.test_split)

@@ -10,6 +10,7 @@ it. The few lines of heartbeat below stand in for what optimize() would have don
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -28,7 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from harness.compute import Compute
 from harness.config import require_int, validate_run
+from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
 from harness.replicates import make_record, replicate_overrides
@@ -206,11 +209,29 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
 
     for key in ("sampler_seed", "n_startup_trials"):
         require_int(cfg.tune[key], f"tune.{key}", 0)
-    task = build_task(cfg.data, "target")
+    _check_selection(cfg)
+    task = build_task(unvalidated(cfg.data) if cfg.tune.get("selection") == "cv" else cfg.data, "target")
     check_model_name(str(cfg.model.name))
     resolve_device(cfg.trainer)
     _check_weights(cfg, task)
     return space, budget
+
+
+SELECTIONS = ("holdout", "cv")
+
+
+def _check_selection(cfg: DictConfig) -> None:
+    """tune.selection=cv needs two examples of every class in n_train, so each fold holds each out."""
+    selection = cfg.tune.get("selection", "holdout")
+    if selection not in SELECTIONS:
+        raise ConfigError(f"tune.selection={selection} is not one of {', '.join(SELECTIONS)}: holdout selects on the "
+                          "validation split, cv by k-fold cross-validation inside n_train")
+    if selection == "cv":
+        require_int(cfg.tune.get("cv_folds"), "tune.cv_folds", 2)
+        folds = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
+        if folds < 2:
+            raise ConfigError(f"tune.selection=cv needs >= 2 examples of every class, but data.n_train={cfg.data.n_train} "
+                              "has a class with 1: raise data.n_train or use tune.selection=holdout")
 
 
 def _check_weights(cfg: DictConfig, task) -> None:
@@ -228,7 +249,10 @@ def _check_weights(cfg: DictConfig, task) -> None:
 def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
     attrs = {"strategy": str(cfg.strategy.name), "n_train": int(cfg.data.n_train), "study": str(cfg.study.name),
              "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
-             "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name)}
+             "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name),
+             "selection": str(cfg.tune.selection)}
+    if cfg.tune.selection == "cv":
+        attrs["cv_folds"] = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
     if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
         from harness.pretrain import ensure_pretrained
 
@@ -286,8 +310,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
     started = time.perf_counter()
     try:
         with heartbeat(study._storage, trial._trial_id):
-            result = run_training(trial_cfg, run_root / f"trial-{trial.number:04d}", callbacks=[callback],
-                                  evaluate_test=False, run_name=f"{study.study_name}/trial-{trial.number}",
+            result = _train_trial(trial_cfg, run_root / f"trial-{trial.number:04d}", callback,
+                                  run_name=f"{study.study_name}/trial-{trial.number}",
                                   log_extra={"trial": {"number": trial.number, "study": study.study_name, "params": values}})
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
         # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
@@ -313,6 +337,37 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
         return TrialState.PRUNED
     study.tell(trial, result.val_acc)
     return TrialState.COMPLETE
+
+
+def _train_trial(trial_cfg: DictConfig, run_dir: Path, callback: PruningCallback, **kwargs: Any) -> RunResult:
+    """One trial's training. Holdout selection: one run, scored on the validation split. Cross-
+    validation (tune.selection=cv): k runs, fold i held out of the n_train examples, scored by the
+    mean over folds, the validation split never read; the pruner watches fold 0 (its curve is the
+    trial's intermediate values) and a pruned fold 0 ends the trial."""
+    if str(trial_cfg.tune.selection) != "cv":
+        return run_training(trial_cfg, run_dir, callbacks=[callback], evaluate_test=False, **kwargs)
+    folds = cv_folds_for(trial_cfg.data, int(trial_cfg.tune.cv_folds))
+    results: list[RunResult] = []
+    for fold in range(folds):
+        fold_cfg = OmegaConf.create(OmegaConf.to_container(trial_cfg, resolve=False))
+        fold_cfg.data.cv_folds, fold_cfg.data.cv_fold = folds, fold
+        results.append(run_training(fold_cfg, run_dir / f"fold-{fold}", callbacks=[callback] if fold == 0 else [],
+                                    evaluate_test=False, **kwargs))
+        if results[0].stopped_early:
+            break
+    return _cross_validated(results)
+
+
+def _cross_validated(results: list[RunResult]) -> RunResult:
+    """The folds of one trial as one result: mean held-out accuracy, summed compute, fold 0's curve."""
+    first = results[0]
+    compute = Compute(train_flops=sum(r.compute.train_flops for r in results),
+                      eval_flops=sum(r.compute.eval_flops for r in results),
+                      wall_s=sum(r.compute.wall_s for r in results), samples_seen=sum(r.compute.samples_seen for r in results),
+                      steps=sum(r.compute.steps for r in results), flops_per_step=first.compute.flops_per_step,
+                      peak_mem_bytes=first.compute.peak_mem_bytes, phases=first.compute.phases)
+    return dataclasses.replace(first, val_acc=sum(float(r.val_acc) for r in results) / len(results), compute=compute,
+                               model=None)
 
 
 def _record(trial: optuna.Trial, result: RunResult) -> None:
@@ -382,6 +437,9 @@ def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path)
     overrides = replicate_overrides(r, base_seed)
     for key, value in overrides.items():
         OmegaConf.update(best_cfg, key, value, merge=False)
+    if str(best_cfg.tune.selection) == "cv":  # train on all n_train examples; nothing held out, no validation split
+        best_cfg.data.cv_folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
+        best_cfg.data.cv_fold = -1
     seed = overrides["seed"]
     result = run_training(best_cfg, run_root / f"final-seed{seed}")
     probe = None

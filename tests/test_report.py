@@ -393,3 +393,25 @@ def test_cells_without_final_are_left_out(tmp_path) -> None:
     for name in CONTRACT_FILES:
         assert (tmp_path / "out" / name).is_file(), name
     assert "insufficient data" in summary["verdict"]
+
+
+def test_labels_used_for_selection_are_counted(report, crafted, tmp_path) -> None:
+    """n_labelled = n_train + the validation split that selected the configuration; a storage
+    whose cells were selected by cross-validation inside n_train counts n_train alone."""
+    cells = pd.read_csv(report["out"] / "cells.csv")
+    assert (cells["n_labelled"] == cells["n_train"] + N_VAL).all() and set(cells["selection"]) == {"holdout"}
+    cross = report["summary"]["crossover"]
+    assert cross["n_labelled_by_n_train"]["16"] == 16 + N_VAL and cross["selection"] == ["holdout"]
+    assert "n_labelled = n_train + n_val" in (report["out"] / "report.md").read_text()
+
+    made = craft_storage(tmp_path / "cv.db", "toy")
+    storage = optuna.storages.RDBStorage(made.url)
+    for name in made.cells:
+        optuna.load_study(study_name=name, storage=storage).set_user_attr("selection", "cv")
+    storage.engine.dispose()
+    summary = build_report(made.url, "toy", tmp_path / "out", n_boot=100)
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert (cells["n_labelled"] == cells["n_train"]).all()
+    assert summary["crossover"]["n_labelled_by_n_train"]["512"] == 512
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "the validation split was never read, so n_labelled = n_train" in md

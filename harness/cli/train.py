@@ -23,7 +23,8 @@ def main(cfg: DictConfig) -> float:
     result = run_training(cfg, run_dir)
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
     test = "n/a" if result.test_acc is None else f"{result.test_acc:.4f}"
-    print(f"{result.strategy} n_train={result.n_train}: val_acc={result.val_acc:.4f} test_acc={test} "
+    val = "n/a (none held out)" if result.val_acc is None else f"{result.val_acc:.4f}"
+    print(f"{result.strategy} n_train={result.n_train}: val_acc={val} test_acc={test} "
           f"train_flops={result.compute.train_flops:.3g} wall_s={result.compute.wall_s:.1f} -> {run_dir / 'result.json'}")
     return result.val_acc
 

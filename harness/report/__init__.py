@@ -35,6 +35,7 @@ from harness.report.cells import (
     Cell,
     final_values,
     load_cells,
+    labelled_by_size,
     n_val_by_size,
     open_existing,
     pretraining,
@@ -132,6 +133,8 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     distinct_val = sorted({v for v in n_val.values() if v is not None})
     crossover["n_val"] = distinct_val[0] if len(distinct_val) == 1 else None
     crossover["n_val_by_n_train"] = {str(n): v for n, v in sorted(n_val.items())}
+    crossover["n_labelled_by_n_train"] = {str(n): v for n, v in sorted(labelled_by_size(cells).items())}
+    crossover["selection"] = sorted({c.selection for c in cells})
     crossover["cells_used"] = {s: sorted(values.get(s, {})) for s in STRATEGIES}
     line = headline_line(crossover)
     d_t = [row.to_row() for row in comparison.transfer]

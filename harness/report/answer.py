@@ -121,10 +121,11 @@ def probe_notes(c: Mapping[str, Any]) -> list[str]:
 
 def per_size_table(c: Mapping[str, Any], values: Mapping[str, Mapping[int, list[float]]],
                    n_val: Mapping[int, Any], metric: str) -> pd.DataFrame:
+    labelled = c.get("n_labelled_by_n_train") or {}
     rows = []
     for p in c.get("per_n", []):
         n = int(p["n"])
-        row: dict[str, Any] = {"n_train": n, "n_val": n_val.get(n)}
+        row: dict[str, Any] = {"n_train": n, "n_val": n_val.get(n), "n_labelled": labelled.get(str(n))}
         for s in STRATEGIES:
             v = values.get(s, {}).get(n) or []
             row[f"{LABELS[s]} {metric}"] = f"{sum(v) / len(v):.4f}" if v else "-"
@@ -138,7 +139,8 @@ def per_size_table(c: Mapping[str, Any], values: Mapping[str, Mapping[int, list[
     return pd.DataFrame(rows)
 
 
-def transfer_table(rows: Sequence[Mapping[str, Any]], n_val: Mapping[int, Any]) -> pd.DataFrame:
+def transfer_table(rows: Sequence[Mapping[str, Any]], n_val: Mapping[int, Any],
+                   labelled: Mapping[str, Any]) -> pd.DataFrame:
     def count(v: Any) -> str:
         if v is None or not math.isfinite(float(v)):
             return "inf"
@@ -148,7 +150,8 @@ def transfer_table(rows: Sequence[Mapping[str, Any]], n_val: Mapping[int, Any]) 
         return f"[{count(lo)}, {count(hi)}]"
 
     return pd.DataFrame([{
-        "n_train": r["n_train"], "n_val": n_val.get(int(r["n_train"])), "fine-tune acc": r["finetune_acc"],
+        "n_train": r["n_train"], "n_val": n_val.get(int(r["n_train"])), "n_labelled": labelled.get(str(r["n_train"])),
+        "fine-tune acc": r["finetune_acc"],
         "scratch n equivalent D_E": r["scratch_n_equivalent"], "D_T": r["effective_data_transferred"],
         "D_T 95% CI": interval(r["d_t_ci95_low"], r["d_t_ci95_high"]), "multiplier": r["multiplier"],
         "extrapolated": r["extrapolated"], "note": r["note"] or "stable",

@@ -45,6 +45,22 @@ class Cell:
         return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
     @property
+    def selection(self) -> str:
+        """How the configuration was chosen: "holdout" (the validation split; older cells) or "cv"."""
+        return "cv" if self.attrs.get("selection") == "cv" else "holdout"
+
+    @property
+    def n_labelled(self) -> int:
+        """Labels the cell used: n_train, plus the validation split that selected its configuration
+        (Perez et al. 2021); cross-validation inside n_train adds none."""
+        return self.n_train + (self.n_val or 0 if self.selection == "holdout" else 0)
+
+    @property
+    def n_scored(self) -> int | None:
+        """Examples each trial's value is measured on: the validation split, or n_train under cv."""
+        return self.n_train if self.selection == "cv" else self.n_val
+
+    @property
     def final(self) -> list[dict[str, Any]]:
         """Re-runs of the best configuration (empty until tuning re-ran it)."""
         final = self.attrs.get("final")
@@ -237,11 +253,20 @@ def pretraining(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     return list(runs.values())
 
 
+def labelled_by_size(cells: Sequence[Cell]) -> dict[int, int]:
+    """{n_train: labels used}, the larger of the two strategies' where they differ."""
+    out: dict[int, int] = {}
+    for c in cells:
+        out[c.n_train] = max(out.get(c.n_train, 0), c.n_labelled)
+    return out
+
+
 def n_val_by_size(cells: Sequence[Cell]) -> dict[int, int | None]:
+    """{n_train: validation labels that selected the configuration} (0 under cross-validation)."""
     out: dict[int, int | None] = {}
     for c in cells:
         if out.get(c.n_train) is None:
-            out[c.n_train] = c.n_val
+            out[c.n_train] = c.n_val if c.selection == "holdout" else 0
     return out
 
 

@@ -64,17 +64,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
         f"{'/'.join(map(str, seeds)) or 'no'} replicates of the best configuration per cell. Generated "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the Optuna storage alone."
     )
-    val_sizes = sorted({v for v in n_val.values() if v is not None})
-    val_text = (f"{val_sizes[0]} labelled examples" if len(val_sizes) == 1
-                else "per cell: " + ", ".join(f"n_train {n}: {v}" for n, v in sorted(n_val.items())))
-    bigger = [n for n, v in n_val.items() if v is not None and v > n]
-    doc.para(
-        f"**Labelled data used for model selection:** every cell's hyperparameters were chosen on a validation set "
-        f"of {val_text}, in addition to n_train (Perez et al. 2021). "
-        + (f"At n_train in {sorted(bigger)} the validation set is larger than the training set, so the tuned "
-           "results there use more labelled data than n_train suggests." if bigger else
-           "The validation set is never larger than the training set.")
-    )
+    doc.para(_selection_text(cells, n_val))
 
     doc.heading("Verdict: how much data until scratch catches up")
     doc.para(f"**{line}.**")
@@ -94,7 +84,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     doc.image(PLOT_FILES["effective_data"], "Effective data transferred D_T and the data multiplier",
               pngs["effective_data"])
     if d_t:
-        doc.table(transfer_table(d_t, n_val))
+        doc.table(transfer_table(d_t, n_val, crossover.get("n_labelled_by_n_train") or {}))
 
     doc.heading("Winner map: data size x compute")
     doc.para("Each square compares the best validation accuracy each strategy had found once its cell had spent "
@@ -143,6 +133,27 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
                  "`crossover.json`: the verdict (status, per-size verdicts, n*, intervals)", "`effective_data.csv`, `winner_map.csv`: plotted numbers"]
                 + [f"`{f}`" for f in PLOT_FILES.values()])
     return doc
+
+
+def _selection_text(cells: Sequence[Cell], n_val: Mapping[int, int | None]) -> str:
+    """Which protocol chose the configurations and how many labels each size really used."""
+    protocols = sorted({c.selection for c in cells})
+    head = "**Labelled data used for model selection** (Perez et al. 2021; `n_labelled` in every table): "
+    if protocols == ["cv"]:
+        return (head + "every configuration was chosen by k-fold cross-validation inside the n_train examples "
+                "(`tune.selection=cv`); the validation split was never read, so n_labelled = n_train.")
+    val_sizes = sorted({v for v in n_val.values() if v})
+    val_text = (f"{val_sizes[0]} labelled examples" if len(val_sizes) == 1
+                else "per size: " + ", ".join(f"n_train {n}: {v}" for n, v in sorted(n_val.items())))
+    bigger = [n for n, v in n_val.items() if v is not None and v > n]
+    text = (head + f"configurations were chosen on a validation set of {val_text} (`tune.selection=holdout`), in "
+            "addition to n_train, so n_labelled = n_train + n_val. "
+            + (f"At n_train in {sorted(bigger)} the validation set is larger than the training set: the tuned "
+               "results there use more labelled data than n_train suggests." if bigger else
+               "The validation set is never larger than the training set."))
+    if len(protocols) > 1:
+        text += " **The cells mix protocols (holdout and cv): compare them with care.**"
+    return text
 
 
 @dataclass

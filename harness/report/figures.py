@@ -122,6 +122,11 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     ax.set_xlim(x_min, x_max)
     _plain_log_ticks(ax.xaxis, sizes)
     ax.set_xlabel("target training examples n_train (log scale)")
+    labelled = crossover.get("n_labelled_by_n_train") or {}
+    if labelled and any(int(labelled.get(str(n), n)) != n for n in sizes):
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(sizes, [str(labelled.get(str(n), "?")) for n in sizes], fontsize=8)
+        top.set_xlabel("labelled examples used, selection included (n_labelled)", fontsize=8)
     ax.set_ylabel(f"{_metric_label(metric)} (fraction correct)")
     vals = sorted({int(v) for v in n_val.values() if v is not None})
     val_text = f"n_val = {vals[0]}" if len(vals) == 1 else ("n_val varies by cell" if vals else "n_val unknown")

@@ -161,7 +161,7 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
         flags = edge_flags(c.best_params(), c.search_space())
         rows.append({
             "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
-            "n_test": c.attrs.get("n_test"),
+            "selection": c.selection, "n_labelled": c.n_labelled, "n_test": c.attrs.get("n_test"),
             "n_trials": len(c.trials), "n_complete": c.count(TrialState.COMPLETE),
             "n_pruned": c.count(TrialState.PRUNED), "n_failed": c.count(TrialState.FAIL),
             "n_unfinished": sum(not t.state.is_finished() for t in c.trials),
@@ -219,8 +219,8 @@ def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np
                 gap, half, verdict = math.nan, math.nan, NOT_MEASURED
             else:
                 gap = pf - ps
-                half = Z95 * math.sqrt(_binom_var(pf, f.n_val) + _binom_var(ps, s.n_val))
-                verdict = classify(gap - half, gap + half, margin) if f.n_val and s.n_val else INCONCLUSIVE
+                half = Z95 * math.sqrt(_binom_var(pf, f.n_scored) + _binom_var(ps, s.n_scored))
+                verdict = classify(gap - half, gap + half, margin) if f.n_scored and s.n_scored else INCONCLUSIVE
             rows.append({"n_train": n, "budget_flops": float(b), "with_pretraining": with_pretraining,
                          "finetune_best_val": pf, "scratch_best_val": ps, "gap": gap,
                          "ci95_halfwidth": half, "winner": verdict})
@@ -272,7 +272,8 @@ def per_size_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = []
     for n in sorted(table["n_train"].unique()):
         vals = sorted({int(v) for v in table.loc[table["n_train"] == n, "n_val"].dropna()})
-        row: dict[str, Any] = {"n_train": int(n), "n_val": "/".join(map(str, vals)) or None}
+        row: dict[str, Any] = {"n_train": int(n), "n_val": "/".join(map(str, vals)) or None,
+                               "n_labelled": int(table.loc[table["n_train"] == n, "n_labelled"].max())}
         for s in STRATEGIES:
             r = table[(table["strategy"] == s) & (table["n_train"] == n)]
             if r.empty:
@@ -330,7 +331,7 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
 def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in table.itertuples(index=False):
-        rows.append({"cell": r.study_name, "n_train": r.n_train, "n_val": r.n_val,
+        rows.append({"cell": r.study_name, "n_train": r.n_train, "n_val": r.n_val, "n_labelled": r.n_labelled,
                      "trials (complete/pruned/failed)": f"{r.n_trials} ({r.n_complete}/{r.n_pruned}/{r.n_failed})",
                      "tuning FLOPs": r.flops_total, "tuning wall s": r.wall_s_total,
                      "re-run FLOPs": r.rerun_flops, "re-run wall s": r.rerun_wall_s,
@@ -354,7 +355,7 @@ def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.D
                      "pretraining FLOPs": pf if s == "finetune" else None, "pretraining wall s": pw if s == "finetune" else None,
                      "total FLOPs": float(part.flops_total.sum() + part.rerun_flops.sum()) + pf,
                      "total wall s": float(part.wall_s_total.sum() + part.rerun_wall_s.sum()) + pw})
-    columns = ["cell", "n_train", "n_val", "trials (complete/pruned/failed)", "tuning FLOPs", "tuning wall s",
+    columns = ["cell", "n_train", "n_val", "n_labelled", "trials (complete/pruned/failed)", "tuning FLOPs", "tuning wall s",
                "re-run FLOPs", "re-run wall s", "pretraining FLOPs", "pretraining wall s", "total FLOPs", "total wall s"]
     return pd.DataFrame(rows, columns=columns).astype(object).where(lambda f: f.notna(), None)
 
