@@ -72,8 +72,10 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     sizes = sorted({n for s in STRATEGIES for n in values.get(s, {})})
     if not sizes:
         return _placeholder("Learning curves", "No cell has re-run results (`final`) yet:\nnothing to plot.")
-    fig = _figure(8.5, 5.5)
-    _margins(fig, left=0.8, right=0.2, top=0.65, bottom=0.6)
+    labelled = crossover.get("n_labelled_by_n_train") or {}
+    show_labelled = bool(labelled) and any(int(labelled.get(str(n), n)) != n for n in sizes)
+    fig = _figure(8.5, 5.9 if show_labelled else 5.5)
+    _margins(fig, left=0.8, right=0.2, top=1.1 if show_labelled else 0.65, bottom=0.6)
     ax = fig.add_subplot()
     lo_n, hi_n = sizes[0], sizes[-1]
     x_max = hi_n * 2.0
@@ -122,8 +124,7 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     ax.set_xlim(x_min, x_max)
     _plain_log_ticks(ax.xaxis, sizes)
     ax.set_xlabel("target training examples n_train (log scale)")
-    labelled = crossover.get("n_labelled_by_n_train") or {}
-    if labelled and any(int(labelled.get(str(n), n)) != n for n in sizes):
+    if show_labelled:
         top = ax.secondary_xaxis("top")
         top.set_xticks(sizes, [str(labelled.get(str(n), "?")) for n in sizes], fontsize=8)
         top.set_xlabel("labelled examples used, selection included (n_labelled)", fontsize=8)
