@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from harness.errors import ConfigError
 from harness.replicates import decode_correct
-from harness.report.verdict import Replicates
+from harness.report.noise import Replicates
 from harness.storage import open_storage, redact_url, resolve_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
