@@ -33,7 +33,7 @@ from harness.errors import ConfigError
 from harness.module import TrainingDiverged
 from harness.replicates import make_record, replicate_overrides
 from harness.run import RunResult, resolve_device, run_training
-from harness.search_space import SearchSpace
+from harness.search_space import Recipe, SearchSpace
 from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, rerun_lock, study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,11 +249,24 @@ def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
         if not attrs:
             for key, value in _cell_attrs(cfg, space, budget).items():
                 study.set_user_attr(key, value)
-            if cfg.tune.enqueue_recipe and space.recipe:
-                study.enqueue_trial(space.recipe_within_space(), user_attrs={"recipe": True}, skip_if_exists=True)
+            if cfg.tune.enqueue_recipe:
+                enqueue_recipes(study, first_recipes(space, budget))
         elif attrs.get("budget") != budget.to_json():
             study.set_user_attr("budget", budget.to_json())  # a resumed cell may be given more budget
     return study
+
+
+def first_recipes(space: SearchSpace, budget: Budget) -> list[Recipe]:
+    """The recipes a new cell starts with: all of them, fitted to the space, but never more than a
+    trial budget holds (an enqueued trial the budget never reaches would stay WAITING for ever)."""
+    recipes = space.recipes_within_space()
+    return recipes if budget.n_trials is None else recipes[:budget.n_trials]
+
+
+def enqueue_recipes(study: optuna.Study, recipes: list[Recipe]) -> None:
+    """Each recipe becomes a waiting trial, marked recipe=True with its name, taken before any draw."""
+    for r in recipes:
+        study.enqueue_trial(r.values, user_attrs={"recipe": True, "recipe_name": r.name}, skip_if_exists=True)
 
 
 def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.Trial | None:
