@@ -10,6 +10,7 @@ it. The few lines of heartbeat below stand in for what optimize() would have don
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import signal
@@ -269,6 +270,25 @@ def enqueue_recipes(study: optuna.Study, recipes: list[Recipe]) -> None:
         study.enqueue_trial(r.values, user_attrs={"recipe": True, "recipe_name": r.name}, skip_if_exists=True)
 
 
+def cell_sampler_seed(cfg: DictConfig) -> int:
+    """The cell's own sampler seed, from the study name, strategy, n_train and tune.sampler_seed:
+    one seed for every cell would make all of a study's searches one correlated draw. A stable hash
+    (sha256, not hash(), which changes per process) so a resumed or repeated cell draws the same."""
+    text = "\x1f".join([str(cfg.study.name), str(cfg.strategy.name), str(int(cfg.data.n_train)),
+                        str(int(cfg.tune.sampler_seed))])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 2**31
+
+
+def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler:
+    """Multivariate TPE over groups of parameters that occur together, so conditional parameters
+    are modelled jointly with the ones they depend on. Only Optuna's ExperimentalWarning for these
+    two arguments is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Argument ``(multivariate|group)`` is an experimental feature",
+                                optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True)
+
+
 def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.Trial | None:
     """Under the study lock: fail dead workers' trials, check the budget, take the next trial."""
     with study_lock(study._storage, study.study_name):
@@ -276,8 +296,7 @@ def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.
         trials = study.get_trials(deepcopy=False)
         if budget.exhausted(trials):
             return None
-        study.sampler = optuna.samplers.TPESampler(seed=int(cfg.tune.sampler_seed) + len(trials),
-                                                   n_startup_trials=int(cfg.tune.n_startup_trials))
+        study.sampler = make_sampler(cell_sampler_seed(cfg) + len(trials), int(cfg.tune.n_startup_trials))
         trial = study.ask()
         # A RUNNING trial with no heartbeat yet is never failed as stale: beat once before letting go.
         _beat_once(study._storage, trial._trial_id)

@@ -617,6 +617,67 @@ def test_a_new_cell_enqueues_its_recipes(tmp_path, overrides, names):
     assert [t.system_attrs["fixed_params"] for t in waiting] == [fitted[n] for n in names]
 
 
+def _first_draws(tmp_path: Path, *overrides: str, k: int = 2) -> list[dict]:
+    """The first k sampled (not enqueued) parameter sets of a cell, taken as tune_cell takes them."""
+    cfg, space, budget, study = _open_scratch_cell(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=10", *overrides)
+    draws = []
+    for _ in range(k):
+        trial = harness.tuning._take_trial(study, cfg, budget)
+        draws.append(space.suggest(trial))
+        study.tell(trial, 0.5)
+    return draws
+
+
+def test_each_cell_draws_its_own_start_up_parameters(tmp_path):
+    n10 = _first_draws(tmp_path / "a")
+    n20 = _first_draws(tmp_path / "a", "data.n_train=20")  # another cell of the same study and storage
+    assert n10 != n20 and n10[0]["lr"] != n20[0]["lr"]
+    assert _first_draws(tmp_path / "b") == n10  # the same cell, same settings: the same draws
+    assert _first_draws(tmp_path / "c", "tune.sampler_seed=1") != n10
+    assert _first_draws(tmp_path / "d", "study.name=other") != n10
+
+
+def test_the_cell_seed_is_a_stable_hash_of_study_strategy_size_and_sampler_seed(tmp_path):
+    seeds = {}
+    for extra in ([], ["strategy=finetune"], ["data.n_train=20"], ["tune.sampler_seed=1"], ["study.name=other"]):
+        cfg = compose_tune(tmp_path, *extra)
+        seeds[tuple(extra)] = harness.tuning.cell_sampler_seed(cfg)
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= s < 2**31 for s in seeds.values())
+    # sha256 of "digits\x1fscratch\x1f10\x1f0": the same in every process (hash() is not)
+    assert seeds[()] == int.from_bytes(__import__("hashlib").sha256(b"digits\x1fscratch\x1f10\x1f0").digest()[:8], "big") % 2**31
+
+
+def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental_warnings(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=20", "tune.n_startup_trials=4")
+    set_space(cfg, COND)
+    space, budget = harness.tuning.check_cell_config(cfg)
+    study = harness.tuning.open_cell(cfg, space, budget)
+    rng = np.random.default_rng(0)
+    for i in range(8):  # complete trials, half of them with the conditional parameter
+        params = {"optimizer": ["adamw", "sgd"][i % 2], "lr": float(10 ** rng.uniform(-3, -2))}
+        dists = {k: space.distributions[k] for k in params}
+        if params["optimizer"] == "sgd":
+            params["momentum"], dists["momentum"] = float(rng.uniform(0.5, 0.99)), space.distributions["momentum"]
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(rng.uniform())))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trial = harness.tuning._take_trial(study, cfg, budget)
+        values = space.suggest(trial)
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    sampler = study.sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    # Group decomposition models the conditional parameter jointly; independent or plain multivariate
+    # TPE leaves it out of the relative search space (the intersection of all trials' parameters).
+    relative = sampler.infer_relative_search_space(study, study.trials[trial.number])
+    assert set(relative) == {"optimizer", "lr", "momentum"}
+    assert ("momentum" in values) == (values["optimizer"] == "sgd")
+    # Without our narrow filter, Optuna says the arguments are experimental.
+    with pytest.warns(optuna.exceptions.ExperimentalWarning, match="group"):
+        optuna.samplers.TPESampler(multivariate=True, group=True)
+
+
 # ---------------------------------------------------------------------- processes (slow)
 
 
