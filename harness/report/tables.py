@@ -282,8 +282,10 @@ def cell_importances(c: Cell, study: optuna.Study) -> CellImportance:
         if used < MIN_TRIALS_FOR_IMPORTANCE:
             notes.append(f"{c.name}: {name} used by {used} of {total} complete trials (< {MIN_TRIALS_FOR_IMPORTANCE})")
             continue
-        imp = _fanova(study, [*always, name])
-        values[name] = (float(imp[name]), used, total)
+        try:
+            values[name] = (float(_fanova(study, [*always, name])[name]), used, total)
+        except Exception as err:  # noqa: BLE001 - one parameter's failure leaves the cell's others
+            notes.append(f"{c.name}: {name} not computable ({type(err).__name__})")
     return CellImportance(values, notes)
 
 
