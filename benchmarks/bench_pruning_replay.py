@@ -66,7 +66,7 @@ def compose_cell(cell: dict, overrides: list[str] = ()):
 # --- collect -------------------------------------------------------------------------------------
 
 def draw_configurations(cfg, count: int, seed: int) -> list[dict]:
-    """The recipe, then `count` draws of Optuna's random sampler over the cell's search space."""
+    """The recipes, then `count` draws of Optuna's random sampler over the cell's search space."""
     import optuna
 
     from harness.search_space import SearchSpace
@@ -75,8 +75,8 @@ def draw_configurations(cfg, count: int, seed: int) -> list[dict]:
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     drawn = [space.suggest(study.ask()) for _ in range(count)]
-    recipe = space.recipe_within_space()
-    return ([{"recipe": True, "params": recipe}] if recipe else []) + [{"recipe": False, "params": p} for p in drawn]
+    recipes = [{"recipe": True, "params": r.values} for r in space.recipes_within_space()]
+    return recipes + [{"recipe": False, "params": p} for p in drawn]
 
 
 def train_to_the_end(cell: dict, params: dict) -> dict:
@@ -212,7 +212,7 @@ def cost_to_reach(trials: list[Trial], target: float) -> float | None:
 def draw_order(configs: list[Configuration], draws: int, recipe_first: bool, rng: random.Random) -> list[Configuration]:
     recipes = [c for c in configs if c.recipe]
     pool = [c for c in configs if not c.recipe]
-    return (recipes[:1] if recipe_first else []) + [rng.choice(pool) for _ in range(draws)]
+    return (recipes if recipe_first else []) + [rng.choice(pool) for _ in range(draws)]  # all recipes first, as harness-tune
 
 
 def selected_test_acc(order: list[Configuration], trials: list[Trial]) -> float:

@@ -48,7 +48,7 @@ def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: st
     plain = OmegaConf.to_container(cfg, resolve=True)
     # Every trial costs the same: only the learning rate is tuned (batch size and steps are fixed).
     plain["search_space"] = {"params": {"lr": {"key": "train.lr", "type": "float", "low": 1e-3, "high": 1e-2,
-                                               "log": True}}, "recipe": {}}
+                                               "log": True}}, "recipes": {}}
     plain["tune"]["enqueue_recipe"] = False
     return plain
 

@@ -1,10 +1,11 @@
 """Search spaces are config (conf/search_space/<strategy>.yaml): a name -> distribution table whose
-entries say which config key they set. Parsed once, validated, then used to sample and apply."""
+entries say which config key they set, optionally with a `when` condition on other parameters of
+the space, plus named standard recipes. Parsed once, validated, then used to sample and apply."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +21,20 @@ class Param:
     name: str
     key: str  # the config key it sets, e.g. train.lr
     distribution: BaseDistribution
+    # parameter name -> the values it must have for this one to be sampled (all must hold)
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """True when every condition holds on `values`; a parent that was not sampled fails it."""
+        return all(parent in values and values[parent] in allowed for parent, allowed in self.when.items())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A standard configuration enqueued as one of a cell's first trials."""
+
+    name: str
+    values: dict[str, Any]
 
 
 def _distribution(name: str, spec: dict) -> BaseDistribution:
@@ -50,10 +65,86 @@ def _distribution(name: str, spec: dict) -> BaseDistribution:
     return FloatDistribution(float(low), float(high), log=log, step=None if step is None else float(step))
 
 
+def _when(name: str, raw: Any, dists: Mapping[str, BaseDistribution]) -> dict[str, tuple[Any, ...]]:
+    """A `when` table checked against the space: known categorical parents, values among their choices."""
+    where = f"search_space.params.{name}.when"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where}={raw} must map parameter names to a value or a list of values, e.g. {{mode: freeze}}")
+    out = {}
+    for parent, wanted in raw.items():
+        if parent not in dists:
+            raise ConfigError(f"{where} names {parent}, not a parameter of this space: use one of {', '.join(dists)}")
+        d = dists[parent]
+        if not isinstance(d, CategoricalDistribution):
+            raise ConfigError(f"{where}.{parent}: {parent} is not categorical; a condition needs a categorical parameter")
+        values = tuple(wanted) if isinstance(wanted, (list, tuple)) else (wanted,)
+        if not values:
+            raise ConfigError(f"{where}.{parent} is empty: give at least one of {parent}'s choices")
+        for v in values:
+            if v not in d.choices:
+                raise ConfigError(f"{where}.{parent}={v} is not among {parent}'s choices {list(d.choices)}: fix the value, "
+                                  f"or, having narrowed {parent}'s choices, narrow this condition too or drop {name} "
+                                  f"(~search_space.params.{name})")
+        out[str(parent)] = values
+    return out
+
+
+def _dependency_order(params: list[Param]) -> list[Param]:
+    """Parents before the parameters conditioned on them (declared order otherwise); refuses cycles."""
+    by_name = {p.name: p for p in params}
+    done: dict[str, bool] = {}  # False while visiting, True once placed
+    order: list[Param] = []
+
+    def visit(p: Param, path: list[str]) -> None:
+        if done.get(p.name) is True:
+            return
+        if done.get(p.name) is False:
+            cycle = " -> ".join([*path[path.index(p.name):], p.name])
+            raise ConfigError(f"search_space.params.{p.name}.when forms a cycle ({cycle}): remove one of these conditions")
+        done[p.name] = False
+        for parent in p.when:
+            visit(by_name[parent], [*path, p.name])
+        done[p.name] = True
+        order.append(p)
+
+    for p in params:
+        visit(p, [])
+    return order
+
+
+def _recipe_table(raw: Any) -> list[tuple[str, dict]]:
+    """`recipes` as (name, values) in order: a name -> values mapping (Hydra merges it key by key)
+    or a list of value tables, each with its `name`."""
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    elif isinstance(raw, list):
+        items = []
+        for i, entry in enumerate(raw):
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise ConfigError(f"search_space.recipes[{i}] needs a name: give each listed recipe `name: ...`")
+            items.append((entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+    else:
+        raise ConfigError(f"search_space.recipes={raw} must map recipe names to parameter values")
+    out = []
+    for name, values in items:
+        if not isinstance(values, dict):
+            raise ConfigError(f"search_space.recipes.{name}={values} must map parameter names to values")
+        out.append((str(name), values))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"search_space.recipes: names repeat ({', '.join(names)}): give each recipe its own name")
+    return out
+
+
 class SearchSpace:
-    def __init__(self, params: list[Param], recipe: dict[str, Any] | None = None):
+    def __init__(self, params: list[Param], recipes: list[Recipe] | None = None):
         self.params = params
-        self.recipe = recipe or {}
+        self.order = _dependency_order(params)  # the order parameters are sampled in
+        self.recipes = recipes or []
 
     @classmethod
     def from_config(cls, node: DictConfig, base: DictConfig | None = None) -> "SearchSpace":
@@ -62,26 +153,35 @@ class SearchSpace:
         specs = raw.get("params") or {}
         if not specs:
             raise ConfigError("search_space.params is empty: choose a search_space or list parameters to tune")
-        params = []
+        if "recipe" in raw:
+            raise ConfigError("search_space.recipe is now search_space.recipes, a name -> values table of standard "
+                              "first trials: rename it, e.g. recipes: {standard: {lr: 0.003}}")
+        dists: dict[str, BaseDistribution] = {}
         for name, spec in specs.items():
             if not isinstance(spec, dict) or "key" not in spec:
                 raise ConfigError(f"search_space.params.{name} needs a key (the config value it sets, e.g. train.lr)")
             if base is not None and OmegaConf.select(base, spec["key"], default="__absent__") == "__absent__":
                 raise ConfigError(f"search_space.params.{name}.key={spec['key']} is not a config key of this run: fix the key")
-            params.append(Param(name, str(spec["key"]), _distribution(name, spec)))
-        # A parameter dropped from the shell (~search_space.params.warmup) drops out of the recipe too:
+            dists[name] = _distribution(name, spec)
+        params = [Param(name, str(spec["key"]), dists[name], _when(name, spec.get("when"), dists))
+                  for name, spec in specs.items()]
+        # A parameter dropped from the shell (~search_space.params.warmup) drops out of the recipes too:
         # the run config's own value applies, as it does for every key outside the space.
-        names = {p.name for p in params}
-        recipe = {k: v for k, v in (raw.get("recipe") or {}).items() if k in names}
-        return cls(params, recipe)
+        recipes = [Recipe(name, {k: v for k, v in values.items() if k in dists})
+                   for name, values in _recipe_table(raw.get("recipes"))]
+        return cls(params, recipes)
 
     @property
     def distributions(self) -> dict[str, BaseDistribution]:
         return {p.name: p.distribution for p in self.params}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        values = {}
-        for p in self.params:
+        """Sample in dependency order; a parameter whose condition fails is not suggested at all,
+        so it is absent from trial.params (the sampler and the report see only what was used)."""
+        values: dict[str, Any] = {}
+        for p in self.order:
+            if not p.applies(values):
+                continue
             d = p.distribution
             if isinstance(d, CategoricalDistribution):
                 values[p.name] = trial.suggest_categorical(p.name, d.choices)
@@ -91,13 +191,20 @@ class SearchSpace:
                 values[p.name] = trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
         return values
 
-    def recipe_within_space(self) -> dict[str, Any]:
-        """The standard recipe moved inside the ranges (a user may have narrowed them)."""
-        fitted = {}
-        for p in self.params:
-            if p.name not in self.recipe:
+    def fit(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` moved inside the ranges (a user may have narrowed them), without parameters
+        whose condition fails on them. A categorical value outside the choices is dropped (sampled
+        instead); a parameter conditioned on a dropped one is kept: it applies if the draw matches."""
+        fitted: dict[str, Any] = {}
+        unused: set[str] = set()  # parameters this configuration does not use
+        for p in self.order:
+            if any(parent in unused or (parent in fitted and fitted[parent] not in allowed)
+                   for parent, allowed in p.when.items()):
+                unused.add(p.name)
                 continue
-            value, d = self.recipe[p.name], p.distribution
+            if p.name not in values:
+                continue
+            value, d = values[p.name], p.distribution
             if isinstance(d, CategoricalDistribution):
                 if value in d.choices:
                     fitted[p.name] = value
@@ -105,8 +212,13 @@ class SearchSpace:
                 fitted[p.name] = type(d.low)(min(max(value, d.low), d.high))
         return fitted
 
+    def recipes_within_space(self) -> list[Recipe]:
+        """The standard recipes, each fitted to the space (see `fit`); empty ones left out."""
+        fitted = [Recipe(r.name, self.fit(r.values)) for r in self.recipes]
+        return [r for r in fitted if r.values]
+
     def apply(self, cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
-        """A copy of `cfg` with the sampled values written to their keys."""
+        """A copy of `cfg` with the sampled values written to their keys (others keep the config's own)."""
         out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
         for p in self.params:
             if p.name in values:
@@ -115,4 +227,9 @@ class SearchSpace:
 
     def to_json(self) -> dict:
         """The space as stored with the study, so the report can flag bests at an edge."""
-        return {p.name: {"key": p.key, "distribution": optuna.distributions.distribution_to_json(p.distribution)} for p in self.params}
+        out = {}
+        for p in self.params:
+            out[p.name] = {"key": p.key, "distribution": optuna.distributions.distribution_to_json(p.distribution)}
+            if p.when:
+                out[p.name]["when"] = {parent: list(values) for parent, values in p.when.items()}
+        return out

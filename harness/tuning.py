@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import math
 import signal
@@ -36,7 +37,7 @@ from harness.errors import ConfigError
 from harness.module import TrainingDiverged
 from harness.replicates import make_record, replicate_overrides
 from harness.run import RunResult, resolve_device, run_training
-from harness.search_space import SearchSpace
+from harness.search_space import Recipe, SearchSpace
 from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, rerun_lock, study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -273,11 +274,43 @@ def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
         if not attrs:
             for key, value in _cell_attrs(cfg, space, budget).items():
                 study.set_user_attr(key, value)
-            if cfg.tune.enqueue_recipe and space.recipe:
-                study.enqueue_trial(space.recipe_within_space(), user_attrs={"recipe": True}, skip_if_exists=True)
+            if cfg.tune.enqueue_recipe:
+                enqueue_recipes(study, first_recipes(space, budget))
         elif attrs.get("budget") != budget.to_json():
             study.set_user_attr("budget", budget.to_json())  # a resumed cell may be given more budget
     return study
+
+
+def first_recipes(space: SearchSpace, budget: Budget) -> list[Recipe]:
+    """The recipes a new cell starts with: all of them, fitted to the space, but never more than a
+    trial budget holds (an enqueued trial the budget never reaches would stay WAITING for ever)."""
+    recipes = space.recipes_within_space()
+    return recipes if budget.n_trials is None else recipes[:budget.n_trials]
+
+
+def enqueue_recipes(study: optuna.Study, recipes: list[Recipe]) -> None:
+    """Each recipe becomes a waiting trial, marked recipe=True with its name, taken before any draw."""
+    for r in recipes:
+        study.enqueue_trial(r.values, user_attrs={"recipe": True, "recipe_name": r.name}, skip_if_exists=True)
+
+
+def cell_sampler_seed(cfg: DictConfig) -> int:
+    """The cell's own sampler seed, from the study name, strategy, n_train and tune.sampler_seed:
+    one seed for every cell would make all of a study's searches one correlated draw. A stable hash
+    (sha256, not hash(), which changes per process) so a resumed or repeated cell draws the same."""
+    text = "\x1f".join([str(cfg.study.name), str(cfg.strategy.name), str(int(cfg.data.n_train)),
+                        str(int(cfg.tune.sampler_seed))])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 2**31
+
+
+def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler:
+    """Multivariate TPE over groups of parameters that occur together, so conditional parameters
+    are modelled jointly with the ones they depend on. Only Optuna's ExperimentalWarning for these
+    two arguments is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Argument ``(multivariate|group)`` is an experimental feature",
+                                optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True)
 
 
 def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.Trial | None:
@@ -287,8 +320,7 @@ def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.
         trials = study.get_trials(deepcopy=False)
         if budget.exhausted(trials):
             return None
-        study.sampler = optuna.samplers.TPESampler(seed=int(cfg.tune.sampler_seed) + len(trials),
-                                                   n_startup_trials=int(cfg.tune.n_startup_trials))
+        study.sampler = make_sampler(cell_sampler_seed(cfg) + len(trials), int(cfg.tune.n_startup_trials))
         trial = study.ask()
         # A RUNNING trial with no heartbeat yet is never failed as stale: beat once before letting go.
         _beat_once(study._storage, trial._trial_id)

@@ -128,7 +128,7 @@ def craft_storage(
                 flops = p["steps"] * 2.0e7 * n ** 0.25 * rng.uniform(0.9, 1.1)
                 ua = {"flops": flops, "wall_s": flops / 2e9, "steps": p["steps"]}
                 if i == 0:  # the enqueued recipe; every attr tuning records (fewer elsewhere: faster)
-                    ua.update(recipe=True, train_flops=0.9 * flops, eval_flops=0.1 * flops,
+                    ua.update(recipe=True, recipe_name="standard", train_flops=0.9 * flops, eval_flops=0.1 * flops,
                               flops_per_step=flops / p["steps"], samples_seen=32 * p["steps"])
                 if i == trials - 2:
                     state, value = TrialState.PRUNED, None

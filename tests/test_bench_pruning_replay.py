@@ -21,7 +21,7 @@ spec.loader.exec_module(replay)
 # Schedules of 15 or 45 steps: the rungs of min_resource 5, reduction 3 lie at 5, 15 and 45, so a
 # trial may end on a rung, and whether the pruner is asked at a trial's last validation shows.
 TINY = ["train.val_every=5", "~search_space.params.steps", "+search_space.params.steps={key: train.steps, type: categorical, choices: [15, 45]}",
-        "search_space.recipe.steps=45", "data.n_test=50", "pretrain.train.steps=20", "pretrain.train.val_every=10"]
+        "~search_space.recipes.sgd", "~search_space.recipes.adamw_long", "search_space.recipes.adamw.steps=45", "data.n_test=50", "pretrain.train.steps=20", "pretrain.train.val_every=10"]
 
 
 @pytest.fixture(scope="module")

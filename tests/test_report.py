@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import sys
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from harness.report import (
     anytime_curve,
     build_report,
     edge_flags,
+    importances,
     load_cells,
     open_existing,
     range_position,
@@ -132,6 +134,7 @@ def test_trials_and_cells_match_the_storage(report, crafted) -> None:
         total += len(stored)
         row, mine = cells.loc[name], trials[trials["study_name"] == name]
         assert len(mine) == len(stored) == row["n_trials"]
+        assert list(mine["recipe_name"].fillna("")) == [t.user_attrs.get("recipe_name", "") for t in stored]
         for state, col in ((TrialState.COMPLETE, "n_complete"), (TrialState.PRUNED, "n_pruned"), (TrialState.FAIL, "n_failed")):
             n_state = sum(t.state == state for t in stored)
             assert row[col] == n_state == (mine["state"] == state.name).sum()
@@ -415,3 +418,55 @@ def test_labels_used_for_selection_are_counted(report, crafted, tmp_path) -> Non
     assert summary["crossover"]["n_labelled_by_n_train"]["512"] == 512
     md = (tmp_path / "out" / "report.md").read_text()
     assert "the validation split was never read, so n_labelled = n_train" in md
+
+
+# ------------------------------------------------------------------ conditional parameters
+
+
+def _conditional_cell(tmp_path: Path) -> tuple[optuna.storages.BaseStorage, Cell]:
+    """A fine-tune cell of 40 trials: `decay` exists only where mode=full and decides the value there;
+    `rare` was used by two trials only."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'cond.db'}")
+    study = optuna.create_study(study_name="cond/finetune/n16", storage=storage, direction="maximize")
+    for key, value in {"strategy": "finetune", "n_train": 16, "study": "cond"}.items():
+        study.set_user_attr(key, value)
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "mode": CategoricalDistribution(["full", "linear_probe"]),
+             "decay": FloatDistribution(0.5, 1.0), "rare": FloatDistribution(0.0, 1.0)}
+    rng = random.Random(0)
+    for i in range(40):
+        params = {"lr": 10 ** rng.uniform(-4, -1), "mode": ["full", "linear_probe"][i % 2]}
+        value = 0.5 + 0.01 * rng.random()
+        if params["mode"] == "full":
+            params["decay"] = rng.uniform(0.5, 1.0)
+            value = params["decay"]
+        if i in (3, 5):
+            params["rare"] = rng.random()
+        study.add_trial(optuna.trial.create_trial(value=value, params=params,
+                                                  distributions={k: space[k] for k in params}))
+    cells = load_cells(storage, "cond", "cond.db")
+    return storage, cells[0]
+
+
+def test_importances_assess_a_conditional_parameter_among_the_trials_that_used_it(tmp_path) -> None:
+    storage, cell = _conditional_cell(tmp_path)
+    frame, notes = importances([cell], storage)
+
+    # Optuna's own call sees only the intersection search space: the conditional parameters vanish.
+    study = optuna.load_study(study_name=cell.name, storage=storage)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0)
+    plain = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    assert set(plain) == {"lr", "mode"}
+    # The always-used parameters are assessed as before; decay among the 20 trials that used it.
+    assert set(frame.index) == {"lr", "mode", "decay"}
+    for name in ("lr", "mode"):
+        assert frame.loc[name, "finetune"] == pytest.approx(plain[name])
+        assert frame.loc[name, "finetune_trials"] == "40/40"
+    assert frame.loc["decay", "finetune_trials"] == "20/40" and frame.loc["decay", "finetune_cells"] == 1
+    assert frame.loc["decay", "finetune"] > 0.8  # it decides the value wherever it exists
+    assert notes == ["cond/finetune/n16: rare used by 2 of 40 complete trials (< 4)"]
+
+
+def test_the_report_says_what_among_the_trials_that_used_it_means(report) -> None:
+    md = (report["out"] / "report.md").read_text()
+    assert "assessed among the trials that used it" in md and "`*_trials`" in md
+    assert "finetune_trials" in md  # the column beside each importance

@@ -56,6 +56,11 @@ def test_gpu_recipe_composes_with_hub_weights_and_longer_scratch_schedules():
     ft = cell_config(cfg, "finetune", 1000).search_space.params.steps
     sc = cell_config(cfg, "scratch", 1000).search_space.params.steps
     assert sc.high > ft.high
+    # The recipe's recipes merge into the search space's, key by key: the rest of each recipe stays.
+    ft_recipes = cell_config(cfg, "finetune", 1000).search_space.recipes
+    assert list(ft_recipes) == ["bit_sgd", "adamw_full", "lp_ft"]
+    assert ft_recipes.lp_ft.steps == 500 and ft_recipes.lp_ft.mode == "lp_ft" and ft_recipes.bit_sgd.lr == 0.003
+    assert cell_config(cfg, "scratch", 1000).search_space.recipes.adamw_long.steps == 20000
 
 
 @pytest.mark.parametrize("sizes", ["[]", "[10,10]", "[10,abc]"])

@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,7 +96,9 @@ def test_cell_study_and_trial_attrs(tmp_path):
 
     trials = finished(stored)
     assert len(trials) == len(stored.trials) == 3
-    assert trials[0].user_attrs.get("recipe") is True  # the standard recipe goes first
+    # The three standard recipes go first, in their declared order, and count in the budget.
+    assert [t.user_attrs.get("recipe_name") for t in trials] == ["adamw", "sgd", "adamw_long"]
+    assert all(t.user_attrs.get("recipe") is True for t in trials)
     for t in trials:
         assert t.user_attrs["flops"] > 0 and t.user_attrs["wall_s"] > 0 and t.user_attrs["flops_per_step"] > 0
         assert t.intermediate_values, f"trial {t.number} reported nothing"
@@ -105,6 +108,24 @@ def test_cell_study_and_trial_attrs(tmp_path):
             assert t.value == t.intermediate_values[t.params["steps"]]
         # flops = every training step (plus evaluation) at flops_per_step
         assert t.user_attrs["flops"] >= t.user_attrs["steps"] * t.user_attrs["flops_per_step"]
+
+
+def test_a_finetune_cell_runs_its_recipes_and_each_trial_carries_only_what_its_mode_uses(tmp_path):
+    cfg = compose_tune(tmp_path, "strategy=finetune", "tune.n_trials=5", "study.seeds=1", "tune.n_startup_trials=5")
+    tune_cell(cfg, tmp_path / "runs")
+
+    study = load(tmp_path, "digits/finetune/n10")
+    trials = finished(study)
+    assert len(trials) == 5
+    assert [t.user_attrs.get("recipe_name") for t in trials[:3]] == ["bit_sgd", "adamw_full", "lp_ft"]
+    assert [t.params["mode"] for t in trials[:3]] == ["full", "full", "lp_ft"]
+    assert trials[0].params["optimizer"] == "sgd" and trials[0].params["lr"] == 0.003
+    assert trials[2].params["lp_fraction"] == 0.5
+    for t in trials:
+        assert set(t.params) == ALWAYS | USED_BY_MODE[t.params["mode"]], (t.number, t.params)
+    best = study.user_attrs["best_params"]
+    assert set(best) == ALWAYS | USED_BY_MODE[best["mode"]]  # the report's edge flags read these
+    assert study.user_attrs["search_space"]["freeze_stages"]["when"] == {"mode": ["freeze"]}
 
 
 @pytest.mark.parametrize("pruner", [["pruner=median", "pruner.n_startup_trials=1", "pruner.n_warmup_steps=0"],
@@ -410,9 +431,18 @@ def test_search_space_files_parse_into_their_distributions(strategy):
         assert space.distributions[name] == _expected(spec), name
         assert [p.key for p in space.params if p.name == name] == [spec["key"]]
         assert OmegaConf.select(cfg, spec["key"], default="absent") != "absent"
-    assert space.recipe == raw["recipe"] and space.recipe_within_space() == raw["recipe"]
-    for name, value in raw["recipe"].items():
-        assert space.distributions[name]._contains(space.distributions[name].to_internal_repr(value)), name
+    assert {p.name: {k: list(v) for k, v in p.when.items()} for p in space.params if p.when} == {
+        name: {k: v if isinstance(v, list) else [v] for k, v in spec["when"].items()}
+        for name, spec in raw["params"].items() if "when" in spec}
+    # Three recipes, each inside the space as declared and carrying only what its mode uses.
+    assert [r.name for r in space.recipes] == list(raw["recipes"]) and len(raw["recipes"]) == 3
+    assert [(r.name, r.values) for r in space.recipes_within_space()] == list(raw["recipes"].items())
+    for recipe, values in raw["recipes"].items():
+        for name, value in values.items():
+            d = space.distributions[name]
+            assert d._contains(d.to_internal_repr(value)), (recipe, name)
+        used = [p.name for p in space.order if p.applies(values)]
+        assert sorted(used) == sorted(values), f"{recipe} must set exactly the parameters its values use"
 
 
 def test_search_space_shell_overrides():
@@ -426,12 +456,14 @@ def test_search_space_shell_overrides():
     assert space.distributions["lr"] == FloatDistribution(declared["lr"]["low"], 0.5, log=True)
     assert space.distributions["steps"] == IntDistribution(declared["steps"]["low"], declared["steps"]["high"], step=25)
     assert space.distributions["augment"] == CategoricalDistribution(["off", "strong"])
-    assert "warmup" not in space.distributions and "warmup" not in space.recipe_within_space()
+    assert "warmup" not in space.distributions
+    assert all("warmup" not in r.values for r in space.recipes_within_space())
 
-    # A narrowed range moves the recipe inside it.
+    # A narrowed range moves the recipes inside it.
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="tune", overrides=["search_space.params.lr.low=0.01"])
-    assert SearchSpace.from_config(cfg.search_space, base=cfg).recipe_within_space()["lr"] == 0.01
+    fitted = {r.name: r.values["lr"] for r in SearchSpace.from_config(cfg.search_space, base=cfg).recipes_within_space()}
+    assert fitted == {"adamw": 0.01, "sgd": 0.025, "adamw_long": 0.01}
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -456,6 +488,195 @@ def test_bad_search_space_entries_raise_config_errors(tmp_path, spec, words):
 def test_an_empty_search_space_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="empty"):
         SearchSpace.from_config(OmegaConf.create({"params": {}}), base=compose_tune(tmp_path))
+
+
+# ------------------------------------------------------- conditional spaces, recipes, sampler seeds
+
+COND = {  # a crafted conditional space on keys every run config has
+    "optimizer": {"key": "train.optimizer", "type": "categorical", "choices": ["adamw", "sgd"]},
+    "lr": {"key": "train.lr", "type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "momentum": {"key": "train.momentum", "type": "float", "low": 0.5, "high": 0.99, "when": {"optimizer": "sgd"}},
+}
+
+
+def _space(params: dict, recipes: dict | list | None = None, base=None) -> SearchSpace:
+    node = {"params": params} if recipes is None else {"params": params, "recipes": recipes}
+    return SearchSpace.from_config(OmegaConf.create(node), base=base)
+
+
+def _finetune_space() -> tuple[SearchSpace, object]:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="tune", overrides=["strategy=finetune"])
+    return SearchSpace.from_config(cfg.search_space, base=cfg), cfg
+
+
+USED_BY_MODE = {"full": {"layer_decay"}, "linear_probe": set(), "lp_ft": {"layer_decay", "lp_fraction"},
+                "freeze": {"layer_decay", "freeze_stages"}}
+ALWAYS = {"lr", "optimizer", "weight_decay", "label_smoothing", "batch_size", "warmup", "augment", "steps", "mode"}
+
+
+def test_a_conditional_parameter_is_sampled_only_where_its_condition_holds():
+    space, cfg = _finetune_space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        values = space.suggest(trial)
+        study.tell(trial, 0.5)
+        frozen = study.trials[-1]
+        assert set(frozen.params) == set(values) == ALWAYS | USED_BY_MODE[values["mode"]], values
+        seen.add(values["mode"])
+    assert seen == set(USED_BY_MODE)
+
+    # apply writes only what was sampled: a linear probe keeps the config's own decay and depth.
+    probe = {"mode": "linear_probe", "lr": 0.01}
+    out = space.apply(cfg, probe)
+    assert out.strategy.mode == "linear_probe" and out.train.lr == 0.01
+    assert out.strategy.layer_decay == cfg.strategy.layer_decay and out.strategy.freeze_stages == cfg.strategy.freeze_stages
+
+
+def test_parents_are_sampled_before_the_parameters_that_depend_on_them():
+    params = {"momentum": COND["momentum"], "lr": COND["lr"], "optimizer": COND["optimizer"]}  # child declared first
+    space = _space(params)
+    assert [p.name for p in space.order] == ["optimizer", "momentum", "lr"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    draws = [space.suggest(study.ask()) for _ in range(20)]
+    assert {("momentum" in d) for d in draws} == {True, False}
+    assert all(("momentum" in d) == (d["optimizer"] == "sgd") for d in draws)
+
+
+@pytest.mark.parametrize("when, words", [
+    ({"optimiser": "sgd"}, r"when names optimiser, not a parameter of this space"),
+    ({"optimizer": "adam"}, r"when\.optimizer=adam is not among optimizer's choices"),
+    ({"optimizer": ["sgd", "adam"]}, r"when\.optimizer=adam is not among"),
+    ({"optimizer": []}, r"when\.optimizer is empty"),
+    ({"lr": 0.001}, r"lr is not categorical"),
+    ("sgd", r"must map parameter names"),
+])
+def test_bad_conditions_raise_config_errors(when, words):
+    params = {**COND, "momentum": {**COND["momentum"], "when": when}}
+    with pytest.raises(ConfigError, match=words) as err:
+        _space(params)
+    assert "search_space.params.momentum.when" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_cycle_of_conditions_is_a_config_error():
+    params = {"a": {"key": "train.optimizer", "type": "categorical", "choices": ["x", "y"], "when": {"b": "u"}},
+              "b": {"key": "data.augment", "type": "categorical", "choices": ["u", "v"], "when": {"a": "x"}},
+              "lr": COND["lr"]}
+    with pytest.raises(ConfigError, match=r"forms a cycle \((a -> b -> a|b -> a -> b)\): remove one") as err:
+        _space(params)
+    assert "\n" not in str(err.value)
+    selfish = {"a": {"key": "train.optimizer", "type": "categorical", "choices": ["x", "y"], "when": {"a": "x"}}}
+    with pytest.raises(ConfigError, match=r"cycle \(a -> a\)"):
+        _space(selfish)
+
+
+def test_the_old_single_recipe_key_is_refused_with_the_new_name():
+    with pytest.raises(ConfigError, match="search_space.recipe is now search_space.recipes"):
+        SearchSpace.from_config(OmegaConf.create({"params": COND, "recipe": {"lr": 0.003}}))
+
+
+def test_recipes_are_a_named_table_or_a_list_and_are_fitted_to_the_space():
+    table = {"sgd_std": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9},
+             "adamw_std": {"optimizer": "adamw", "lr": 0.003, "momentum": 0.9, "unknown": 1}}
+    listed = [{"name": n, **v} for n, v in table.items()]
+    for recipes in (table, listed):
+        space = _space(COND, recipes)
+        assert [r.name for r in space.recipes] == ["sgd_std", "adamw_std"]
+        fitted = {r.name: r.values for r in space.recipes_within_space()}
+        # lr moved inside the range; adamw's momentum dropped (its condition fails); unknowns dropped
+        assert fitted == {"sgd_std": {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9},
+                          "adamw_std": {"optimizer": "adamw", "lr": 0.003}}
+    with pytest.raises(ConfigError, match=r"recipes\[0\] needs a name"):
+        _space(COND, [{"lr": 0.003}])
+    with pytest.raises(ConfigError, match="names repeat"):
+        _space(COND, [{"name": "a", "lr": 0.003}, {"name": "a", "lr": 0.004}])
+    # A parent outside the (narrowed) choices is dropped and sampled; its child is kept, used if the draw fits.
+    narrowed = {**COND, "optimizer": {**COND["optimizer"], "choices": ["sgd"]}}
+    assert _space(narrowed, {"r": {"optimizer": "adamw", "momentum": 0.9}}).recipes_within_space()[0].values == {"momentum": 0.9}
+
+
+def _open_scratch_cell(tmp_path: Path, *overrides: str):
+    cfg = compose_tune(tmp_path, *overrides)
+    space, budget = harness.tuning.check_cell_config(cfg)
+    return cfg, space, budget, harness.tuning.open_cell(cfg, space, budget)
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["tune.n_trials=10"], ["adamw", "sgd", "adamw_long"]),
+    (["tune.n_trials=2"], ["adamw", "sgd"]),  # never more than the budget can take
+    (["tune.n_trials=null", "tune.max_flops=1e12"], ["adamw", "sgd", "adamw_long"]),
+    (["tune.n_trials=10", "tune.enqueue_recipe=false"], []),
+])
+def test_a_new_cell_enqueues_its_recipes(tmp_path, overrides, names):
+    _, space, _, study = _open_scratch_cell(tmp_path, *overrides)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs.get("recipe_name") for t in waiting] == names
+    assert all(t.user_attrs.get("recipe") is True for t in waiting)
+    fitted = {r.name: r.values for r in space.recipes_within_space()}
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [fitted[n] for n in names]
+
+
+def _first_draws(tmp_path: Path, *overrides: str, k: int = 2) -> list[dict]:
+    """The first k sampled (not enqueued) parameter sets of a cell, taken as tune_cell takes them."""
+    cfg, space, budget, study = _open_scratch_cell(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=10", *overrides)
+    draws = []
+    for _ in range(k):
+        trial = harness.tuning._take_trial(study, cfg, budget)
+        draws.append(space.suggest(trial))
+        study.tell(trial, 0.5)
+    return draws
+
+
+def test_each_cell_draws_its_own_start_up_parameters(tmp_path):
+    n10 = _first_draws(tmp_path / "a")
+    n20 = _first_draws(tmp_path / "a", "data.n_train=20")  # another cell of the same study and storage
+    assert n10 != n20 and n10[0]["lr"] != n20[0]["lr"]
+    assert _first_draws(tmp_path / "b") == n10  # the same cell, same settings: the same draws
+    assert _first_draws(tmp_path / "c", "tune.sampler_seed=1") != n10
+    assert _first_draws(tmp_path / "d", "study.name=other") != n10
+
+
+def test_the_cell_seed_is_a_stable_hash_of_study_strategy_size_and_sampler_seed(tmp_path):
+    seeds = {}
+    for extra in ([], ["strategy=finetune"], ["data.n_train=20"], ["tune.sampler_seed=1"], ["study.name=other"]):
+        cfg = compose_tune(tmp_path, *extra)
+        seeds[tuple(extra)] = harness.tuning.cell_sampler_seed(cfg)
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= s < 2**31 for s in seeds.values())
+    # sha256 of "digits\x1fscratch\x1f10\x1f0": the same in every process (hash() is not)
+    assert seeds[()] == int.from_bytes(__import__("hashlib").sha256(b"digits\x1fscratch\x1f10\x1f0").digest()[:8], "big") % 2**31
+
+
+def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental_warnings(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=20", "tune.n_startup_trials=4")
+    set_space(cfg, COND)
+    space, budget = harness.tuning.check_cell_config(cfg)
+    study = harness.tuning.open_cell(cfg, space, budget)
+    rng = np.random.default_rng(0)
+    for i in range(8):  # complete trials, half of them with the conditional parameter
+        params = {"optimizer": ["adamw", "sgd"][i % 2], "lr": float(10 ** rng.uniform(-3, -2))}
+        dists = {k: space.distributions[k] for k in params}
+        if params["optimizer"] == "sgd":
+            params["momentum"], dists["momentum"] = float(rng.uniform(0.5, 0.99)), space.distributions["momentum"]
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(rng.uniform())))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trial = harness.tuning._take_trial(study, cfg, budget)
+        values = space.suggest(trial)
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    sampler = study.sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    # Group decomposition models the conditional parameter jointly; independent or plain multivariate
+    # TPE leaves it out of the relative search space (the intersection of all trials' parameters).
+    relative = sampler.infer_relative_search_space(study, study.trials[trial.number])
+    assert set(relative) == {"optimizer", "lr", "momentum"}
+    assert ("momentum" in values) == (values["optimizer"] == "sgd")
+    # Without our narrow filter, Optuna says the arguments are experimental.
+    with pytest.warns(optuna.exceptions.ExperimentalWarning, match="group"):
+        optuna.samplers.TPESampler(multivariate=True, group=True)
 
 
 # ---------------------------------------------------------------------- processes (slow)

@@ -52,10 +52,15 @@ def compose_tune(tmp: Path, *overrides: str, pruner: str = "none") -> DictConfig
         return compose(config_name="tune", overrides=[*tiny_overrides(tmp, pruner), *overrides])
 
 
-def set_space(cfg: DictConfig, params: dict[str, dict], recipe: dict[str, Any] | None = None) -> DictConfig:
-    """Replace the search space of a composed config (a crafted space for one test)."""
+def set_space(cfg: DictConfig, params: dict[str, dict], recipe: dict[str, Any] | None = None,
+              recipes: dict[str, dict[str, Any]] | None = None) -> DictConfig:
+    """Replace the search space of a composed config (a crafted space for one test); `recipe` is
+    one recipe named "standard", `recipes` a name -> values table."""
+    table = dict(recipes or {})
+    if recipe:
+        table = {"standard": recipe, **table}
     with open_dict(cfg):
-        cfg.search_space = OmegaConf.create({"params": params, "recipe": recipe or {}})
+        cfg.search_space = OmegaConf.create({"params": params, "recipes": table})
     return cfg
 
 

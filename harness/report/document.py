@@ -116,13 +116,21 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
                               "range high": f.high, "at edge": f.side, "position in range": f.position})
     if edge_rows:
         doc.para(f"**{len(edge_rows)} best parameter value(s) lie within {EDGE_FRACTION:.0%} of an end of their range** "
-                 "(log-aware): the optimum may lie outside the search space; consider widening it.")
+                 "(log-aware): the optimum may lie outside the search space; consider widening it. A parameter the best "
+                 "trial did not use (its `when` condition failed) is not among its values, so it is never flagged.")
         doc.table(pd.DataFrame(edge_rows))
     else:
         doc.para(f"No best parameter lies within {EDGE_FRACTION:.0%} of an end of its range.")
     if not imp.empty:
         doc.para(f"Parameter importances (fANOVA), per cell with >= {MIN_TRIALS_FOR_IMPORTANCE} complete trials, "
-                 "averaged per strategy (`*_cells`: how many cells were averaged).")
+                 "averaged per strategy (`*_cells`: how many cells were averaged). The parameters every trial uses "
+                 "are assessed together on all complete trials. A parameter only some trials use (a `when` "
+                 "condition, e.g. freeze_stages only where mode=freeze) is assessed among the trials that used it: "
+                 "a fANOVA of its own on those trials alone, over it and the always-used parameters, its share in "
+                 f"that fit reported (>= {MIN_TRIALS_FOR_IMPORTANCE} such trials per cell). `*_trials`: complete "
+                 "trials that used the parameter / complete trials, summed over the averaged cells; below all, "
+                 "the number rests on those trials only and comes from its own fit: compare it with the others "
+                 "with care.")
         doc.table(imp.reset_index(names="parameter"))
     else:
         doc.para("Parameter importances: not computable (too few complete trials).")

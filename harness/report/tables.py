@@ -134,6 +134,7 @@ def trials_frame(cells: Sequence[Cell]) -> pd.DataFrame:
             for key in ("flops", "train_flops", "eval_flops", "wall_s", "steps", "flops_per_step", "samples_seen"):
                 row[key] = num(ua.get(key))
             row["recipe"] = bool(ua.get("recipe", False))
+            row["recipe_name"] = ua.get("recipe_name")
             row["fail_reason"] = ua.get("fail_reason")
             row["n_reports"] = len(t.intermediate_values)
             row["last_step"] = max(t.intermediate_values) if t.intermediate_values else None
@@ -144,7 +145,7 @@ def trials_frame(cells: Sequence[Cell]) -> pd.DataFrame:
     columns = (["study_name", "strategy", "n_train", "n_val", "number", "state", "value"]
                + [f"params_{p}" for p in param_names]
                + ["flops", "train_flops", "eval_flops", "wall_s", "steps", "flops_per_step", "samples_seen",
-                  "recipe", "fail_reason", "n_reports", "last_step", "datetime_start", "datetime_complete",
+                  "recipe", "recipe_name", "fail_reason", "n_reports", "last_step", "datetime_start", "datetime_complete",
                   "duration_s"])
     return pd.DataFrame(rows, columns=columns)
 
@@ -232,10 +233,68 @@ def _binom_var(p: float, n_val: int | None) -> float:
     return p * (1.0 - p) / n_val if n_val else 0.0
 
 
+def split_by_use(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str], list[str]]:
+    """(parameters every trial carries, parameters only some carry, parameters whose range differs
+    between trials), each sorted. Optuna's evaluators see only the first kind (the intersection
+    search space); the second are the conditional ones, absent where their condition failed; the
+    third (a resumed cell given another range) cannot be assessed as one distribution."""
+    if not trials:
+        return [], [], []
+    dists: dict[str, set[BaseDistribution]] = {}
+    for t in trials:
+        for name, d in t.distributions.items():
+            dists.setdefault(name, set()).add(d)
+    changed = sorted(n for n, ds in dists.items() if len(ds) > 1)
+    always = sorted(n for n in dists if n not in changed and all(n in t.params for t in trials))
+    some = sorted(n for n in dists if n not in changed and n not in always)
+    return always, some, changed
+
+
+@dataclass(frozen=True)
+class CellImportance:
+    """One cell's importances: parameter -> (importance, complete trials that used it, complete trials)."""
+
+    values: dict[str, tuple[float, int, int]]
+    notes: list[str]
+
+
+def _fanova(study: optuna.Study, params: list[str] | None) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.importance.get_param_importances(
+            study, params=params, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0))
+
+
+def cell_importances(c: Cell, study: optuna.Study) -> CellImportance:
+    """The always-used parameters on all complete trials, as Optuna does; then each conditional
+    parameter among the trials that used it: fANOVA on those trials alone, over it and the
+    always-used parameters, its share kept. Each value comes with how many trials it rests on."""
+    complete = c.complete()
+    total = len(complete)
+    always, conditional, changed = split_by_use(complete)
+    values: dict[str, tuple[float, int, int]] = {}
+    notes = [f"{c.name}: {name} has different ranges across trials" for name in changed]
+    if always:
+        for name, v in _fanova(study, always).items():
+            values[name] = (float(v), total, total)
+    for name in conditional:
+        used = sum(name in t.params for t in complete)
+        if used < MIN_TRIALS_FOR_IMPORTANCE:
+            notes.append(f"{c.name}: {name} used by {used} of {total} complete trials (< {MIN_TRIALS_FOR_IMPORTANCE})")
+            continue
+        try:
+            values[name] = (float(_fanova(study, [*always, name])[name]), used, total)
+        except Exception as err:  # noqa: BLE001 - one parameter's failure leaves the cell's others
+            notes.append(f"{c.name}: {name} not computable ({type(err).__name__})")
+    return CellImportance(values, notes)
+
+
 def importances(cells: Sequence[Cell], storage: optuna.storages.BaseStorage) -> tuple[pd.DataFrame, list[str]]:
     """fANOVA parameter importances per cell (>= MIN_TRIALS_FOR_IMPORTANCE complete trials),
-    averaged per strategy. Returns (frame: param x strategy, notes on cells skipped)."""
-    per_strategy: dict[str, list[dict[str, float]]] = {}
+    averaged per strategy over the cells where each was computed. Returns (frame: param x
+    [strategy, strategy_cells, strategy_trials], notes on what was skipped); `strategy_trials` is
+    "complete trials that used it / complete trials", summed over those cells."""
+    per_strategy: dict[str, list[dict[str, tuple[float, int, int]]]] = {}
     notes: list[str] = []
     for c in cells:
         if len(c.complete()) < MIN_TRIALS_FOR_IMPORTANCE:
@@ -243,20 +302,21 @@ def importances(cells: Sequence[Cell], storage: optuna.storages.BaseStorage) -> 
             continue
         try:
             study = optuna.load_study(study_name=c.name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                imp = optuna.importance.get_param_importances(
-                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0))
+            found = cell_importances(c, study)
         except Exception as err:  # noqa: BLE001 - importances are optional; say why and go on
             notes.append(f"{c.name}: not computable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
             continue
-        if imp:
-            per_strategy.setdefault(c.strategy, []).append({k: float(v) for k, v in imp.items()})
-    table: dict[str, dict[str, float]] = {}
+        notes.extend(found.notes)
+        if found.values:
+            per_strategy.setdefault(c.strategy, []).append(found.values)
+    table: dict[str, dict[str, Any]] = {}
     for strategy, dicts in per_strategy.items():
         params = sorted({p for d in dicts for p in d})
-        table[f"{strategy}"] = {p: float(np.mean([d.get(p, 0.0) for d in dicts])) for p in params}
-        table[f"{strategy}_cells"] = {p: float(len(dicts)) for p in params}
+        having = {p: [d[p] for d in dicts if p in d] for p in params}
+        table[strategy] = {p: float(np.mean([v for v, _, _ in having[p]])) for p in params}
+        table[f"{strategy}_cells"] = {p: float(len(having[p])) for p in params}
+        table[f"{strategy}_trials"] = {p: f"{sum(u for _, u, _ in having[p])}/{sum(n for _, _, n in having[p])}"
+                                       for p in params}
     frame = pd.DataFrame(table)
     if not frame.empty:
         order = [s for s in STRATEGIES if s in frame.columns]
