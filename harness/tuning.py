@@ -605,13 +605,14 @@ def _poll_s(storage: optuna.storages.BaseStorage) -> float:
     return float(min(5, max(1, interval or 1)))
 
 
-def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> optuna.Study:
+def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
     """Create or continue one cell's study, run trials until the budget is spent, re-run the best.
 
     With `wait_for_peers`, a worker that finds the budget spent stays until the other workers'
     trials end, so that if one of them dies its trial is failed and re-run (by this worker) instead
     of left RUNNING; the best is then re-run once, on the cell's final best. Without it, the worker
-    leaves as soon as the budget is spent or another worker is re-running the best.
+    leaves as soon as the budget is spent or another worker is re-running the best. Without
+    `rerun`, the best is not re-run, so nothing reads the test split (what benchmarks need).
     """
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
@@ -630,7 +631,8 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> o
                     break
     finally:
         progress.close()
-    rerun_best(study, cfg, space, run_root, wait=wait_for_peers)
+    if rerun:
+        rerun_best(study, cfg, space, run_root, wait=wait_for_peers)
     return study
 
 
