@@ -263,6 +263,16 @@ def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeyp
     assert len(final) == 2 and all(r["test_acc"] is not None for r in final)
 
 
+def test_without_the_rerun_of_the_best_nothing_reads_the_test_split(tmp_path, monkeypatch):
+    """What the benchmarks use (tune_cell(rerun=False)): trials only, no `final`, no test split."""
+    evaluated, real = [], harness.tuning.run_training
+    monkeypatch.setattr(harness.tuning, "run_training",
+                        lambda cfg, run_dir, **kw: evaluated.append(kw.get("evaluate_test", True)) or real(cfg, run_dir, **kw))
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=2", "train.steps=10", "~search_space.params.steps"), tmp_path / "runs",
+              rerun=False)
+    assert evaluated == [False, False] and "final" not in load(tmp_path).user_attrs
+
+
 class _Replicates:
     """Wraps harness.tuning.run_training: records each re-run's seed and subset, and can interrupt
     the n-th re-run (as Ctrl-C would) to show what an interrupted extension keeps."""
