@@ -290,6 +290,11 @@ def plot_anytime(cells: Sequence[Cell], curves: Mapping[str, Anytime], study: st
     handles = [Line2D([], [], color=COLORS["finetune"], lw=1.6, label="fine-tune"),
                Line2D([], [], color=COLORS["finetune"], lw=1.2, ls=":", label="fine-tune + pretraining FLOPs"),
                Line2D([], [], color=COLORS["scratch"], lw=1.6, label="from scratch")]
+    finetune = [c for c in drawn if c.strategy == "finetune"]
+    if any(c.pretrain_flops is None for c in finetune):  # never drawn as if it cost 0
+        handles[1] = Line2D([], [], color="none", label="(fine-tune + pretraining: FLOPs unknown, not drawn)")
+    elif not any((c.pretrain_flops or 0.0) > 0 for c in finetune):
+        handles.pop(1)
     fig.legend(handles=handles, loc="lower center", ncols=3, fontsize=9, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"{study}: best validation accuracy found vs compute spent on tuning (trials in completion order)",
                  fontsize=11)
