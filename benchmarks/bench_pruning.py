@@ -26,6 +26,8 @@ Figures, not a pass/fail test. 9-15 minutes on 2 cores with the defaults:
 
 The same --dir again reads finished storages back instead of re-running them. For the expected
 saving over many search orders (and the bound no pruner can beat), see bench_pruning_replay.py.
+Validation only: the best is not re-run (`tune_cell(..., rerun=False)`), so the test split the
+reports use is never read (the held-out accuracy of the selected configuration is the replay's).
 """
 
 from __future__ import annotations
@@ -68,12 +70,10 @@ def tune_one(args: argparse.Namespace, seed: int, pruner: str, overrides: list[s
     reused = db.exists()
     cfg = compose_cell(args, seed, pruner, overrides, db)
     started = time.perf_counter()
-    study = tune_cell(cfg, db.parent / f"runs-{db.stem}")
+    study = tune_cell(cfg, db.parent / f"runs-{db.stem}", rerun=False)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    final = study.user_attrs.get("final") or []
     return {
         "db": str(db), "elapsed": None if reused else time.perf_counter() - started,
-        "test": final[0]["test_acc"] if final else None,
         "trials": [{"number": t.number, "state": t.state.name,
                     "value": t.value if t.state == TrialState.COMPLETE else None,
                     "flops": float(t.user_attrs.get("flops", 0.0)), "wall": float(t.user_attrs.get("wall_s", 0.0)),
@@ -94,10 +94,6 @@ def cost_to_reach(trials: list[dict], target: float) -> tuple[float, float, int]
 
 def best(run: dict) -> float:
     return max((t["value"] for t in run["trials"] if t["value"] is not None), default=math.nan)
-
-
-def shown_test_acc(run: dict) -> str:
-    return f"{run['test']:.3f}" if run["test"] is not None else "-"
 
 
 def counts(run: dict) -> str:
@@ -146,8 +142,8 @@ def main() -> None:
     print(f"\ncell: digits {args.strategy} n_train={args.n_train} n_val={args.n_val}, default search space "
           f"{' '.join(args.override)}; none: {args.trials} trials; {label}: same FLOPs budget")
     print(f"storages in {root}; {time.perf_counter() - started:.0f} s\n")
-    header = (f"{'seed':>4} {'none best':>9} {'test':>6} {'c/p/f':>8} {'FLOPs to best':>13} {'wall':>7} | "
-              f"{'pruned best':>11} {'test':>6} {'c/p/f':>8} {'FLOPs to B-0.5':>14} {'wall':>7} | {'FLOPs x':>7} {'wall x':>6} | "
+    header = (f"{'seed':>4} {'none best':>9} {'c/p/f':>8} {'FLOPs to best':>13} {'wall':>7} | "
+              f"{'pruned best':>11} {'c/p/f':>8} {'FLOPs to B-0.5':>14} {'wall':>7} | {'FLOPs x':>7} {'wall x':>6} | "
               f"{'none to B-0.5':>13} {'same-target x':>13}")
     print(header)
     flops_ratios, wall_ratios, same_target_ratios, missed = [], [], [], []
@@ -165,8 +161,8 @@ def main() -> None:
         fr, wr = (f"{n_cost[0] / p_cost[0]:.2f}", f"{n_cost[1] / p_cost[1]:.2f}") if p_cost else ("never", "-")
         sr = f"{n_cost_tolerant[0] / p_cost[0]:.2f}" if p_cost else "-"
         p_flops, p_wall = (f"{p_cost[0]:.3e}", f"{p_cost[1]:.1f}") if p_cost else ("never", "-")
-        print(f"{s:>4} {b:>9.4f} {shown_test_acc(none):>6} {counts(none):>8} {n_cost[0]:>13.3e} {n_cost[1]:>7.1f} | "
-              f"{best(prn):>11.4f} {shown_test_acc(prn):>6} {counts(prn):>8} {p_flops:>14} {p_wall:>7} | {fr:>7} {wr:>6} | "
+        print(f"{s:>4} {b:>9.4f} {counts(none):>8} {n_cost[0]:>13.3e} {n_cost[1]:>7.1f} | "
+              f"{best(prn):>11.4f} {counts(prn):>8} {p_flops:>14} {p_wall:>7} | {fr:>7} {wr:>6} | "
               f"{n_cost_tolerant[0]:>13.3e} {sr:>13}")
     print()
     if flops_ratios:

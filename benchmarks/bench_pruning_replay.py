@@ -19,6 +19,12 @@ the pruner from that luck, as tabular HPO benchmarks do (LCBench, HPOBench):
 3. verify: one order run for real by harness.tuning.tune_cell (the order enqueued) beside its
    replay, trial by trial: same pruned/complete states, values and FLOPs, or the replay is wrong.
 
+Never the test split the reports use: runs are trained with evaluate_test=False, and the quality of
+the configuration a search selects is read on a held-out split of the benchmark's own (--holdout
+examples of the cell's training pool beyond its n_train: disjoint from its training, validation and
+test examples), stored per configuration as `holdout_acc`. Curves collected before that hold a
+`test_acc` instead, which the replay ignores.
+
 Printed: the ratio of expected costs (mean FLOPs over orders) with a bootstrap interval, the
 median and geometric mean per order, how often the pruned search misses B - 0.5 on the equal
 budget, and why: the rank correlation of the accuracy at each early validation with the final
@@ -79,12 +85,41 @@ def draw_configurations(cfg, count: int, seed: int) -> list[dict]:
     return recipes + [{"recipe": False, "params": p} for p in drawn]
 
 
+def holdout_split(cfg, size: int):
+    """The benchmark's own held-out examples: up to `size` examples of the cell's training pool that
+    follow its n_train (training subsets are nested prefixes of one order), so they are none of the
+    cell's training, validation or test examples. Standardised as the cell's data are."""
+    import copy
+
+    import numpy as np
+    from omegaconf import open_dict
+
+    from harness.data import LabelledImages, build_task, load_pool, split_classes
+
+    d = cfg.data
+    pool = load_pool(d)
+    members = int(np.isin(pool.labels, split_classes(d, pool.class_names)[1]).sum())
+    left = members - int(d.n_val) - (0 if pool.test is not None else int(d.n_test)) - int(d.n_train)
+    if left < 1:
+        raise SystemExit("no examples are left in the training pool for a held-out split: lower --n-train or --n-val")
+    n_train, wider = int(d.n_train), copy.deepcopy(cfg)
+    with open_dict(wider):
+        wider.data.n_train = n_train + min(size, left)
+    train = build_task(wider.data).train
+    if train.in_memory:
+        return LabelledImages(y=train.y[n_train:], x=train.x[n_train:])
+    return LabelledImages(y=train.y[n_train:], dataset=train.dataset, indices=train.indices[n_train:])
+
+
 def train_to_the_end(cell: dict, params: dict) -> dict:
-    """One configuration trained to the end of its schedule, validated every cell['grain'] steps."""
+    """One configuration trained to the end of its schedule, validated every cell['grain'] steps,
+    then scored on the benchmark's held-out split (never on the test split)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     from omegaconf import open_dict
 
-    from harness.run import run_training
+    from harness.data import eval_batches
+    from harness.module import accuracy
+    from harness.run import resolve_device, run_training
     from harness.search_space import SearchSpace
 
     cfg = compose_cell(cell)
@@ -92,17 +127,20 @@ def train_to_the_end(cell: dict, params: dict) -> dict:
     with open_dict(run_cfg):
         run_cfg.train.val_every = cell["grain"]
     with tempfile.TemporaryDirectory() as run_dir:
-        result = run_training(run_cfg, Path(run_dir), evaluate_test=True)
+        result = run_training(run_cfg, Path(run_dir), evaluate_test=False)
     c = result.compute
-    per_sample = c.eval_flops / (len(result.val_history) * cell["n_val"] + cell["n_test"])
+    per_sample = c.eval_flops / (len(result.val_history) * cell["n_val"])
+    device = resolve_device(run_cfg.trainer)
+    held = holdout_split(cfg, int(cell["holdout"]))
+    holdout_acc = accuracy(result.model, eval_batches(held, 256, device, 0), device)
     return {"params": params, "steps": c.steps, "curve": result.val_history,
             "phases": [{"start": p["start"], "flops_per_step": p["flops_per_step"]} for p in c.phases],
-            "eval_flops_per_validation": per_sample * cell["n_val"], "test_acc": result.test_acc}
+            "eval_flops_per_validation": per_sample * cell["n_val"], "holdout_acc": holdout_acc}
 
 
 def collect(cell: dict, configs: int, seed: int, jobs: int) -> dict:
     cfg = compose_cell(cell)
-    cell = {**cell, "n_test": int(cfg.data.n_test)}
+    holdout_split(cfg, int(cell["holdout"]))  # fails now, not in every worker, when the pool is too small
     if cell["strategy"] == "finetune" and str(cfg.strategy.weights) == "source":
         from harness.pretrain import ensure_pretrained
 
@@ -123,7 +161,7 @@ class Configuration:
 
     def __init__(self, run: dict, val_every: int):
         self.recipe, self.params, self.steps = bool(run["recipe"]), run["params"], int(run["steps"])
-        self.test_acc = run["test_acc"]
+        self.holdout_acc = run.get("holdout_acc")  # None in curves collected before it (their test_acc is not read)
         self.phases, self.eval_flops = run["phases"], float(run["eval_flops_per_validation"])
         curve = {int(s): float(a) for s, a in run["curve"]}
         # harness.run validates every val_every steps, and once more at the end if the end is off that grid.
@@ -215,10 +253,11 @@ def draw_order(configs: list[Configuration], draws: int, recipe_first: bool, rng
     return (recipes if recipe_first else []) + [rng.choice(pool) for _ in range(draws)]  # all recipes first, as harness-tune
 
 
-def selected_test_acc(order: list[Configuration], trials: list[Trial]) -> float:
-    """Test accuracy of the configuration the search selects: its first best complete trial (as rerun_best)."""
+def selected_holdout_acc(order: list[Configuration], trials: list[Trial]) -> float | None:
+    """Held-out accuracy (the benchmark's own split) of the configuration the search selects: its
+    first best complete trial, as rerun_best takes it."""
     best = max(range(len(trials)), key=lambda i: -1.0 if trials[i][0] is None else trials[i][0])
-    return order[best].test_acc
+    return order[best].holdout_acc
 
 
 def replay_one(order: list[Configuration], make_pruner: Callable, n_trials: int, study_name: str) -> dict:
@@ -231,7 +270,7 @@ def replay_one(order: list[Configuration], make_pruner: Callable, n_trials: int,
             "pruned_to_tolerance": cost_to_reach(pruned, target),
             "oracle_to_tolerance": cost_to_reach(search_with_oracle(order, target), target),
             "pruned_best": max((v for v, _ in pruned if v is not None), default=math.nan),
-            "none_test": selected_test_acc(order, none), "pruned_test": selected_test_acc(order, pruned),
+            "none_holdout": selected_holdout_acc(order, none), "pruned_holdout": selected_holdout_acc(order, pruned),
             "trials": len(pruned), "pruned": sum(v is None for v, _ in pruned)}
 
 
@@ -288,8 +327,13 @@ def replay(args: argparse.Namespace) -> None:
     print(f"{label} reached B - 0.5 on the equal budget in {len(reached)} of {len(rows)} orders; trials "
           f"{statistics.mean(r['trials'] for r in rows):.1f} (pruned {statistics.mean(r['pruned'] for r in rows):.1f}) "
           f"vs {args.trials}; best {args.pruner} - none: {100 * statistics.mean(r['pruned_best'] - r['best'] for r in rows):+.2f} points (mean)")
-    print(f"test accuracy of the selected configuration (mean over orders): none {statistics.mean(r['none_test'] for r in rows):.4f}, "
-          f"{args.pruner} {statistics.mean(r['pruned_test'] for r in rows):.4f}")
+    if all(c.holdout_acc is not None for c in configs):
+        print(f"held-out accuracy (the benchmark's own split) of the selected configuration, mean over orders: "
+              f"none {statistics.mean(r['none_holdout'] for r in rows):.4f}, "
+              f"{args.pruner} {statistics.mean(r['pruned_holdout'] for r in rows):.4f}")
+    else:
+        print("held-out accuracy of the selected configuration: not in these curves (collected before the benchmark "
+              "had a split of its own; re-collect them); their test_acc is not read")
     oracle = [r["none_to_tolerance"] / r["oracle_to_tolerance"] for r in rows]
     print(f"bound (a pruner that knows every trial's end), same target: ratio of mean FLOPs "
           f"{sum(r['none_to_tolerance'] for r in rows) / sum(r['oracle_to_tolerance'] for r in rows):.2f}x, "
@@ -329,7 +373,7 @@ def replay_against_harness(path: str, pruner: str, pruner_overrides: list[str], 
     for config in order:
         study.enqueue_trial(config.params)
     del study, storage
-    real = sorted(tune_cell(cfg, root / "runs").get_trials(deepcopy=False), key=lambda t: t.number)
+    real = sorted(tune_cell(cfg, root / "runs", rerun=False).get_trials(deepcopy=False), key=lambda t: t.number)
     return [{"number": t.number, "replayed_state": "COMPLETE" if value is not None else "PRUNED", "real_state": t.state.name,
              "replayed_value": value, "real_value": t.value, "replayed_flops": flops, "real_flops": float(t.user_attrs["flops"])}
             for (value, flops), t in zip(replayed, real)]
@@ -363,6 +407,7 @@ def main() -> None:
     c.add_argument("--n-val", type=int, default=150)
     c.add_argument("--configs", type=int, default=100, help="random configurations (the recipe comes on top)")
     c.add_argument("--grain", type=int, default=10, help="validate every this many steps")
+    c.add_argument("--holdout", type=int, default=250, help="held-out examples of the benchmark's own (from the training pool)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     c.add_argument("--override", action="append", default=[], help="applied to the cell, e.g. search_space.params.steps.high=3000")
     c.add_argument("--jobs", type=int, default=2, help="processes in parallel (one torch thread each)")
@@ -386,7 +431,7 @@ def main() -> None:
     if args.command == "collect":
         started = time.perf_counter()
         cell = {"strategy": args.strategy, "n_train": args.n_train, "n_val": args.n_val, "overrides": args.override,
-                "grain": args.grain, "draw_seed": args.seed, "cache": args.cache or tempfile.mkdtemp(prefix="bench-replay-")}
+                "grain": args.grain, "holdout": args.holdout, "draw_seed": args.seed, "cache": args.cache or tempfile.mkdtemp(prefix="bench-replay-")}
         stored = collect(cell, args.configs, args.seed, args.jobs)
         stored["cell"].pop("cache")
         Path(args.out).write_text(json.dumps(stored))

@@ -2,6 +2,7 @@
 
 Each worker is a process of its own (one torch thread, as `trainer.threads=1` sets) running
 `harness.tuning.tune_cell` on the same cell, so the two share the study, its budget and its lock.
+The best is not re-run (`rerun=False`): nothing here reads the test split the reports use.
 Workers import everything first and start together at a barrier; throughput is read from the
 storage (first trial start to last trial end), so imports and the final re-run do not count.
 
@@ -64,7 +65,7 @@ def worker(cfg: dict, run_root: str, barrier, errors, cpu) -> None:
         torch.set_num_threads(1)
         barrier.wait()
         started = time.process_time()  # this process's CPU seconds, every thread
-        tune_cell(OmegaConf.create(cfg), Path(run_root))
+        tune_cell(OmegaConf.create(cfg), Path(run_root), rerun=False)  # no re-run of the best: no test split read
         cpu.put(time.process_time() - started)
     except BaseException:  # noqa: BLE001 - reported to the parent
         errors.put(traceback.format_exc())

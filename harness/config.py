@@ -53,6 +53,18 @@ def validate_train(train: DictConfig, prefix: str = "train") -> None:
     _fraction(train.momentum, f"{prefix}.momentum", False, True)
 
 
+def _pretrain_flops(value, weights: str) -> None:
+    """Declared FLOPs of weights from a file or the hub: a number >= 0, or null for unknown."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ConfigError(f"strategy.pretrain_flops={value} must be a number >= 0 (the FLOPs that made the weights) "
+                          "or null (unknown): fix it")
+    if weights == "source":
+        raise ConfigError("strategy.pretrain_flops is for weights from a file or the hub; own pretraining "
+                          "(strategy.weights=source) is measured: remove strategy.pretrain_flops")
+
+
 def validate_run(cfg: DictConfig) -> None:
     """Everything one training run reads; data sizes are checked against the data when loaded."""
     try:
@@ -85,4 +97,5 @@ def validate_run(cfg: DictConfig) -> None:
             raise ConfigError(f"strategy.freeze_stages={s.freeze_stages} must be >= 0: count stages from the stem")
         if not str(s.weights):
             raise ConfigError("strategy.weights is empty: use source, hub, or a path to a weights file")
+        _pretrain_flops(s.get("pretrain_flops"), str(s.weights))
     validate_train(cfg.pretrain.train, "pretrain.train")

@@ -8,6 +8,10 @@ spread includes the draw of the training data, while validation and test stay fi
 Small datasets become tensors on the training device and are batched without worker processes;
 large ones are served by a DataLoader. Augmentation is applied to whole batches in the training
 step (see `augment.py`), so both paths share it.
+
+Pools hold the images as loaded; each task standardises them with per-channel statistics of its own
+training pool (the examples its training subsets are drawn from), never of its validation or test
+images, so nothing about the held-out splits leaks into training.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -44,6 +48,20 @@ class LabelledImages:
         return self.x is not None
 
 
+@dataclass(frozen=True)
+class Standardise:
+    """Per-channel mean and std (C, 1, 1) of a task's training pool, applied to all its splits."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+IDENTITY = Standardise(torch.zeros(1, 1, 1), torch.ones(1, 1, 1))
+
+
 @dataclass
 class Task:
     """One classification task with its fixed splits; labels are 0..num_classes-1."""
@@ -55,15 +73,19 @@ class Task:
     in_chans: int
     image_size: int
     test_split: str = ""  # digest of the test examples (target role): re-runs on one test set pair up
+    norm: Standardise = IDENTITY  # the training pool's statistics every split was standardised with
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
+PROBE = 256  # images of a lazily loaded training pool its statistics are estimated from
+
+
 @dataclass
 class _Pool:
-    """All images of a dataset before splitting (tensors when small, else a lazy dataset)."""
+    """All images of a dataset before splitting, as loaded (tensors when small, else a lazy dataset)."""
 
     labels: np.ndarray
     class_names: list[str]
@@ -72,20 +94,38 @@ class _Pool:
     x: torch.Tensor | None = None
     dataset: Dataset | None = None
     test: "_Pool | None" = None  # an official test split, when the dataset has one
+    standardise: bool = True  # False: images as given (tests that read example ids from pixels)
+    stats: dict[str, Standardise] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def take(self, idx: np.ndarray, label_map: dict[int, int]) -> LabelledImages:
+    def take(self, idx: np.ndarray, label_map: dict[int, int], norm: Standardise = IDENTITY) -> LabelledImages:
         y = torch.tensor([label_map[int(c)] for c in self.labels[idx]], dtype=torch.long)
         if self.x is not None:
-            return LabelledImages(y=y, x=self.x[torch.as_tensor(idx, dtype=torch.long)])
-        return LabelledImages(y=y, dataset=self.dataset, indices=idx)
+            return LabelledImages(y=y, x=norm(self.x[torch.as_tensor(idx, dtype=torch.long)]))
+        return LabelledImages(y=y, dataset=_Standardised(self.dataset, norm), indices=idx)
+
+    def statistics(self, idx: np.ndarray) -> Standardise:
+        """Per-channel mean/std of the examples `idx` (a training pool), computed once per pool."""
+        if not self.standardise:
+            return IDENTITY
+        key = hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()
+        if key not in self.stats:
+            self.stats[key] = _statistics(self._images(idx))
+        return self.stats[key]
+
+    def _images(self, idx: np.ndarray) -> torch.Tensor:
+        if self.x is not None:
+            return self.x[torch.as_tensor(idx, dtype=torch.long)]
+        probe = np.asarray(idx)[np.linspace(0, len(idx) - 1, min(PROBE, len(idx))).astype(int)]
+        return torch.stack([self.dataset[int(i)][0] for i in probe])
+
+
+def _statistics(x: torch.Tensor) -> Standardise:
+    mean = x.mean(dim=(0, 2, 3))[:, None, None]
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)[:, None, None]
+    return Standardise(mean, std)
 
 
 # --------------------------------------------------------------------------------------- loading
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel standardisation with the pool's own statistics (no dataset constants needed)."""
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std
 
 
 def _load_digits(cfg: DictConfig) -> _Pool:
@@ -100,7 +140,7 @@ def _load_digits(cfg: DictConfig) -> _Pool:
         class_names=[str(c) for c in range(10)],
         in_chans=1,
         image_size=int(x.shape[-1]),
-        x=_normalise(x),
+        x=x,
     )
 
 
@@ -124,28 +164,26 @@ def _to_tensors(dataset: Dataset, limit_mb: float) -> torch.Tensor | None:
 
 
 class _Standardised(Dataset):
-    """Applies fixed mean/std to a lazily loaded dataset, like `_normalise` does for tensors."""
+    """A lazily loaded dataset with a task's statistics applied, as `_Pool.take` does for tensors."""
 
-    def __init__(self, dataset: Dataset, mean: torch.Tensor, std: torch.Tensor):
-        self.dataset, self.mean, self.std = dataset, mean, std
+    def __init__(self, dataset: Dataset, norm: Standardise):
+        self.dataset, self.norm = dataset, norm
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int):
         x, y = self.dataset[i]
-        return (x - self.mean) / self.std, y
+        return self.norm(x), y
 
 
 def _finish_pool(dataset: Dataset, labels: np.ndarray, class_names: list[str], image_size: int,
                  in_chans: int, limit_mb: float) -> _Pool:
+    """Tensors when the dataset fits `limit_mb`, else the dataset itself; standardised per task."""
     x = _to_tensors(dataset, limit_mb)
     if x is not None:
-        return _Pool(labels, class_names, in_chans, image_size, x=_normalise(x))
-    probe = torch.stack([dataset[int(i)][0] for i in np.linspace(0, len(dataset) - 1, 256).astype(int)])
-    mean = probe.mean(dim=(0, 2, 3))[:, None, None]
-    std = probe.std(dim=(0, 2, 3)).clamp_min(1e-6)[:, None, None]
-    return _Pool(labels, class_names, in_chans, image_size, dataset=_Standardised(dataset, mean, std))
+        return _Pool(labels, class_names, in_chans, image_size, x=x)
+    return _Pool(labels, class_names, in_chans, image_size, dataset=dataset)
 
 
 def _load_imagefolder(cfg: DictConfig) -> _Pool:
@@ -301,39 +339,40 @@ def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None)
         n_val = int(cfg.source_n_val)
         _check_size("source task's validation split", n_val, len(order) - k, k, "data.source_n_val")
         val, train = order[:n_val], order[n_val:]
+        norm = pool.statistics(train)  # the source task's own training part
         empty = LabelledImages(y=torch.zeros(0, dtype=torch.long), x=pool.x[:0] if pool.x is not None else None)
-        return Task(pool.take(train, label_map), pool.take(val, label_map), empty, names, pool.in_chans, pool.image_size)
+        return Task(pool.take(train, label_map, norm), pool.take(val, label_map, norm), empty, names, pool.in_chans,
+                    pool.image_size, norm=norm)
 
     n_test, n_val, n_train = int(cfg.n_test), int(cfg.n_val), int(cfg.n_train)
     if pool.test is not None:
         test_members = np.flatnonzero(np.isin(pool.test.labels, classes))
         test_order = test_members[stratified_order(pool.test.labels[test_members], seed)]
         _check_size("test split", n_test, len(test_order), k, "data.n_test")
-        test_idx = test_order[:n_test]
-        test = pool.test.take(test_idx, label_map)
-        rest = order
+        test_idx, test_pool, rest = test_order[:n_test], pool.test, order
     else:
         _check_size("test split", n_test, len(order) - 2 * k, k, "data.n_test")
-        test_idx = order[:n_test]
-        test = pool.take(test_idx, label_map)
-        rest = order[n_test:]
+        test_idx, test_pool, rest = order[:n_test], pool, order[n_test:]
     # Re-stratify what is left so validation and training prefixes both stay balanced.
     rest = rest[stratified_order(pool.labels[rest], seed + 1)]
     _check_size("validation split", n_val, len(rest) - k, k, "data.n_val")
     val_idx = rest[:n_val]
     # Every subset orders the same training pool (what validation and test left), so val/test never move;
-    # subset 0 keeps the order tuning has always used.
+    # subset 0 keeps the order tuning has always used. Its statistics standardise every split.
     subset = int(cfg.get("subset", 0))
     train_pool = rest[n_val:]
+    norm = pool.statistics(np.sort(train_pool))
     train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2 if subset == 0 else subset_seed(seed, subset))]
     _check_size("training set", n_train, len(train_pool), k, "data.n_train")
     train_idx = train_pool[:n_train]
     folds = int(cfg.get("cv_folds", 0))
     if folds:  # cross-validation inside n_train: the validation split is never read
         train_idx, val_idx = cross_validation_fold(train_idx, pool.labels, folds, int(cfg.get("cv_fold", 0)))
+    train = pool.take(train_idx, label_map, norm)
+    val = pool.take(val_idx, label_map, norm)
+    test = test_pool.take(test_idx, label_map, norm)
     digest = split_digest(cfg, names, test_idx, pool.test is not None)
-    return Task(pool.take(train_idx, label_map), pool.take(val_idx, label_map), test, names, pool.in_chans,
-                pool.image_size, test_split=digest)
+    return Task(train, val, test, names, pool.in_chans, pool.image_size, test_split=digest, norm=norm)
 
 
 def cross_validation_fold(train_idx: np.ndarray, labels: np.ndarray, folds: int, fold: int) -> tuple[np.ndarray, np.ndarray]:

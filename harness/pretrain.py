@@ -33,6 +33,9 @@ def source_config(cfg: DictConfig) -> dict:
         "train": OmegaConf.to_container(cfg.pretrain.train, resolve=True),
         "augment": str(cfg.pretrain.augment),
         "seed": int(cfg.pretrain.seed),
+        # Standardised with the source task's own training part (checkpoints made with whole-pool
+        # statistics, before this key, are not reused).
+        "normalisation": "source training part",
     }
 
 

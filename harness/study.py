@@ -16,16 +16,33 @@ from harness.errors import ConfigError
 
 
 def cell_config(cfg: DictConfig, strategy: str, n_train: int) -> DictConfig:
-    """The harness-tune config of one cell, cut from the study config."""
+    """The harness-tune config of one cell, cut from the study config. What the strategies must share
+    to be compared at equal effort is set from all of them: the reference trial's steps (for
+    tune.budget=flops) and the pruner's maximum resource, unless the study config sets them."""
     cell = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     if strategy not in cell.strategies:
         raise ConfigError(f"study.strategies names {strategy}, which has no strategy config: use finetune and/or scratch")
+    low, high = steps_range(cfg)
     cell.strategy = cell.strategies[strategy]
     cell.search_space = cell.search_spaces[strategy]
     cell.data.n_train = int(n_train)
+    if cell.tune.get("reference_steps") is None:
+        cell.tune.reference_steps = int(round((low + high) / 2))
+    if "max_resource" in cell.pruner and cell.pruner.max_resource is None:
+        cell.pruner.max_resource = high
     for key in ("strategies", "search_spaces", "report"):
         cell.pop(key, None)
     return cell
+
+
+def steps_range(cfg: DictConfig) -> tuple[int, int]:
+    """The widest train.steps range across the study's strategies' search spaces: the lowest low,
+    the highest high (a strategy that does not tune steps contributes train.steps)."""
+    from harness.tuning import steps_bounds
+
+    spaces = cfg.get("search_spaces") or {}
+    bounds = [steps_bounds(spaces.get(s), int(cfg.train.steps)) for s in cfg.study.strategies]
+    return min(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
 def grid(cfg: DictConfig) -> list[tuple[str, int]]:
@@ -132,7 +149,7 @@ def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
             trials += storage.get_n_trials(storage.get_study_id_from_name(study.study_name))
             done += "final" in study.user_attrs
     elapsed = time.perf_counter() - started
-    budget = int(cfg.tune.n_trials or 0) * n_cells
+    budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.get("budget", "trials") == "trials" else 0  # flops: no count
     eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
     _say(cfg, f"cells done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}")
     return done, trials

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import optuna
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -57,29 +58,51 @@ def cell_study_name(cfg: DictConfig) -> str:
     return f"{cfg.study.name}/{cfg.strategy.name}/n{int(cfg.data.n_train)}"
 
 
+BUDGET_KINDS = ("trials", "flops")
+# With tune.budget=flops, tune.n_trials sizes the FLOPs budget and is no cap; a cell still stops after
+# this many times tune.n_trials trials (trials that fail at no cost would otherwise never spend it).
+FLOPS_TRIAL_GUARD = 10
+
+
 @dataclass(frozen=True)
 class Budget:
     n_trials: int | None
     max_flops: float | None
     max_wall_s: float | None
+    kind: str = "trials"
+    reference: dict | None = None  # kind flops: the reference trial the FLOPs budget was sized with
 
     @classmethod
     def from_config(cls, tune: DictConfig) -> "Budget":
+        """The configured limits, checked (tune.budget=flops is resolved by resolve_budget)."""
         def value(key: str, kind):
             v = tune.get(key)
             if v is None:
                 return None
-            if not isinstance(v, (int, float)) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"tune.{key}={v} must be a positive number or null: fix the budget")
             return kind(v)
 
-        budget = cls(value("n_trials", int), value("max_flops", float), value("max_wall_s", float))
+        kind = tune.get("budget", "trials")
+        if kind not in BUDGET_KINDS:
+            raise ConfigError(f"tune.budget={kind} is not one of {', '.join(BUDGET_KINDS)}: set tune.budget=trials "
+                              "(equal trial counts) or tune.budget=flops (equal FLOPs)")
+        reference_steps = tune.get("reference_steps")
+        if reference_steps is not None:
+            require_int(reference_steps, "tune.reference_steps", 1)
+        budget = cls(value("n_trials", int), value("max_flops", float), value("max_wall_s", float), str(kind))
         if budget.n_trials is None and budget.max_flops is None and budget.max_wall_s is None:
             raise ConfigError("the cell has no budget: set tune.n_trials, tune.max_flops or tune.max_wall_s")
+        if kind == "flops" and budget.n_trials is None and budget.max_flops is None:
+            raise ConfigError("tune.budget=flops needs tune.max_flops or tune.n_trials (times a reference trial's FLOPs): "
+                              "set one of them")
         return budget
 
     def to_json(self) -> dict:
-        return {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
+        out: dict[str, Any] = {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
+        if self.kind != "trials":  # a trials budget is stored as it always was
+            out.update(kind=self.kind, reference=self.reference)
+        return out
 
     def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
         """Interrupted trials and killed workers' trials that were re-queued are not verdicts on
@@ -98,10 +121,67 @@ class Budget:
                 or (self.max_wall_s is not None and s["wall_s"] >= self.max_wall_s))
 
 
-# Each pruner's settings and the least value each takes (all integers).
-_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "reduction_factor": 2},
+def steps_bounds(space: DictConfig | None, default: int) -> tuple[int, int]:
+    """(low, high) of the train.steps a search space tunes (its `steps` range), else (default, default)."""
+    steps = space.params.get("steps") if space is not None and space.get("params") else None
+    if steps is not None and "low" in steps and "high" in steps:
+        return int(steps.low), int(steps.high)
+    if steps is not None and "high" in steps:
+        return int(steps.high), int(steps.high)
+    return default, default
+
+
+def reference_steps(cfg: DictConfig) -> tuple[int, str]:
+    """The steps of the reference trial: tune.reference_steps (harness-study sets it to the midpoint
+    of the widest steps range across its strategies), else the midpoint of this cell's own range."""
+    given = cfg.tune.get("reference_steps")
+    if given is not None:
+        return int(given), "tune.reference_steps"
+    low, high = steps_bounds(cfg.get("search_space"), int(cfg.train.steps))
+    return int(round((low + high) / 2)), f"midpoint of this cell's steps range {low}-{high}"
+
+
+def reference_trial(cfg: DictConfig, task) -> dict[str, Any]:
+    """What one trial costs, for sizing a FLOPs budget, from what every strategy at this size shares:
+    one step of the whole model trained from a random start (harness.compute's counter on a real batch
+    of train.batch_size), times the reference steps, plus the validations such a trial makes."""
+    from harness.compute import eval_flops_per_sample, train_step_flops
+    from harness.data import one_batch
+    from harness.models import create_backbone
+
+    steps, steps_from = reference_steps(cfg)
+    batch = int(cfg.train.batch_size)
+    device = resolve_device(cfg.trainer)
+    with torch.random.fork_rng(devices=[]):  # counting must not move the process's random state
+        model = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size).to(device)
+        x, y = (t.to(device) for t in one_batch(task.train, batch))
+        step_flops = train_step_flops(model, x, y)
+        per_sample = eval_flops_per_sample(model, one_batch(task.val, batch)[0].to(device))
+    every = int(cfg.train.val_every)
+    validations = steps // every + (1 if steps % every else 0)  # on the grid, plus one at an off-grid end
+    val_flops = per_sample * len(task.val) * validations
+    return {"trial_flops": step_flops * steps + val_flops, "step_flops": step_flops, "steps": steps,
+            "steps_from": steps_from, "validations": validations, "val_flops": val_flops,
+            "batch_size": min(batch, len(task.train)), "model": str(cfg.model.name)}
+
+
+def resolve_budget(cfg: DictConfig, task) -> Budget:
+    """tune.budget=trials: the limits as configured. flops: one FLOPs limit, tune.max_flops or else
+    tune.n_trials x reference_trial(); n_trials then only guards (FLOPS_TRIAL_GUARD x)."""
+    budget = Budget.from_config(cfg.tune)
+    if budget.kind == "trials":
+        return budget
+    reference = reference_trial(cfg, task) if budget.max_flops is None else None
+    max_flops = budget.max_flops if reference is None else budget.n_trials * reference["trial_flops"]
+    guard = FLOPS_TRIAL_GUARD * budget.n_trials if budget.n_trials else None
+    return Budget(guard, float(max_flops), budget.max_wall_s, "flops", reference)
+
+
+# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
+_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
                     "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
                     "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
+_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
 
 
 def _check_pruner(p: DictConfig) -> None:
@@ -113,15 +193,34 @@ def _check_pruner(p: DictConfig) -> None:
         known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
         raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={p.name}: remove it (known: {known})")
     for key, least in settings.items():
+        if key in _NULLABLE and p.get(key) is None:
+            continue
         require_int(p.get(key), f"pruner.{key}", least)
+
+
+def max_resource(cfg: DictConfig) -> int | None:
+    """The most steps the pruner plans for (Hyperband's brackets): pruner.max_resource, else the
+    cell's own steps.high; None for pruners that take no maximum."""
+    p = cfg.pruner
+    if p.name != "hyperband":
+        return None
+    return int(p.max_resource) if p.get("max_resource") is not None else _max_steps(cfg)
+
+
+def pruner_attrs(cfg: DictConfig) -> dict[str, Any]:
+    """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
+    p = cfg.pruner
+    settings = {k: p.get(k) for k in _PRUNER_SETTINGS[str(p.name)]}
+    return {"name": str(p.name), **settings, "max_resource": max_resource(cfg),
+            "max_resource_from": None if p.name != "hyperband" else
+            ("pruner.max_resource" if p.get("max_resource") is not None else "steps.high")}
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     p = cfg.pruner
     _check_pruner(p)
     if p.name == "hyperband":
-        max_steps = _max_steps(cfg)
-        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_steps,
+        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
                                               reduction_factor=int(p.reduction_factor))
     if p.name == "asha":  # one bracket of successive halving: every trial faces the first rung
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(p.min_resource),
@@ -133,8 +232,7 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
 
 
 def _max_steps(cfg: DictConfig) -> int:
-    steps = cfg.search_space.params.get("steps") if cfg.get("search_space") else None
-    return int(steps.high) if steps is not None and "high" in steps else int(cfg.train.steps)
+    return steps_bounds(cfg.get("search_space"), int(cfg.train.steps))[1]
 
 
 class PruningCallback(pl.Callback):
@@ -199,7 +297,7 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     """All config errors surface here, before any trial or storage write."""
     validate_run(cfg)
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    budget = Budget.from_config(cfg.tune)
+    Budget.from_config(cfg.tune)  # its settings checked now; resolved once the task is known
     make_pruner(cfg)
     seeds = cfg.study.seeds
     if not isinstance(seeds, int) or seeds < 1:
@@ -215,7 +313,7 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     check_model_name(str(cfg.model.name))
     resolve_device(cfg.trainer)
     _check_weights(cfg, task)
-    return space, budget
+    return space, resolve_budget(cfg, task)
 
 
 SELECTIONS = ("holdout", "cv")
@@ -251,7 +349,7 @@ def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str
     attrs = {"strategy": str(cfg.strategy.name), "n_train": int(cfg.data.n_train), "study": str(cfg.study.name),
              "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
              "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name),
-             "selection": str(cfg.tune.selection)}
+             "selection": str(cfg.tune.selection), "pruner": pruner_attrs(cfg)}
     if cfg.tune.selection == "cv":
         attrs["cv_folds"] = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
     if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
@@ -259,7 +357,26 @@ def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str
 
         meta = ensure_pretrained(cfg).meta
         attrs["pretrain"] = {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
+    weights = weights_attrs(cfg, attrs.get("pretrain"))
+    if weights is not None:
+        attrs["weights"] = weights
     return attrs
+
+
+def weights_attrs(cfg: DictConfig, pretrain: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where a fine-tune cell's weights came from and what their pretraining cost: measured for our
+    own pretraining, declared (strategy.pretrain_flops) for a file or a hub tag, else unknown."""
+    if cfg.strategy.name != "finetune":
+        return None
+    weights = str(cfg.strategy.weights)
+    if weights == "source":  # the pretrain attr, from harness-pretrain's meta
+        assert pretrain is not None
+        return {"origin": "own pretraining", "ref": pretrain["config_hash"], "pretrain_flops": float(pretrain["flops"]),
+                "pretrain_flops_from": "measured"}
+    declared = cfg.strategy.get("pretrain_flops")
+    origin, ref = ("hub", str(cfg.model.name)) if weights == "hub" else ("file", str(Path(weights).expanduser()))
+    return {"origin": origin, "ref": ref, "pretrain_flops": None if declared is None else float(declared),
+            "pretrain_flops_from": "unknown" if declared is None else "declared"}
 
 
 def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
@@ -276,8 +393,10 @@ def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
                 study.set_user_attr(key, value)
             if cfg.tune.enqueue_recipe:
                 enqueue_recipes(study, first_recipes(space, budget))
-        elif attrs.get("budget") != budget.to_json():
-            study.set_user_attr("budget", budget.to_json())  # a resumed cell may be given more budget
+        else:  # a resumed cell may be given more budget, or another pruner
+            for key, value in (("budget", budget.to_json()), ("pruner", pruner_attrs(cfg))):
+                if attrs.get(key) != value:
+                    study.set_user_attr(key, value)
     return study
 
 
@@ -416,7 +535,8 @@ class Progress:
     def __init__(self, study: optuna.Study, budget: Budget, enabled: bool):
         self.study, self.budget, self.enabled = study, budget, enabled
         self.started = time.perf_counter()
-        self.done_at_start = self._done(study.get_trials(deepcopy=False))
+        at_start = self.budget.spent([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+        self.done_at_start, self.flops_at_start = at_start["n_trials"], at_start["flops"]
         self.tty = sys.stderr.isatty()
         self.waited_for: int | None = None
 
@@ -432,13 +552,23 @@ class Progress:
         done = self._done(trials)
         complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         elapsed = time.perf_counter() - self.started
-        total = self.budget.n_trials
-        mine = max(1, done - self.done_at_start)
-        eta = f"{(total - done) * elapsed / mine:.0f}s" if total and done < total else "-"
-        line = (f"[{self.study.study_name}] trials {done}/{total or '?'} best {max(complete) if complete else float('nan'):.4f} "
+        spent, eta = self._spent(trials, done, elapsed)
+        line = (f"[{self.study.study_name}] {spent} best {max(complete) if complete else float('nan'):.4f} "
                 f"pruned {states.count(TrialState.PRUNED)} failed {states.count(TrialState.FAIL)} "
                 f"elapsed {elapsed:.0f}s eta {eta}")
         self._say(line)
+
+    def _spent(self, trials: list[optuna.trial.FrozenTrial], done: int, elapsed: float) -> tuple[str, str]:
+        """Trials done of the budget (and FLOPs spent of it, for tune.budget=flops) and the ETA."""
+        if self.budget.kind == "flops" and self.budget.max_flops:
+            flops = self.budget.spent([t for t in trials if t.state.is_finished()])["flops"]
+            left, mine = self.budget.max_flops - flops, flops - self.flops_at_start
+            eta = f"{left * elapsed / mine:.0f}s" if left > 0 and mine > 0 else "-"
+            return f"trials {done} flops {flops:.3g}/{self.budget.max_flops:.3g}", eta
+        total = self.budget.n_trials
+        mine = max(1, done - self.done_at_start)
+        eta = f"{(total - done) * elapsed / mine:.0f}s" if total and done < total else "-"
+        return f"trials {done}/{total or '?'}", eta
 
     def waiting(self) -> None:
         """Said once per wait: why a worker whose cell is spent has not exited yet."""
@@ -569,13 +699,14 @@ def _poll_s(storage: optuna.storages.BaseStorage) -> float:
     return float(min(5, max(1, interval or 1)))
 
 
-def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> optuna.Study:
+def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
     """Create or continue one cell's study, run trials until the budget is spent, re-run the best.
 
     With `wait_for_peers`, a worker that finds the budget spent stays until the other workers'
     trials end, so that if one of them dies its trial is failed and re-run (by this worker) instead
     of left RUNNING; the best is then re-run once, on the cell's final best. Without it, the worker
-    leaves as soon as the budget is spent or another worker is re-running the best.
+    leaves as soon as the budget is spent or another worker is re-running the best. Without
+    `rerun`, the best is not re-run, so nothing reads the test split (what benchmarks need).
     """
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
@@ -594,7 +725,8 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True) -> o
                     break
     finally:
         progress.close()
-    rerun_best(study, cfg, space, run_root, wait=wait_for_peers)
+    if rerun:
+        rerun_best(study, cfg, space, run_root, wait=wait_for_peers)
     return study
 
 

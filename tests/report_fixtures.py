@@ -11,6 +11,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import (
@@ -84,6 +85,9 @@ def craft_storage(
     without_final: tuple[str, ...] = (),
     rng_seed: int = 0,
     name_format: str = "{study}/{strategy}/n{n}",
+    scratch_flops_scale: float = 1.0,
+    pruner: Callable[[str, int], dict[str, Any] | None] | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> Crafted:
     """Write one study's cells into the SQLite file `path`; returns what the report should find.
 
@@ -95,6 +99,10 @@ def craft_storage(
     Cells are named `name_format` (fields: study, strategy, n, and i, the cell's index in
     creation order: fine-tune first, then scratch, each by size); the names above are the
     default's. The name changes nothing else: the same arguments give the same trials and values.
+
+    `scratch_flops_scale` multiplies scratch trials' FLOPs; `pruner(strategy, n)` gives a cell's
+    `pruner` attr (none by default, as in storages from before it); `weights` replaces fine-tune
+    cells' own pretraining (`pretrain`) by that `weights` attr (a file or a hub tag).
     """
     url = f"sqlite:///{path}"
     storage = RDBStorage(url)
@@ -113,9 +121,13 @@ def craft_storage(
                                  for k, d in SPACE.items()},
                 "n_val": N_VAL, "n_test": 500, "model": "tiny_cnn", "data": "digits",
             }
-            if strategy == "finetune":
+            if strategy == "finetune" and weights is None:
                 attrs["pretrain"] = {"flops": PRETRAIN_FLOPS, "wall_s": 40.0, "source_val_acc": 0.97,
                                      "steps": 1000, "config_hash": "abc123", "source_classes": [0, 1, 2, 3, 4]}
+            elif strategy == "finetune":
+                attrs["weights"] = weights
+            if pruner is not None and pruner(strategy, n) is not None:
+                attrs["pruner"] = pruner(strategy, n)
             for key, value in attrs.items():
                 s.set_user_attr(key, value)
 
@@ -125,7 +137,7 @@ def craft_storage(
             for i in range(trials):
                 p = {"lr": 10 ** rng.uniform(-4, math.log10(3e-2)), "steps": rng.randrange(50, 650, 50),
                      "optimizer": rng.choice(["adamw", "sgd"]), "label_smoothing": rng.uniform(0.0, 0.2)}
-                flops = p["steps"] * 2.0e7 * n ** 0.25 * rng.uniform(0.9, 1.1)
+                flops = p["steps"] * 2.0e7 * n ** 0.25 * rng.uniform(0.9, 1.1) * (scratch_flops_scale if strategy == "scratch" else 1.0)
                 ua = {"flops": flops, "wall_s": flops / 2e9, "steps": p["steps"]}
                 if i == 0:  # the enqueued recipe; every attr tuning records (fewer elsewhere: faster)
                     ua.update(recipe=True, recipe_name="standard", train_flops=0.9 * flops, eval_flops=0.1 * flops,

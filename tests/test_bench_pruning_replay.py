@@ -25,14 +25,56 @@ TINY = ["train.val_every=5", "~search_space.params.steps", "+search_space.params
 
 
 @pytest.fixture(scope="module")
-def tiny_curves(tmp_path_factory) -> Path:
+def tiny_collected(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The tiny cell's curves, collected while every evaluation of a test split is recorded."""
+    import harness.data
+    import harness.run
+
     root = tmp_path_factory.mktemp("replay")
-    cell = {"strategy": "scratch", "n_train": 20, "n_val": 50, "overrides": TINY, "grain": 5, "draw_seed": 0,
-            "cache": str(root / "pretrained")}
-    stored = replay.collect(cell, configs=10, seed=0, jobs=1)
+    cell = {"strategy": "scratch", "n_train": 20, "n_val": 50, "overrides": TINY, "grain": 5, "holdout": 20,
+            "draw_seed": 0, "cache": str(root / "pretrained")}
+    tests, reads = [], []
+
+    def recording_build(module):
+        real = module.build_task
+
+        def build_task(*args, **kwargs):
+            task = real(*args, **kwargs)
+            tests.append(task.test)
+            return task
+        return build_task
+
+    def recording_eval(module):
+        real = module.eval_batches
+
+        def eval_batches(images, *args, **kwargs):
+            if any(images is t for t in tests):
+                reads.append("test split evaluated")
+            return real(images, *args, **kwargs)
+        return eval_batches
+
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (harness.data, harness.run):
+            mp.setattr(module, "build_task", recording_build(module))
+            mp.setattr(module, "eval_batches", recording_eval(module))
+        stored = replay.collect(cell, configs=10, seed=0, jobs=1)
+    assert tests, "the recorder saw no task"
     path = root / "curves.json"
     path.write_text(json.dumps(stored))
-    return path
+    return path, reads
+
+
+@pytest.fixture(scope="module")
+def tiny_curves(tiny_collected) -> Path:
+    return tiny_collected[0]
+
+
+def test_collecting_curves_never_reads_the_test_split_and_scores_a_split_of_its_own(tiny_collected) -> None:
+    path, reads = tiny_collected
+    assert reads == []
+    runs = json.loads(path.read_text())["runs"]
+    assert all("test_acc" not in r and 0.0 <= r["holdout_acc"] <= 1.0 for r in runs)
+    assert len({r["holdout_acc"] for r in runs}) > 1  # a real score per configuration
 
 
 @pytest.mark.slow
@@ -65,9 +107,9 @@ def test_the_bound_stops_every_loser_at_its_first_validation_and_completes_the_f
 
 def test_the_selected_configuration_is_the_first_best_complete_trial(tiny_curves: Path) -> None:
     _, _, configs, _, _ = replay.load(str(tiny_curves), "none", [], None)
-    order = list({c.test_acc: c for c in configs}.values())[:3]  # three with different test accuracies
+    order = list({c.holdout_acc: c for c in configs}.values())[:3]  # three with different held-out accuracies
     assert len(order) == 3
     trials = [(0.5, 1.0), (0.7, 1.0), (None, 1.0)]  # a pruned trial is never selected
-    assert replay.selected_test_acc(order, trials) == order[1].test_acc
+    assert replay.selected_holdout_acc(order, trials) == order[1].holdout_acc
     trials = [(0.9, 1.0), (0.9, 1.0), (0.1, 1.0)]  # a tie goes to the first, as in harness.tuning.rerun_best
-    assert replay.selected_test_acc(order, trials) == order[0].test_acc
+    assert replay.selected_holdout_acc(order, trials) == order[0].holdout_acc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +19,12 @@ from harness.run import run_training
 
 
 def _indexed_pool(data_cfg):
-    """The real pool, with each image replaced by its own index: splits then show which examples they hold."""
+    """The real pool, with each image replaced by its own index (and not standardised): splits then
+    show which examples they hold."""
     pool = load_pool(data_cfg)
     n = len(pool.labels)
-    return dataclasses.replace(pool, x=torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1)), pool.labels
+    indexed = dataclasses.replace(pool, x=torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1), standardise=False)
+    return indexed, pool.labels
 
 
 def _ids(images) -> list[int]:
@@ -267,3 +270,72 @@ def test_a_dataset_is_read_once_per_process(make_cfg, monkeypatch):
     assert len(calls) == 1
     assert torch.equal(a.test.x, b.test.x) and set(map(tuple, a.train.x.flatten(1).tolist())) <= set(
         map(tuple, b.train.x.flatten(1).tolist()))
+
+
+# ------------------------------------------------------------------ normalisation: training pool only
+# Statistics come from the examples training subsets are drawn from; changing only held-out images
+# (a constant added to their pixels) must leave the training data exactly as it was.
+
+
+def test_tensor_normalisation_ignores_validation_and_test_images(make_cfg, monkeypatch):
+    import sklearn.datasets
+
+    import harness.data as data
+
+    cfg = make_cfg("data.n_train=40")
+    held = build_task(cfg.data, pool=_indexed_pool(cfg.data)[0])
+    source_held = build_task(cfg.data, role="source", pool=_indexed_pool(cfg.data)[0])
+    monkeypatch.setattr(data, "_pools", {})
+    before, source_before = build_task(cfg.data), build_task(cfg.data, role="source")
+    real = sklearn.datasets.load_digits
+
+    def shifted(*args, **kwargs):
+        bunch = real(*args, **kwargs)
+        bunch.images = bunch.images.copy()
+        bunch.images[_ids(held.test)] += 7.0  # pixel values 0..16: a large shift
+        bunch.images[_ids(held.val)] += 3.0
+        bunch.images[_ids(source_held.val)] += 5.0
+        return bunch
+
+    monkeypatch.setattr(sklearn.datasets, "load_digits", shifted)
+    monkeypatch.setattr(data, "_pools", {})
+    after, source_after = build_task(cfg.data), build_task(cfg.data, role="source")
+
+    assert torch.equal(after.train.x, before.train.x)
+    assert torch.equal(after.norm.mean, before.norm.mean) and torch.equal(after.norm.std, before.norm.std)
+    assert torch.allclose(after.test.x - before.test.x, (7.0 / 16) / before.norm.std, atol=1e-5)  # only they moved
+    assert torch.allclose(after.val.x - before.val.x, (3.0 / 16) / before.norm.std, atol=1e-5)
+    # The source task: its own training part, not its validation split
+    assert torch.equal(source_after.train.x, source_before.train.x)
+    assert not torch.equal(source_after.val.x, source_before.val.x)
+    # ...and not the target task's images either: the two tasks standardise with their own statistics
+    assert not torch.equal(source_before.norm.mean, before.norm.mean)
+
+
+def test_lazy_dataset_normalisation_ignores_validation_and_test_images(make_cfg, image_tree, tmp_path):
+    import shutil
+
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    from harness.data import one_batch
+
+    def task(root):
+        return build_task(make_cfg("data=imagefolder", f"data.root={root}", *IMAGE_SIZES, "data.n_train=24",
+                                   "data.on_device_max_mb=0").data)
+
+    before = task(image_tree)
+    assert not before.train.in_memory  # the DataLoader path
+    changed = tmp_path / "changed"
+    shutil.copytree(image_tree, changed)
+    files = ImageFolder(str(changed)).samples
+    for i in [*before.test.indices, *before.val.indices]:
+        path = Path(files[int(i)][0])
+        pixels = np.asarray(Image.open(path), dtype=np.int16) + 40
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    after = task(changed)
+
+    assert list(after.train.indices) == list(before.train.indices)
+    assert torch.equal(one_batch(after.train, 24)[0], one_batch(before.train, 24)[0])
+    assert torch.equal(after.norm.mean, before.norm.mean) and torch.equal(after.norm.std, before.norm.std)
+    assert not torch.equal(one_batch(after.test, 8)[0], one_batch(before.test, 8)[0])

@@ -38,3 +38,14 @@ def test_a_loader_fed_run_trains_on_the_gpu(make_cfg, tmp_path, image_tree):
                    "data.on_device_max_mb=0", "data.num_workers=0", *ON_GPU)
     result = run_training(cfg, tmp_path / "run")
     assert result.test_acc is not None and result.compute.steps == 10
+
+
+def test_a_flops_budgets_reference_trial_is_counted_the_same_on_the_gpu(make_cfg):
+    from harness.data import build_task
+    from harness.tuning import reference_trial
+
+    cpu_cfg = make_cfg("tune.budget=flops", config_name="tune")
+    gpu_cfg = make_cfg("tune.budget=flops", *ON_GPU, config_name="tune")
+    task = build_task(cpu_cfg.data)
+    cpu, gpu = reference_trial(cpu_cfg, task), reference_trial(gpu_cfg, task)
+    assert gpu["trial_flops"] == pytest.approx(cpu["trial_flops"], rel=1e-6) and gpu["steps"] == cpu["steps"]

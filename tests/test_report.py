@@ -13,6 +13,7 @@ import re
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import pandas as pd
@@ -470,3 +471,100 @@ def test_the_report_says_what_among_the_trials_that_used_it_means(report) -> Non
     md = (report["out"] / "report.md").read_text()
     assert "assessed among the trials that used it" in md and "`*_trials`" in md
     assert "finetune_trials" in md  # the column beside each importance
+
+
+# ------------------------------------------------------------------ equal effort: compute and pruners
+
+
+def _hyperband(top_of: Callable[[str, int], int]) -> Callable[[str, int], dict]:
+    return lambda strategy, n: {"name": "hyperband", "min_resource": 50, "max_resource": top_of(strategy, n),
+                                "reduction_factor": 3, "max_resource_from": "pruner.max_resource"}
+
+
+def test_the_report_flags_sizes_whose_strategies_differ_in_compute_or_in_their_pruners_max_resource(tmp_path) -> None:
+    grid = (16, 64, 256, 1024)
+    top = _hyperband(lambda strategy, n: 400 if (strategy, n) == ("finetune", 64) else 600)
+    c = craft_storage(tmp_path / "fair.db", "fair", grid=grid, trials=4, rng_seed=3, scratch_flops_scale=1.6, pruner=top)
+    build_report(c.url, "fair", tmp_path / "out", n_boot=50)
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv", keep_default_na=False).set_index("study_name")
+    md = (tmp_path / "out" / "report.md").read_text()
+    differ = []
+    for n in grid:
+        ft, sc = cells.loc[f"fair/finetune/n{n}"], cells.loc[f"fair/scratch/n{n}"]
+        ratio = sc["flops_total"] / ft["flops_total"]  # what the storage holds, whatever the draws
+        assert sc["tuning_flops_ratio"] == pytest.approx(ratio) and ft["tuning_flops_ratio"] == pytest.approx(1 / ratio)
+        unequal = max(ratio, 1 / ratio) > 1.5
+        if unequal:
+            differ.append(n)
+        for row in (ft, sc):
+            flags = row["fairness_flags"].split(";")
+            assert ("tuning_flops_differ" in flags) == unequal, (n, ratio, flags)
+            assert ("pruner_max_resource_differs" in flags) == (n == 64), (n, flags)
+            assert "pruner_not_recorded" not in flags and row["pruner"] == "hyperband"
+        assert (f"**n_train={n}: scratch spent {ratio:.2f}x fine-tune's tuning FLOPs**" in md) == unequal
+        assert (f"**n_train={n}: the pruners planned for different maximum resources**" in md) == (n == 64)
+    assert 0 < len(differ) < len(grid), differ  # the draws give both kinds of size: the rule is what is checked
+    assert cells.loc["fair/finetune/n64", "pruner_max_resource"] == 400
+    assert "are not recorded" not in md
+
+
+def test_a_storage_without_pruner_records_says_it_cannot_check_them(report) -> None:
+    cells = pd.read_csv(report["out"] / "cells.csv", keep_default_na=False)
+    assert all("pruner_not_recorded" in f.split(";") for f in cells["fairness_flags"])
+    md = (report["out"] / "report.md").read_text()
+    assert "are not recorded (cells tuned before cells stored their `pruner`)" in md
+    assert "cannot be checked" in md
+
+
+HUB = {"origin": "hub", "ref": "resnet18.a1_in1k", "pretrain_flops": None, "pretrain_flops_from": "unknown"}
+
+
+def _md_row(md: str, start: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(f"| {start}"))
+
+
+def test_hub_weights_pretraining_is_unknown_never_0_and_the_map_says_why_it_has_no_pretraining_panel(tmp_path) -> None:
+    c = craft_storage(tmp_path / "hub.db", "hub", grid=(16, 64), trials=4, weights=HUB)
+    summary = build_report(c.url, "hub", tmp_path / "out", n_boot=50)
+    out = tmp_path / "out"
+    source = summary["crossover"]["source"]
+    assert source["origin"] == "hub tag resnet18.a1_in1k" and source["pretrain_flops"] == "unknown"
+    assert json.loads((out / "crossover.json").read_text())["source"] == source
+    md = (out / "report.md").read_text()
+    first = md.split("\n## ")[0]  # the report's first lines
+    assert "**Source model:** hub tag resnet18.a1_in1k" in first and "pretraining FLOPs unknown" in first
+    assert "With pretraining: not drawn, because the pretraining FLOPs" in md
+    assert "Right panel: fine-tune's compute includes its pretraining" not in md
+    assert not pd.read_csv(out / "winner_map.csv")["with_pretraining"].any()  # only the panel without it
+    cells = pd.read_csv(out / "cells.csv", keep_default_na=False).set_index("study_name")
+    assert cells.loc["hub/finetune/n16", "pretraining"] == "hub tag resnet18.a1_in1k: FLOPs unknown"
+    assert cells.loc["hub/finetune/n16", "pretrain_flops"] == ""  # not 0
+    total = _md_row(md, "total fine-tune incl. pretraining")
+    assert "unknown" in total and "| 0 |" not in total
+    assert "unknown (tuning + re-runs" in _md_row(md, "resources: total FLOPs")
+    assert "pretraining hub tag resnet18.a1_in1k (counted once; used by 2 cells)" in md
+
+
+def test_declared_pretraining_flops_are_counted_and_the_pretraining_panel_is_drawn(tmp_path) -> None:
+    declared = dict(HUB, pretrain_flops=5e11, pretrain_flops_from="declared")
+    c = craft_storage(tmp_path / "dec.db", "dec", grid=(16, 64), trials=4, weights=declared)
+    summary = build_report(c.url, "dec", tmp_path / "out", n_boot=50)
+    source = summary["crossover"]["source"]
+    assert (source["pretrain_flops"], source["pretrain_flops_from"]) == (5e11, "declared")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "pretraining 5e+11 FLOPs (declared)" in md.split("\n## ")[0]
+    assert pd.read_csv(tmp_path / "out" / "winner_map.csv")["with_pretraining"].any()
+    *_, total_flops, total_wall = [v.strip() for v in _md_row(md, "total fine-tune incl. pretraining").split("|")[1:-1]]
+    assert float(total_flops) > 5e11 and total_wall == "unknown"  # FLOPs declared; its wall time never is
+
+
+def test_cells_from_before_the_weights_record_are_own_pretraining_or_unknown() -> None:
+    from harness.report.cells import source_of
+
+    own = Cell("o/finetune/n10", "finetune", 10, {"pretrain": {"flops": 7.0, "config_hash": "h"}}, [])
+    bare = Cell("b/finetune/n10", "finetune", 10, {}, [])
+    scratch = Cell("b/scratch/n10", "scratch", 10, {}, [])
+    assert own.pretrain_flops == 7.0 and own.weights["origin"] == "own pretraining"
+    assert bare.pretrain_flops is None and scratch.pretrain_flops == 0.0 and scratch.weights is None
+    assert source_of([bare, scratch])["pretrain_flops"] == "unknown"
+    assert source_of([own])["pretrain_flops"] == 7.0

@@ -77,6 +77,53 @@ def test_grid_value_beyond_the_data_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "pre").exists()
 
 
+def test_both_strategies_of_a_size_share_the_reference_trial_and_the_pruners_max_resource():
+    cfg = compose_study("tune.budget=flops", "search_spaces.finetune.params.steps.high=300")
+    for n in (10, 40):
+        ft, sc = cell_config(cfg, "finetune", n), cell_config(cfg, "scratch", n)
+        # the widest steps range across the strategies: finetune 50-300, scratch 100-600 -> 50-600
+        assert ft.tune.reference_steps == sc.tune.reference_steps == 325
+        assert ft.pruner.max_resource == sc.pruner.max_resource == 600  # not finetune's own 300
+    kept = compose_study("tune.reference_steps=200", "pruner.max_resource=1000")
+    assert cell_config(kept, "finetune", 10).tune.reference_steps == 200  # a study's own setting is kept
+    assert cell_config(kept, "scratch", 10).pruner.max_resource == 1000
+    asha = cell_config(compose_study("pruner=asha"), "scratch", 10)
+    assert "max_resource" not in asha.pruner  # successive halving takes no maximum
+
+
+def test_a_flops_budget_gives_both_strategies_of_a_size_the_same_compute(tmp_path):
+    """Two tiny real cells of one size, as harness-study makes them, with tune.budget=flops: the same
+    budget (n_trials x one reference trial of the widest steps range, 10-40), and tuning FLOPs equal
+    to within the largest single trial (the budget is checked before each trial starts)."""
+    from harness.tuning import tune_cell
+
+    cfg = compose_study("tune.budget=flops", "tune.n_trials=3", "study.seeds=1", "study.n_train=[10]",
+                        f"storage.url=sqlite:///{tmp_path}/study.db", f"pretrain.cache_dir={tmp_path}/pre",
+                        "pretrain.train.steps=20", "pretrain.train.val_every=10", "logger=none", "tune.progress=false",
+                        "data.n_val=50", "train.val_every=5", "pruner.min_resource=5", "trainer.accelerator=cpu",
+                        "search_spaces.scratch.params.steps.low=20", "search_spaces.scratch.params.steps.high=40",
+                        "search_spaces.scratch.params.steps.step=10", "search_spaces.finetune.params.steps.low=10",
+                        "search_spaces.finetune.params.steps.high=20", "search_spaces.finetune.params.steps.step=5",
+                        "search_spaces.finetune.params.mode.choices=[linear_probe,lp_ft]")
+    cells = {c.strategy.name: c for c in check_study(cfg)}
+    studies = {s: tune_cell(c, tmp_path / "runs" / s) for s, c in cells.items()}
+    attrs = {s: study.user_attrs for s, study in studies.items()}
+    assert attrs["finetune"]["budget"] == attrs["scratch"]["budget"]
+    budget = attrs["scratch"]["budget"]
+    assert budget["kind"] == "flops" and budget["reference"]["steps"] == 25  # midpoint of 10-40
+    assert budget["max_flops"] == pytest.approx(3 * budget["reference"]["trial_flops"])
+    assert attrs["finetune"]["pruner"]["max_resource"] == attrs["scratch"]["pruner"]["max_resource"] == 40
+
+    spent, largest = {}, 0.0
+    for s, study in studies.items():
+        flops = [float(t.user_attrs["flops"]) for t in study.trials if t.state.is_finished()]
+        spent[s], largest = sum(flops), max(largest, *flops)
+        assert budget["max_flops"] <= spent[s] < budget["max_flops"] + max(flops), s
+    assert abs(spent["finetune"] - spent["scratch"]) <= largest, (spent, largest)
+    # cheaper trials (shorter schedules, a frozen backbone for part of them) buy more of them, not more compute
+    assert len(studies["finetune"].trials) > len(studies["scratch"].trials)
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end_then_resume(tmp_path):
     db = tmp_path / "study.db"

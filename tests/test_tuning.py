@@ -285,6 +285,16 @@ def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeyp
     assert len(final) == 2 and all(r["test_acc"] is not None for r in final)
 
 
+def test_without_the_rerun_of_the_best_nothing_reads_the_test_split(tmp_path, monkeypatch):
+    """What the benchmarks use (tune_cell(rerun=False)): trials only, no `final`, no test split."""
+    evaluated, real = [], harness.tuning.run_training
+    monkeypatch.setattr(harness.tuning, "run_training",
+                        lambda cfg, run_dir, **kw: evaluated.append(kw.get("evaluate_test", True)) or real(cfg, run_dir, **kw))
+    tune_cell(compose_tune(tmp_path, "tune.n_trials=2", "train.steps=10", "~search_space.params.steps"), tmp_path / "runs",
+              rerun=False)
+    assert evaluated == [False, False] and "final" not in load(tmp_path).user_attrs
+
+
 class _Replicates:
     """Wraps harness.tuning.run_training: records each re-run's seed and subset, and can interrupt
     the n-th re-run (as Ctrl-C would) to show what an interrupted extension keeps."""
@@ -406,6 +416,83 @@ def test_budget_by_flops_stops_once_spent(tmp_path):
     flops = [t.user_attrs["flops"] for t in study.trials]
     assert len(flops) == 3 and all(math.isclose(f, one_trial) for f in flops)
     assert sum(flops[:-1]) < max_flops <= sum(flops)  # it started a trial only while budget was left
+
+
+def _spent_flops(study: optuna.Study) -> tuple[float, float]:
+    """(FLOPs the cell's tuning spent, the largest single trial's FLOPs)."""
+    flops = [float(t.user_attrs["flops"]) for t in study.trials if t.state in FINISHED]
+    return sum(flops), max(flops)
+
+
+def test_a_flops_budget_is_n_trials_reference_trials_of_the_cells_own_steps_range(tmp_path):
+    """harness-tune alone: the reference trial is one full-training step of the model on a real batch
+    times the midpoint of this cell's steps range (10-20 here: 15), plus that trial's validations."""
+    cfg = compose_tune(tmp_path, "tune.budget=flops", "tune.n_trials=3", "study.seeds=1", pruner="hyperband")
+    space, budget = harness.tuning.check_cell_config(cfg)
+    ref = budget.reference
+    assert (budget.kind, ref["steps"], ref["steps_from"], ref["validations"]) == ("flops", 15, "midpoint of this cell's steps range 10-20", 3)
+    assert ref["batch_size"] == 10 and ref["trial_flops"] == pytest.approx(15 * ref["step_flops"] + ref["val_flops"])
+    assert budget.max_flops == pytest.approx(3 * ref["trial_flops"])
+    assert budget.n_trials == harness.tuning.FLOPS_TRIAL_GUARD * 3  # a guard, not the budget
+    # The reference's step is what a real full-training trial of that batch counts per step.
+    task = build_task(cfg.data)
+    real = harness.run.run_training(space.apply(cfg, {"steps": 15, "batch_size": 64}), tmp_path / "one", evaluate_test=False)
+    assert ref["step_flops"] == pytest.approx(real.compute.flops_per_step)
+    assert ref["val_flops"] == pytest.approx(real.compute.eval_flops)
+    assert len(task.val) == 50
+
+    tune_cell(cfg, tmp_path / "runs")
+    study = load(tmp_path)
+    assert study.user_attrs["budget"] == budget.to_json()
+    assert study.user_attrs["budget"]["kind"] == "flops" and study.user_attrs["budget"]["reference"] == ref
+    spent, largest = _spent_flops(study)
+    assert budget.max_flops <= spent < budget.max_flops + largest  # the last trial may overshoot, by less than one
+    # tune.reference_steps fixes the reference whatever the cell's own range
+    fixed = compose_tune(tmp_path, "tune.budget=flops", "tune.n_trials=3", "tune.reference_steps=40")
+    ref40 = harness.tuning.check_cell_config(fixed)[1].reference
+    assert (ref40["steps"], ref40["steps_from"]) == (40, "tune.reference_steps")
+    assert ref40["step_flops"] == ref["step_flops"] and ref40["trial_flops"] > ref["trial_flops"]
+
+
+def test_tune_max_flops_is_the_flops_budget_and_trials_is_the_default(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.budget=flops", "tune.max_flops=1e9", "tune.n_trials=null", "tune.max_wall_s=60")
+    budget = harness.tuning.check_cell_config(cfg)[1]
+    assert (budget.max_flops, budget.n_trials, budget.max_wall_s, budget.reference) == (1e9, None, 60.0, None)
+    assert compose_tune(tmp_path).tune.budget == "trials"
+    assert harness.tuning.check_cell_config(compose_tune(tmp_path, "tune.n_trials=4"))[1] == harness.tuning.Budget(4, None, None)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["tune.budget=compute"], "tune.budget=compute is not one of trials, flops: set tune.budget=trials"),
+    (["tune.budget=flops", "tune.n_trials=null", "tune.max_wall_s=60"], "tune.budget=flops needs tune.max_flops or tune.n_trials"),
+    (["tune.reference_steps=0"], "tune.reference_steps=0 must be an integer >= 1"),
+    (["tune.reference_steps=1.5"], "tune.reference_steps=1.5"),
+    (["pruner.max_resource=0"], "pruner.max_resource=0 must be an integer >= 1"),
+    (["pruner.max_resource=abc"], "pruner.max_resource=abc must be an integer"),
+    (["strategy=finetune", "strategy.pretrain_flops=-1"], "strategy.pretrain_flops=-1 must be a number >= 0"),
+    (["strategy=finetune", "strategy.pretrain_flops=1e18"], "own pretraining .* is measured: remove strategy.pretrain_flops"),
+])
+def test_budget_pruner_and_pretraining_settings_are_checked_at_start_up(tmp_path, overrides, words):
+    cfg = compose_tune(tmp_path, *overrides, pruner="hyperband")
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")) as err:
+        tune_cell(cfg, tmp_path / "runs")
+    assert "\n" not in str(err.value)
+    assert study_names(tmp_path) == [] and not (tmp_path / "pretrained").exists()
+
+
+def test_the_cell_stores_its_pruner_and_the_max_resource_it_used(tmp_path):
+    cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=1", pruner="hyperband")
+    assert harness.tuning.make_pruner(cfg)._max_resource == 20  # null: the cell's own steps.high
+    tune_cell(cfg, tmp_path / "runs")
+    assert load(tmp_path).user_attrs["pruner"] == {"name": "hyperband", "min_resource": 5, "max_resource": 20,
+                                                   "reduction_factor": 3, "max_resource_from": "steps.high"}
+    wider = compose_tune(tmp_path, "tune.n_trials=2", "study.seeds=1", "pruner.max_resource=40", pruner="hyperband")
+    assert harness.tuning.make_pruner(wider)._max_resource == 40
+    tune_cell(wider, tmp_path / "runs")  # resumed with another pruner setting: the attr says what it uses now
+    stored = load(tmp_path).user_attrs["pruner"]
+    assert (stored["max_resource"], stored["max_resource_from"]) == (40, "pruner.max_resource")
+    asha = compose_tune(tmp_path, pruner="asha")
+    assert harness.tuning.pruner_attrs(asha)["max_resource"] is None  # successive halving plans for no maximum
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -806,7 +893,8 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
         rerun.join(60)
     assert harness.tuning.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
         {"replicate": 1, "seed": 1, "subset": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0,
-         "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False]))}]
+         "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False])),
+         "probe_acc": None}]
     assert len(calls) == 1 and load(tmp_path).user_attrs["best_trial"] == 0
 
 
@@ -853,7 +941,10 @@ def test_multirun_over_a_grid_with_the_joblib_launcher(tmp_path):
         assert (attrs["strategy"], attrs["n_train"], attrs["study"]) == (strategy, int(n[1:]), "digits")
         assert attrs["budget"]["n_trials"] == 2 and len(attrs["final"]) == 1
         assert len(finished(study)) == 2
-        assert ("pretrain" in attrs) == (strategy == "finetune")
+        assert ("pretrain" in attrs) == (strategy == "finetune") == ("weights" in attrs)
+        if strategy == "finetune":  # own pretraining: its FLOPs measured
+            assert attrs["weights"] == {"origin": "own pretraining", "ref": attrs["pretrain"]["config_hash"],
+                                        "pretrain_flops": attrs["pretrain"]["flops"], "pretrain_flops_from": "measured"}
     # One pretraining shared by both fine-tuning cells, made once.
     assert len(list((tmp_path / "pretrained").glob("*/weights.safetensors"))) == 1
 

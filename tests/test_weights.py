@@ -198,3 +198,27 @@ def test_finetune_run_uses_cache(make_cfg, tmp_path, monkeypatch):
     assert find_pretrained(cfg) is not None
     monkeypatch.setattr("harness.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("pretrained again")))
     run_training(cfg, tmp_path / "b")
+
+
+# ----------------------------------------------------------------------------- what cells record of their weights
+def test_a_cell_records_where_its_weights_came_from_and_the_report_says_unknown_not_0(make_cfg, tmp_path, source_state):
+    from harness.report import build_report
+    from harness.tuning import tune_cell, weights_attrs
+
+    path = tmp_path / "w.safetensors"
+    save_file(source_state, str(path))
+    cell = [f"storage.url=sqlite:///{tmp_path}/t.db", "tune.n_trials=1", "study.seeds=1", "tune.progress=false",
+            "~search_space.params.steps", "study.name=files", "strategy=finetune", f"strategy.weights={path}"]
+    study = tune_cell(make_cfg(*cell, config_name="tune"), tmp_path / "runs")
+    assert study.user_attrs["weights"] == {"origin": "file", "ref": str(path), "pretrain_flops": None,
+                                           "pretrain_flops_from": "unknown"}
+    assert "pretrain" not in study.user_attrs
+    summary = build_report(f"sqlite:///{tmp_path}/t.db", "files", tmp_path / "report", n_boot=20)
+    assert summary["crossover"]["source"]["origin"] == f"file {path}"
+    assert summary["crossover"]["source"]["pretrain_flops"] == "unknown"
+    assert "pretraining FLOPs unknown" in (tmp_path / "report" / "report.md").read_text().split("\n## ")[0]
+
+    hub = make_cfg("strategy=finetune", "strategy.weights=hub", "model.name=resnet18.a1_in1k", "strategy.pretrain_flops=3e18")
+    assert weights_attrs(hub, None) == {"origin": "hub", "ref": "resnet18.a1_in1k", "pretrain_flops": 3e18,
+                                        "pretrain_flops_from": "declared"}
+    assert weights_attrs(make_cfg("strategy=scratch"), None) is None

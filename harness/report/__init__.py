@@ -54,6 +54,7 @@ from harness.report.tables import (
     cells_frame,
     edge_flags,
     importances,
+    pretraining_known,
     range_position,
     trials_frame,
     winner_map,
@@ -93,6 +94,12 @@ def study_comparison(cells: list[Cell], *, metric: str = "test_acc", n_boot: int
     reps = replicates_of(cells, metric)
     return compare(reps.get("finetune", {}), reps.get("scratch", {}), margin=float(margin), n_boot=n_boot,
                    seed=0, horizon=float(horizon), metric=metric)
+
+
+def unknown_pretraining(source: dict[str, Any]) -> str:
+    """Why the winner map has no panel that charges fine-tuning for its pretraining."""
+    return (f"With pretraining: not drawn, because the pretraining FLOPs of the fine-tune weights ({source['origin']}) "
+            "are unknown; declare them with strategy.pretrain_flops to draw it.")
 
 
 def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "test_acc", n_boot: int = 1000,
@@ -139,15 +146,18 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     line = headline_line(crossover)
     d_t = [row.to_row() for row in comparison.transfer]
 
-    budgets = budget_levels(cells, curves)
-    maps = [winner_map(cells, curves, budgets, with_pretraining=flag, margin=float(margin)) for flag in (False, True)]
+    known = pretraining_known(cells)
+    budgets = budget_levels(cells, curves, with_pretraining=known)
+    maps = [winner_map(cells, curves, budgets, with_pretraining=flag, margin=float(margin)) for flag in (False, True)
+            if known or not flag]
+    why = None if known else unknown_pretraining(crossover["source"])
     imp, imp_notes = importances(cells, storage)
     pre = pretraining(cells)
 
     pngs = {
         "learning_curves": plot_learning_curves(values, crossover, metric, study, n_val),
         "effective_data": plot_effective_data(d_t, study),
-        "winner_map": plot_winner_map(maps, study, n_val),
+        "winner_map": plot_winner_map(maps, study, n_val, missing=why),
         "anytime": plot_anytime(cells, curves, study),
     }
     files: dict[str, Path] = {}
@@ -166,7 +176,7 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     files["crossover"].write_text(json.dumps(crossover, indent=2) + "\n")
 
     doc = build_document(study, shown, cells, table, values, crossover, line, d_t, maps, imp, imp_notes, pre,
-                         pngs, metric, n_val)
+                         pngs, metric, n_val, missing_panel=why)
     files["report_md"] = out_dir / "report.md"
     files["report_md"].write_text(doc.markdown())
     files["report_html"] = out_dir / "report.html"

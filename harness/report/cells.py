@@ -27,6 +27,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 STRATEGIES = ("finetune", "scratch")
 LABELS = {"finetune": "fine-tune", "scratch": "from scratch"}
 CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make an Optuna study a cell
+OWN = "own pretraining"  # the weights origin of harness-pretrain's checkpoints (the others: file, hub)
+UNKNOWN = "unknown"  # what the report says for FLOPs nobody measured or declared (never 0)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,27 @@ class Cell:
         return dict(p) if isinstance(p, Mapping) else None
 
     @property
-    def pretrain_flops(self) -> float:
-        return num(self.pretrain.get("flops"), 0.0) if self.pretrain else 0.0
+    def weights(self) -> dict[str, Any] | None:
+        """Where a fine-tune cell's weights came from (origin: own pretraining, file, hub) and their
+        pretraining FLOPs, None when unknown; None for a scratch cell. Cells stored before the
+        `weights` attr: own pretraining when they carry `pretrain`, else not recorded."""
+        if self.strategy != "finetune":
+            return None
+        stored = self.attrs.get("weights")
+        if isinstance(stored, Mapping):
+            w = dict(stored)
+            w["pretrain_flops"] = known_flops(w.get("pretrain_flops"))
+            return w
+        if self.pretrain is not None:
+            return {"origin": OWN, "ref": self.pretrain.get("config_hash"),
+                    "pretrain_flops": known_flops(self.pretrain.get("flops")), "pretrain_flops_from": "measured"}
+        return {"origin": "not recorded", "ref": None, "pretrain_flops": None, "pretrain_flops_from": "unknown"}
+
+    @property
+    def pretrain_flops(self) -> float | None:
+        """FLOPs of the pretraining this cell's start cost: 0 for scratch, None when unknown."""
+        w = self.weights
+        return 0.0 if w is None else w["pretrain_flops"]
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
@@ -225,31 +246,57 @@ def probe_by_size(cells: Sequence[Cell]) -> dict[int, float]:
 
 
 def source_of(cells: Sequence[Cell]) -> dict[str, Any]:
-    """What the fine-tune cells started from, as far as the storage says; never a made-up 0 FLOPs."""
+    """What the fine-tune cells started from, as far as the storage says: the origin (own pretraining,
+    a file path, a hub tag) and its pretraining FLOPs, "unknown" unless measured or declared; never 0."""
     runs = pretraining(cells)
     if not runs:
-        return {"origin": "not recorded (weights from a file or the hub)", "source_task_acc": None,
-                "pretrain_flops": None}
+        return {"origin": "none (no fine-tune cells)", "weights": None, "source_task_acc": None,
+                "pretrain_flops": None, "pretrain_flops_from": None}
     first = runs[0]
-    acc = first["source_val_acc"]
-    return {"origin": "own pretraining (harness-pretrain)" + ("" if len(runs) == 1 else f", {len(runs)} checkpoints"),
-            "source_task_acc": acc if math.isfinite(acc) else None, "pretrain_flops": first["flops"],
-            "source_classes": first["source_classes"]}
+    acc = first.get("source_val_acc", math.nan)
+    flops = first["flops"] if all(r["flops"] is not None for r in runs) else UNKNOWN
+    out = {"origin": describe(first) + ("" if len(runs) == 1 else f" (and {len(runs) - 1} other weights)"),
+           "weights": first["ref"], "source_task_acc": acc if math.isfinite(acc) else None,
+           "pretrain_flops": flops, "pretrain_flops_from": first["pretrain_flops_from"] if flops != UNKNOWN else "unknown"}
+    if first.get("source_classes") is not None:
+        out["source_classes"] = first["source_classes"]
+    return out
+
+
+def describe(run: Mapping[str, Any]) -> str:
+    """One weights origin in words: own pretraining, file <path>, hub tag <tag>."""
+    origin = run["origin"]
+    if origin == OWN:
+        return "own pretraining (harness-pretrain)"
+    if origin == "file":
+        return f"file {run['ref']}"
+    if origin == "hub":
+        return f"hub tag {run['ref']}"
+    return "not recorded (weights from a file or the hub)"
 
 
 def pretraining(cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """The pretraining runs the fine-tune cells used, each counted once (by config hash)."""
+    """The weights the fine-tune cells started from, each counted once (own pretraining by config
+    hash, a file by path, a hub tag by name), with their pretraining FLOPs and wall time, None where
+    unknown (a file or a hub tag whose FLOPs were not declared with strategy.pretrain_flops)."""
     runs: dict[str, dict[str, Any]] = {}
     for c in cells:
-        p = c.pretrain
-        if p is None:
+        w = c.weights
+        if w is None:
             continue
-        key = str(p.get("config_hash") or json.dumps(p, sort_keys=True, default=str))
-        runs.setdefault(key, {"config_hash": key, "flops": num(p.get("flops"), 0.0),
-                              "wall_s": num(p.get("wall_s"), 0.0), "steps": p.get("steps"),
-                              "source_val_acc": num(p.get("source_val_acc")),
-                              "source_classes": p.get("source_classes"), "cells": []})
-        runs[key]["cells"].append(c.name)
+        p = c.pretrain if w["origin"] == OWN else None
+        if p is not None:
+            key = str(p.get("config_hash") or json.dumps(p, sort_keys=True, default=str))
+            entry = {"config_hash": key, "flops": known_flops(p.get("flops")), "wall_s": num(p.get("wall_s"), 0.0),
+                     "steps": p.get("steps"), "source_val_acc": num(p.get("source_val_acc")),
+                     "source_classes": p.get("source_classes")}
+        else:
+            key = f"{w['origin']}:{w.get('ref')}"
+            entry = {"config_hash": key, "flops": w["pretrain_flops"], "wall_s": None, "steps": None,
+                     "source_val_acc": math.nan, "source_classes": None}
+        entry.update(origin=w["origin"], ref=w.get("ref") if p is None else key,
+                     pretrain_flops_from=w.get("pretrain_flops_from", "unknown"))
+        runs.setdefault(key, {**entry, "cells": []})["cells"].append(c.name)
     return list(runs.values())
 
 
@@ -259,6 +306,12 @@ def labelled_by_size(cells: Sequence[Cell]) -> dict[int, int]:
     for c in cells:
         out[c.n_train] = max(out.get(c.n_train, 0), c.n_labelled)
     return out
+
+
+def known_flops(v: Any) -> float | None:
+    """A stored FLOPs count, or None when it is missing or not a non-negative number."""
+    f = num(v)
+    return f if math.isfinite(f) and f >= 0 else None
 
 
 def n_val_by_size(cells: Sequence[Cell]) -> dict[int, int | None]:

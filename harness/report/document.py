@@ -42,7 +42,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
                    values: Mapping[str, Mapping[int, list[float]]], crossover: Mapping[str, Any], line: str,
                    d_t: Sequence[Mapping[str, Any]], maps: Sequence[pd.DataFrame], imp: pd.DataFrame,
                    imp_notes: Sequence[str], pre: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes],
-                   metric: str, n_val: Mapping[int, int | None]) -> Document:
+                   metric: str, n_val: Mapping[int, int | None], missing_panel: str | None = None) -> Document:
     doc = Document(f"Fine-tune vs from scratch: {study}")
     sizes = sorted({c.n_train for c in cells})
     first = cells[0].attrs
@@ -55,8 +55,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
         "it, equivalent only when it lies inside it, and inconclusive otherwise. "
         f"**Source model:** {source.get('origin', 'unknown')}"
         + (f", source-task accuracy {source['source_task_acc']:.3f}" if source.get("source_task_acc") is not None else "")
-        + (f", pretraining {source['pretrain_flops']:.3g} FLOPs" if source.get("pretrain_flops") is not None
-           else ", pretraining FLOPs unknown") + "."
+        + _pretraining_words(source) + "."
     )
     doc.para(
         f"Storage `{shown}`, {len(cells)} cells ({', '.join(sorted({c.strategy for c in cells}, key=strategy_rank))} "
@@ -91,8 +90,10 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
              "that many FLOPs (trials in completion order; pruned and failed trials' FLOPs count), with the "
              f"verdict's rule: the 95% interval of the gap (binomial noise of each validation split) against the "
              f"margin +-{crossover.get('margin', 0):g}. Not measured: a strategy had completed no trial by then, or "
-             "the budget is more than the cell spent. Right panel: fine-tune's compute includes its pretraining.")
-    doc.image(PLOT_FILES["winner_map"], "Winner map without and with pretraining FLOPs", pngs["winner_map"])
+             "the budget is more than the cell spent. "
+             + ("Right panel: fine-tune's compute includes its pretraining." if missing_panel is None else missing_panel))
+    doc.image(PLOT_FILES["winner_map"], "Winner map without and with pretraining FLOPs" if missing_panel is None
+              else "Winner map without pretraining FLOPs", pngs["winner_map"])
     doc.bullets(winner_summary(maps))
 
     doc.heading("Anytime performance")
@@ -162,6 +163,16 @@ def _selection_text(cells: Sequence[Cell], n_val: Mapping[int, int | None]) -> s
     if len(protocols) > 1:
         text += " **The cells mix protocols (holdout and cv): compare them with care.**"
     return text
+
+
+def _pretraining_words(source: Mapping[str, Any]) -> str:
+    """The source block's pretraining FLOPs: a number (measured or declared) or "unknown", never 0."""
+    flops = source.get("pretrain_flops")
+    if isinstance(flops, (int, float)) and not isinstance(flops, bool):
+        return f", pretraining {flops:.3g} FLOPs ({source.get('pretrain_flops_from') or 'measured'})"
+    if source.get("pretrain_flops_from") is None and flops is None:
+        return ""  # no fine-tune cells: no pretraining to speak of
+    return ", pretraining FLOPs unknown (not measured here; declare them with strategy.pretrain_flops)"
 
 
 @dataclass

@@ -198,9 +198,12 @@ def plot_effective_data(rows: Sequence[Mapping[str, Any]], study: str) -> bytes:
     return _png(fig)
 
 
-def plot_winner_map(maps: Sequence[pd.DataFrame], study: str, n_val: Mapping[int, Any]) -> bytes:
+def plot_winner_map(maps: Sequence[pd.DataFrame], study: str, n_val: Mapping[int, Any], missing: str | None = None) -> bytes:
+    """One panel per map; `missing` (a panel that cannot be drawn, and why) takes a panel's place."""
     if not maps or all(m.empty for m in maps):
         return _placeholder("Winner map", "No finished trials with FLOPs recorded: nothing to map.")
+    import textwrap
+
     import matplotlib.colors as mcolors
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
@@ -213,9 +216,13 @@ def plot_winner_map(maps: Sequence[pd.DataFrame], study: str, n_val: Mapping[int
     norm = mcolors.TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
     sizes = sorted(maps[0]["n_train"].unique())
     budgets = sorted(maps[0]["budget_flops"].unique())
-    fig = _figure(max(10.0, 1.1 * len(sizes) * len(maps) + 3), 0.42 * len(budgets) + 2.6)
-    _margins(fig, left=1.0, right=1.4, top=0.7, bottom=1.25, wspace=1.1, ncols=len(maps))
-    axes = [fig.add_subplot(1, len(maps), i + 1) for i in range(len(maps))]
+    panels = len(maps) + (missing is not None)
+    fig = _figure(max(10.0, 1.1 * len(sizes) * panels + 3), 0.42 * len(budgets) + 2.6)
+    _margins(fig, left=1.0, right=1.4, top=0.7, bottom=1.25, wspace=1.1, ncols=panels)
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    if missing is not None:
+        axes[-1].set_axis_off()
+        axes[-1].text(0.5, 0.5, textwrap.fill(missing, 40), ha="center", va="center", fontsize=9, wrap=True)
     for ax, m in zip(axes, maps):
         for _, r in m.iterrows():
             x, y = sizes.index(r["n_train"]), budgets.index(r["budget_flops"])
@@ -236,7 +243,7 @@ def plot_winner_map(maps: Sequence[pd.DataFrame], study: str, n_val: Mapping[int
         ax.set_xlabel("target training examples n_train (measured cells)")
         ax.set_ylabel("compute budget per cell (FLOPs, log-spaced)")
         with_pt = bool(m["with_pretraining"].iloc[0]) if not m.empty else False
-        ax.set_title("fine-tune compute incl. pretraining FLOPs" if with_pt else "tuning compute only (pretraining free)",
+        ax.set_title("fine-tune compute incl. pretraining FLOPs" if with_pt else "tuning compute only (pretraining not counted)",
                      fontsize=10)
     sm = ScalarMappable(norm=norm, cmap=cmap)
     w, h = fig.get_size_inches()
@@ -273,7 +280,7 @@ def plot_anytime(cells: Sequence[Cell], curves: Mapping[str, Anytime], study: st
             a = curves[c.name]
             vals.append(c.n_val)
             ax.step(a.flops, a.best, where="post", color=COLORS[strategy], lw=1.6, marker=".", ms=4)
-            if strategy == "finetune" and c.pretrain_flops > 0:
+            if strategy == "finetune" and (c.pretrain_flops or 0.0) > 0:
                 ax.step(a.flops + c.pretrain_flops, a.best, where="post", color=COLORS[strategy], lw=1.2,
                         ls=":", alpha=0.9)
         ax.set_xscale("log")
@@ -293,6 +300,11 @@ def plot_anytime(cells: Sequence[Cell], curves: Mapping[str, Anytime], study: st
     handles = [Line2D([], [], color=COLORS["finetune"], lw=1.6, label="fine-tune"),
                Line2D([], [], color=COLORS["finetune"], lw=1.2, ls=":", label="fine-tune + pretraining FLOPs"),
                Line2D([], [], color=COLORS["scratch"], lw=1.6, label="from scratch")]
+    finetune = [c for c in drawn if c.strategy == "finetune"]
+    if any(c.pretrain_flops is None for c in finetune):  # never drawn as if it cost 0
+        handles[1] = Line2D([], [], color="none", label="(fine-tune + pretraining: FLOPs unknown, not drawn)")
+    elif not any((c.pretrain_flops or 0.0) > 0 for c in finetune):
+        handles.pop(1)
     fig.legend(handles=handles, loc="lower center", ncols=3, fontsize=9, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"{study}: best validation accuracy found vs compute spent on tuning (trials in completion order)",
                  fontsize=11)

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.learning_curves import mean_ci95
 from harness.report.answer import fmt_multiplier
-from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n, iso, num
+from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, describe, fmt_n, iso, num
 from harness.report.verdict import EQUIVALENT, FINETUNE_BETTER, INCONCLUSIVE, MARGIN, SCRATCH_BETTER, classify
 
 EDGE_FRACTION = 0.05  # a best value within 5% of its range (log-aware) of an end is flagged
@@ -26,6 +26,7 @@ MIN_TRIALS_FOR_IMPORTANCE = 4
 BUDGET_LEVELS = 10  # rows of the winner map
 Z95 = 1.96
 NOT_MEASURED = "not_measured"  # a winner-map square no trial measured
+FLOPS_RATIO_FLAG = 1.5  # a size whose strategies' tuning FLOPs differ by more than this is flagged
 
 
 @dataclass(frozen=True)
@@ -174,24 +175,80 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
             "n_seeds": len(values),
             "rerun_flops": float(sum(num(r.get("flops"), 0.0) for r in c.final)),
             "rerun_wall_s": float(sum(num(r.get("wall_s"), 0.0) for r in c.final)),
-            "pretrain_flops": c.pretrain_flops if c.pretrain else math.nan,
+            "pretrain_flops": math.nan if c.pretrain_flops is None or c.weights is None else c.pretrain_flops,
+            "pretraining": _pretraining_text(c),
+            "budget_kind": budget.get("kind", "trials"),
             "budget_n_trials": budget.get("n_trials"), "budget_max_flops": budget.get("max_flops"),
             "budget_max_wall_s": budget.get("max_wall_s"),
+            "pruner": (_pruner(c) or {}).get("name"), "pruner_max_resource": (_pruner(c) or {}).get("max_resource"),
             "edge_flags": ";".join(f"{f.param}@{f.side}" for f in flags),
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    fair = {c.name: fairness(c, cells, frame) for c in cells}
+    if not frame.empty:
+        frame["tuning_flops_ratio"] = [fair[n]["ratio"] for n in frame["study_name"]]
+        frame["fairness_flags"] = [";".join(fair[n]["flags"]) for n in frame["study_name"]]
+    return frame
 
 
-def budget_levels(cells: Sequence[Cell], curves: Mapping[str, Anytime], levels: int = BUDGET_LEVELS) -> np.ndarray:
+def _pretraining_text(c: Cell) -> str:
+    """cells.csv's word on a fine-tune cell's weights: origin, and FLOPs or "unknown"."""
+    w = c.weights
+    if w is None:
+        return ""
+    flops = w["pretrain_flops"]
+    return f"{describe(w)}: " + (f"{flops:.3g} FLOPs ({w.get('pretrain_flops_from')})" if flops is not None
+                                  else f"FLOPs {UNKNOWN}")
+
+
+def _pruner(c: Cell) -> dict[str, Any] | None:
+    p = c.attrs.get("pruner")
+    return dict(p) if isinstance(p, Mapping) else None
+
+
+def _other(c: Cell, cells: Sequence[Cell]) -> Cell | None:
+    """The other strategy's cell of the same size (finetune <-> scratch)."""
+    if c.strategy not in STRATEGIES:
+        return None
+    other = STRATEGIES[1 - STRATEGIES.index(c.strategy)]
+    return next((o for o in cells if o.strategy == other and o.n_train == c.n_train), None)
+
+
+def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> dict[str, Any]:
+    """Whether this cell's size compares the strategies at equal effort: the ratio of its tuning FLOPs
+    to the other strategy's, and flags: tuning_flops_differ (beyond FLOPS_RATIO_FLAG either way),
+    pruner_max_resource_differs, pruner_not_recorded (so that cannot be checked), budgets_differ."""
+    other = _other(c, cells)
+    if other is None:
+        return {"ratio": math.nan, "flags": []}
+    total = frame.set_index("study_name")["flops_total"]
+    mine, theirs = float(total[c.name]), float(total[other.name])
+    ratio = mine / theirs if theirs > 0 else math.nan
+    flags = []
+    if mine > 0 and theirs > 0 and max(mine, theirs) / min(mine, theirs) > FLOPS_RATIO_FLAG:
+        flags.append("tuning_flops_differ")
+    pruners = (_pruner(c), _pruner(other))
+    if pruners[0] is None or pruners[1] is None:
+        flags.append("pruner_not_recorded")
+    elif pruners[0].get("max_resource") != pruners[1].get("max_resource"):
+        flags.append("pruner_max_resource_differs")
+    if c.attrs.get("budget") != other.attrs.get("budget"):
+        flags.append("budgets_differ")
+    return {"ratio": ratio, "flags": flags}
+
+
+def budget_levels(cells: Sequence[Cell], curves: Mapping[str, Anytime], levels: int = BUDGET_LEVELS,
+                  with_pretraining: bool = True) -> np.ndarray:
     """Log-spaced FLOPs levels from the cheapest first finished trial to the largest cumulative
-    compute of any cell with its pretraining added (so both winner-map panels share one axis)."""
+    compute of any cell, with its pretraining added when that panel is drawn (so both winner-map
+    panels share one axis)."""
     lows, highs = [], []
     for c in cells:
         a = curves[c.name]
         positive = a.flops[a.flops > 0]
         if positive.size:
             lows.append(float(positive[0]))
-            highs.append(float(positive[-1]) + c.pretrain_flops)
+            highs.append(float(positive[-1]) + ((c.pretrain_flops or 0.0) if with_pretraining else 0.0))
     if not lows:
         return np.array([])
     lo, hi = min(lows), max(highs)
@@ -203,7 +260,8 @@ def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np
     """Fine-tune minus scratch best-so-far validation accuracy per (n_train, compute budget), with
     the verdict's logic: the 95% interval of the gap (binomial noise of each validation split)
     against the margin. A square is `not_measured` where a strategy had no completed trial by
-    then, or where the budget is more than the cell spent (what more compute would find is unknown).
+    then, or where the budget is more than the cell spent (what more compute would find is unknown);
+    with pretraining, every square of a size whose pretraining FLOPs are unknown.
     """
     by = {(c.strategy, c.n_train): c for c in cells}
     sizes = sorted({c.n_train for c in cells if c.strategy in STRATEGIES})
@@ -212,9 +270,9 @@ def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np
         f, s = by.get(("finetune", n)), by.get(("scratch", n))
         offset = f.pretrain_flops if f is not None and with_pretraining else 0.0
         for b in budgets:
-            pf = curves[f.name].best_at(b, offset) if f else math.nan
+            pf = curves[f.name].best_at(b, offset) if f and offset is not None else math.nan
             ps = curves[s.name].best_at(b) if s else math.nan
-            spent = bool(f and s and curves[f.name].flops.size and curves[s.name].flops.size
+            spent = bool(f and s and offset is not None and curves[f.name].flops.size and curves[s.name].flops.size
                          and b <= curves[f.name].flops[-1] + offset and b <= curves[s.name].flops[-1])
             if math.isnan(pf) or math.isnan(ps) or not spent:
                 gap, half, verdict = math.nan, math.nan, NOT_MEASURED
@@ -227,6 +285,12 @@ def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np
                          "ci95_halfwidth": half, "winner": verdict})
     return pd.DataFrame(rows, columns=["n_train", "budget_flops", "with_pretraining", "finetune_best_val",
                                        "scratch_best_val", "gap", "ci95_halfwidth", "winner"])
+
+
+def pretraining_known(cells: Sequence[Cell]) -> bool:
+    """Every fine-tune cell's pretraining FLOPs are known (measured, or declared for a file or hub
+    tag): only then is a comparison that charges fine-tuning for its pretraining drawn."""
+    return all(c.pretrain_flops is not None for c in cells if c.strategy == "finetune")
 
 
 def _binom_var(p: float, n_val: int | None) -> float:
@@ -362,8 +426,7 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
             return "-"
         return "; ".join(f"n={int(x.n_train)}: {getattr(x, f'{metric}_mean'):.3f}" for x in r.itertuples())
 
-    pre_flops = float(sum(p["flops"] for p in pre))
-    pre_wall = float(sum(p["wall_s"] for p in pre))
+    pre_flops, pre_wall = _sum_known(p["flops"] for p in pre), _sum_known(p["wall_s"] for p in pre)
     total = {s: float(col(s, "flops_total").sum() + col(s, "rerun_flops").sum()) for s in STRATEGIES}
     wall = {s: float(col(s, "wall_s_total").sum() + col(s, "rerun_wall_s").sum()) for s in STRATEGIES}
     mult_text = ("data multiplier (D_F + D_T) / D_F: "
@@ -382,10 +445,26 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
                           else str(crossover.get("status")))},
         {"aspect": f"performance ({metric}, mean over seeds)", "fine-tune": perf("finetune"), "from scratch": perf("scratch")},
         {"aspect": "resources: total FLOPs (tuning + re-runs; fine-tune incl. pretraining)",
-         "fine-tune": f"{total['finetune'] + pre_flops:.3g} (pretraining {pre_flops:.3g})", "from scratch": f"{total['scratch']:.3g}"},
+         "fine-tune": _with_pretraining(total["finetune"], pre_flops, ".3g", "FLOPs"), "from scratch": f"{total['scratch']:.3g}"},
         {"aspect": "resources: total wall s (tuning + re-runs; fine-tune incl. pretraining)",
-         "fine-tune": f"{wall['finetune'] + pre_wall:.1f} (pretraining {pre_wall:.1f})", "from scratch": f"{wall['scratch']:.1f}"},
+         "fine-tune": _with_pretraining(wall["finetune"], pre_wall, ".1f", "wall time"), "from scratch": f"{wall['scratch']:.1f}"},
     ])
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    """A total of parts that are all known; None (unknown) as soon as one is not, never a 0 for it."""
+    out = 0.0
+    for v in values:
+        if v is None:
+            return None
+        out += float(v)
+    return out
+
+
+def _with_pretraining(own: float, pretraining: float | None, fmt: str, what: str) -> str:
+    if pretraining is None:
+        return f"{UNKNOWN} (tuning + re-runs {own:{fmt}}; pretraining {what} {UNKNOWN})"
+    return f"{own + pretraining:{fmt}} (pretraining {pretraining:{fmt}})"
 
 
 def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -398,37 +477,54 @@ def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.D
                      "pretraining FLOPs": None, "pretraining wall s": None,
                      "total FLOPs": r.flops_total + r.rerun_flops, "total wall s": r.wall_s_total + r.rerun_wall_s})
     for p in pre:
-        rows.append({"cell": f"pretraining {str(p['config_hash'])[:12]} (counted once; used by {len(p['cells'])} cells)",
-                     "pretraining FLOPs": p["flops"], "pretraining wall s": p["wall_s"],
-                     "total FLOPs": p["flops"], "total wall s": p["wall_s"]})
+        name = str(p["config_hash"])[:12] if p["origin"] == "own pretraining" else describe(p)
+        flops = UNKNOWN if p["flops"] is None else p["flops"]
+        wall = UNKNOWN if p["wall_s"] is None else p["wall_s"]
+        rows.append({"cell": f"pretraining {name} (counted once; used by {len(p['cells'])} cells)",
+                     "pretraining FLOPs": flops, "pretraining wall s": wall, "total FLOPs": flops, "total wall s": wall})
     for s in STRATEGIES:
         part = table[table["strategy"] == s]
         if part.empty:
             continue
-        pf = float(sum(p["flops"] for p in pre)) if s == "finetune" else 0.0
-        pw = float(sum(p["wall_s"] for p in pre)) if s == "finetune" else 0.0
+        pf = _sum_known(p["flops"] for p in pre) if s == "finetune" else 0.0
+        pw = _sum_known(p["wall_s"] for p in pre) if s == "finetune" else 0.0
         rows.append({"cell": f"total {LABELS[s]}" + (" incl. pretraining" if pre and s == "finetune" else ""),
                      "trials (complete/pruned/failed)": f"{int(part.n_trials.sum())} ({int(part.n_complete.sum())}/"
                                                         f"{int(part.n_pruned.sum())}/{int(part.n_failed.sum())})",
                      "tuning FLOPs": float(part.flops_total.sum()), "tuning wall s": float(part.wall_s_total.sum()),
                      "re-run FLOPs": float(part.rerun_flops.sum()), "re-run wall s": float(part.rerun_wall_s.sum()),
-                     "pretraining FLOPs": pf if s == "finetune" else None, "pretraining wall s": pw if s == "finetune" else None,
-                     "total FLOPs": float(part.flops_total.sum() + part.rerun_flops.sum()) + pf,
-                     "total wall s": float(part.wall_s_total.sum() + part.rerun_wall_s.sum()) + pw})
+                     "pretraining FLOPs": _or_unknown(pf) if s == "finetune" else None,
+                     "pretraining wall s": _or_unknown(pw) if s == "finetune" else None,
+                     "total FLOPs": _or_unknown(None if pf is None else float(part.flops_total.sum() + part.rerun_flops.sum()) + pf),
+                     "total wall s": _or_unknown(None if pw is None else float(part.wall_s_total.sum() + part.rerun_wall_s.sum()) + pw)})
     columns = ["cell", "n_train", "n_val", "n_labelled", "trials (complete/pruned/failed)", "tuning FLOPs", "tuning wall s",
                "re-run FLOPs", "re-run wall s", "pretraining FLOPs", "pretraining wall s", "total FLOPs", "total wall s"]
     return pd.DataFrame(rows, columns=columns).astype(object).where(lambda f: f.notna(), None)
 
 
+def _or_unknown(v: float | None) -> float | str:
+    return UNKNOWN if v is None else v
+
+
+def _limits(budget: Any) -> str:
+    """A stored budget without its reference trial (said once per size instead)."""
+    if not isinstance(budget, Mapping):
+        return json.dumps(budget)
+    return json.dumps({k: v for k, v in budget.items() if k != "reference"}, sort_keys=True)
+
+
 def budget_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
     notes = []
-    budgets = {s: sorted({json.dumps(c.attrs.get("budget"), sort_keys=True) for c in cells if c.strategy == s})
-               for s in STRATEGIES}
+    budgets = {s: sorted({_limits(c.attrs.get("budget")) for c in cells if c.strategy == s}) for s in STRATEGIES}
     for s in STRATEGIES:
         if budgets[s]:
             notes.append(f"{LABELS[s]} tuning budget per cell: {', '.join(budgets[s])}")
-    if budgets["finetune"] and budgets["scratch"] and budgets["finetune"] != budgets["scratch"]:
-        notes.append("**The two strategies were tuned with different budgets: the comparison is not at equal effort.**")
+    notes += _reference_notes(cells)
+    differ = sorted({c.n_train for c in cells if "budgets_differ" in fairness(c, cells, table)["flags"]})
+    if differ or (budgets["finetune"] and budgets["scratch"] and budgets["finetune"] != budgets["scratch"]):
+        notes.append("**The two strategies were tuned with different budgets: the comparison is not at equal effort**"
+                     + (f" (n_train = {differ})." if differ else "."))
+    notes += fairness_notes(cells, table)
     unfinished = int(table["n_unfinished"].sum()) if "n_unfinished" in table else 0
     if unfinished:
         notes.append(f"{unfinished} trial(s) are still RUNNING or WAITING (a worker may be alive or was killed).")
@@ -436,6 +532,48 @@ def budget_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
     if missing:
         notes.append(f"Cells without re-run results (left out of the crossover): {', '.join(missing)}")
     return notes
+
+
+def _reference_notes(cells: Sequence[Cell]) -> list[str]:
+    """tune.budget=flops: the FLOPs budget of each size and the reference trial it was sized with."""
+    out = []
+    for n in sorted({c.n_train for c in cells}):
+        refs = {json.dumps(b["reference"], sort_keys=True): b for c in cells if c.n_train == n
+                for b in [c.attrs.get("budget")] if isinstance(b, Mapping) and isinstance(b.get("reference"), Mapping)}
+        for b in refs.values():
+            r = b["reference"]
+            out.append(f"n_train={n}: FLOPs budget {num(b.get('max_flops')):.3g} = {num(b.get('max_flops')) / r['trial_flops']:.3g} "
+                       f"x a reference trial of {r['trial_flops']:.3g} FLOPs ({r['steps']} steps of one full-training "
+                       f"step, {r['step_flops']:.3g} FLOPs at batch {r['batch_size']}, plus {r['validations']} "
+                       f"validations; steps: {r['steps_from']}); the last trial may overshoot it by less than one trial")
+    return out
+
+
+def fairness_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
+    """Sizes where the strategies were not tuned at equal effort: tuning FLOPs more than
+    FLOPS_RATIO_FLAG apart, pruners planning for different maximum resources, or pruners not recorded."""
+    out, unrecorded = [], []
+    for n in sorted({c.n_train for c in cells}):
+        ft, sc = (next((c for c in cells if c.strategy == s and c.n_train == n), None) for s in STRATEGIES)
+        if ft is None or sc is None:
+            continue
+        flags = fairness(sc, cells, table)
+        if "tuning_flops_differ" in flags["flags"]:
+            out.append(f"**n_train={n}: scratch spent {flags['ratio']:.2f}x fine-tune's tuning FLOPs** (more than "
+                       f"{FLOPS_RATIO_FLAG:g}x either way): not an equal-compute comparison at this size "
+                       "(`tune.budget=flops` gives both strategies one FLOPs budget).")
+        if "pruner_max_resource_differs" in flags["flags"]:
+            pf, ps = _pruner(ft) or {}, _pruner(sc) or {}
+            out.append(f"**n_train={n}: the pruners planned for different maximum resources** (fine-tune "
+                       f"{pf.get('name')} max_resource {pf.get('max_resource')}, scratch {ps.get('name')} "
+                       f"{ps.get('max_resource')} steps): their brackets differ (harness-study sets "
+                       "`pruner.max_resource` to the largest steps.high of its strategies).")
+        if "pruner_not_recorded" in flags["flags"]:
+            unrecorded.append(n)
+    if unrecorded:
+        out.append(f"The pruners of n_train = {unrecorded} are not recorded (cells tuned before cells stored their "
+                   "`pruner`): whether both strategies' pruners had the same maximum resource cannot be checked.")
+    return out
 
 
 _WINNER_TEXT = {FINETUNE_BETTER: "fine-tune better", SCRATCH_BETTER: "scratch better", EQUIVALENT: "equivalent",
