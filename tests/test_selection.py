@@ -45,9 +45,9 @@ def _validation_rows(cfg) -> set[int]:
     seen: list[np.ndarray] = []
     real = data_module._Pool.take
 
-    def spy(self, idx, label_map):
+    def spy(self, idx, *args, **kwargs):
         seen.append(np.asarray(idx))
-        return real(self, idx, label_map)
+        return real(self, idx, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data_module._Pool, "take", spy)
@@ -66,11 +66,11 @@ def marked_validation(monkeypatch, tmp_path):
     pool.x[torch.tensor(sorted(rows))] = float("nan")
     real = data_module._Pool.take
 
-    def guarded(self, idx, label_map):
+    def guarded(self, idx, *args, **kwargs):
         touched = rows & set(int(i) for i in np.asarray(idx).ravel())
         if self is pool and touched:
             raise RuntimeError(f"read {len(touched)} validation-split rows")
-        return real(self, idx, label_map)
+        return real(self, idx, *args, **kwargs)
 
     monkeypatch.setattr(data_module._Pool, "take", guarded)
     yield rows

@@ -959,3 +959,28 @@ def test_a_postgres_password_is_never_printed(tmp_path):
     assert secret not in output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "127.0.0.1" in lines[0], output
+
+
+def test_the_pruner_waits_for_lp_ft_to_leave_its_head_only_phase():
+    """LP-FT's linear-probe phase is not judged: a trial the pruner rejects there runs on to the
+    full fine-tuning phase, and is stopped only from its first validation there."""
+    from types import SimpleNamespace
+
+    from harness.strategies import Phase
+    from harness.tuning import PruningCallback
+
+    asked = []
+    trial = SimpleNamespace(report=lambda value, step: None, should_prune=lambda: asked.append(True) or True)
+    callback = PruningCallback(trial)
+    module = SimpleNamespace(phases=[Phase("linear_probe", 0, frozenset()), Phase("full", 20, frozenset())],
+                             val_history=[(10, 0.3)])
+    trainer = SimpleNamespace(sanity_checking=False, should_stop=False)
+    callback.on_validation_end(trainer, module)
+    assert trainer.should_stop is False and not asked
+    module.val_history.append((20, 0.35))
+    callback.on_validation_end(trainer, module)
+    assert trainer.should_stop is True
+    full = SimpleNamespace(phases=[Phase("full", 0, frozenset())], val_history=[(5, 0.1)])
+    trainer = SimpleNamespace(sanity_checking=False, should_stop=False)
+    PruningCallback(trial).on_validation_end(trainer, full)
+    assert trainer.should_stop is True  # one-phase runs are judged from the first validation, as before
