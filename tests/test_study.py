@@ -104,7 +104,9 @@ def test_a_flops_budget_gives_both_strategies_of_a_size_the_same_compute(tmp_pat
                         "search_spaces.scratch.params.steps.low=20", "search_spaces.scratch.params.steps.high=40",
                         "search_spaces.scratch.params.steps.step=10", "search_spaces.finetune.params.steps.low=10",
                         "search_spaces.finetune.params.steps.high=20", "search_spaces.finetune.params.steps.step=5",
-                        "search_spaces.finetune.params.mode.choices=[linear_probe,lp_ft]")
+                        "search_spaces.finetune.params.mode.choices=[linear_probe,lp_ft]",
+                        "search_spaces.finetune.params.layer_decay.when.mode=[lp_ft]",
+                        "~search_spaces.finetune.params.freeze_stages")
     cells = {c.strategy.name: c for c in check_study(cfg)}
     studies = {s: tune_cell(c, tmp_path / "runs" / s) for s, c in cells.items()}
     attrs = {s: study.user_attrs for s, study in studies.items()}
