@@ -65,6 +65,19 @@ def _pretrain_flops(value, weights: str) -> None:
                           "(strategy.weights=source) is measured: remove strategy.pretrain_flops")
 
 
+def validate_source(data: DictConfig, fonts: bool = False) -> None:
+    """`data.source` and, for glyphs, every `data.glyphs` setting; with fonts=True also that some
+    font draws the characters (a second's rendering: done before a pretraining, not every run)."""
+    from harness.data import glyph_settings, source_kind
+
+    if source_kind(data) == "glyphs":
+        settings = glyph_settings(data)
+        if fonts:
+            from harness.glyphs import font_templates
+
+            font_templates(settings.chars, settings.fonts)
+
+
 def validate_run(cfg: DictConfig) -> None:
     """Everything one training run reads; data sizes are checked against the data when loaded."""
     try:
@@ -88,6 +101,7 @@ def validate_run(cfg: DictConfig) -> None:
         raise ConfigError(f"data.cv_fold={fold} but there are {folds} folds: use 0..{folds - 1}, or -1 for none held out")
     for key in ("n_train", "n_val", "n_test"):
         _positive(cfg.data[key], f"data.{key}", int)
+    validate_source(cfg.data)
     if cfg.strategy.name == "finetune":
         s = cfg.strategy
         _one_of(s.mode, MODES, "strategy.mode")

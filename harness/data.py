@@ -21,7 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.glyphs import GlyphSettings
 
 
 @dataclass
@@ -318,14 +321,69 @@ def split_digest(cfg: DictConfig, class_names: list[str], test_idx: np.ndarray, 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+SOURCES = ("classes", "glyphs")
+
+
+def source_kind(cfg: DictConfig) -> str:
+    """`data.source`: what pretraining learns from. classes = data.source_classes of this dataset
+    (absent in configs from before glyphs: classes); glyphs = printed characters (harness/glyphs.py)."""
+    kind = cfg.get("source", "classes")
+    if kind not in SOURCES:
+        raise ConfigError(f"data.source={kind} is not one of {', '.join(SOURCES)}: set data.source=classes (the dataset's source classes) or data.source=glyphs (printed letters)")
+    return str(kind)
+
+
+def glyph_settings(cfg: DictConfig) -> "GlyphSettings":
+    """The checked `data.glyphs` settings (harness.glyphs.GlyphSettings)."""
+    from omegaconf import OmegaConf
+
+    from harness.glyphs import GlyphSettings
+
+    raw = cfg.get("glyphs")
+    return GlyphSettings.from_config(OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw)
+
+
+def glyph_pool(cfg: DictConfig, target: _Pool) -> _Pool:
+    """The rendered glyphs shaped like the target: its image size (unless data.glyphs.image_size
+    says otherwise) and channels, scaled as the digits loader scales its 0..16 grid (divide by the
+    top value, resize bilinearly, standardise with the pool's own statistics)."""
+    from harness.glyphs import cached_glyphs
+
+    settings = glyph_settings(cfg)
+    counts, labels, _ = cached_glyphs(settings)
+    x = torch.from_numpy(counts).float().unsqueeze(1) / settings.levels
+    size = int(settings.image_size or target.image_size)
+    if size != settings.grid:
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = x.expand(-1, target.in_chans, -1, -1).contiguous()
+    return _Pool(labels=labels, class_names=list(settings.chars), in_chans=target.in_chans, image_size=size, x=x)
+
+
+def _glyph_task(cfg: DictConfig, target: _Pool) -> Task:
+    """The glyph source task: a stratified validation split of data.glyphs.n_val, the rest trains."""
+    pool = glyph_pool(cfg, target)
+    settings = glyph_settings(cfg)
+    k = len(pool.class_names)
+    order = stratified_order(pool.labels, settings.seed + 7919)
+    val, train = order[:settings.n_val], order[settings.n_val:]
+    label_map = {c: c for c in range(k)}
+    norm = pool.statistics(np.sort(train))
+    empty = LabelledImages(y=torch.zeros(0, dtype=torch.long), x=pool.x[:0])
+    return Task(pool.take(train, label_map, norm), pool.take(val, label_map, norm), empty, pool.class_names,
+                pool.in_chans, pool.image_size, norm=norm)
+
+
 def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None) -> Task:
-    """The target task (train/val/test) or the source task (train/val, no test)."""
+    """The target task (train/val/test) or the source task (train/val, no test): the dataset's
+    source classes, or rendered glyphs shaped like the target (data.source=glyphs)."""
     pool = pool or load_pool(cfg)
+    if role == "source" and source_kind(cfg) == "glyphs":
+        return _glyph_task(cfg, pool)
     source, target = split_classes(cfg, pool.class_names)
     seed = int(cfg.split_seed)
     if role == "source":
         if not source:
-            raise ConfigError("pretraining needs source classes: set data.source_classes (e.g. [0,1,2,3,4]) or use finetune weights from a file or the hub")
+            raise ConfigError("pretraining needs source classes: set data.source_classes (e.g. [0,1,2,3,4]), pretrain on printed glyphs (data.source=glyphs), or use finetune weights from a file or the hub")
         classes = source
     else:
         classes = target

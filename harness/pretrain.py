@@ -1,5 +1,6 @@
-"""The offline source of pretrained weights: train the backbone on the source classes once per
-config, cache the safetensors checkpoint with what it cost, and reuse it."""
+"""The offline source of pretrained weights: train the backbone on the source task (the dataset's
+source classes, or rendered glyphs with data.source=glyphs) once per config, cache the
+safetensors checkpoint with what it cost, and reuse it."""
 
 from __future__ import annotations
 
@@ -23,12 +24,27 @@ class Pretrained:
     meta: dict
 
 
+def _source_data(data: DictConfig) -> dict:
+    """The data settings the source task depends on. Source classes: the dataset, its split and
+    classes (the same keys as before glyphs existed, so cached checkpoints keep their hash). Glyphs:
+    every effective glyph setting, plus what fixes the target's image size and channels, and not
+    the target's classes or splits."""
+    from dataclasses import asdict
+
+    from harness.data import glyph_settings, source_kind
+
+    plain = OmegaConf.to_container(data, resolve=True)
+    if source_kind(data) == "glyphs":
+        return {**{k: plain.get(k) for k in ("name", "root", "dataset", "image_size")},
+                "source": "glyphs", "glyphs": asdict(glyph_settings(data))}
+    keys = ("name", "root", "dataset", "image_size", "split_seed", "source_classes", "target_classes", "source_n_val")
+    return {k: plain.get(k) for k in keys}
+
+
 def source_config(cfg: DictConfig) -> dict:
     """Everything that changes the source model, and nothing that doesn't (n_train, target strategy)."""
-    data = cfg.data
-    keys = ("name", "root", "dataset", "image_size", "split_seed", "source_classes", "target_classes", "source_n_val")
     return {
-        "data": {k: OmegaConf.to_container(data, resolve=True).get(k) for k in keys},
+        "data": _source_data(cfg.data),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "train": OmegaConf.to_container(cfg.pretrain.train, resolve=True),
         "augment": str(cfg.pretrain.augment),
@@ -70,12 +86,14 @@ def _locked(folder: Path):
 
 def ensure_pretrained(cfg: DictConfig) -> Pretrained:
     """The cached source model for this config, made first when missing."""
-    from harness.config import validate_train
+    from harness.config import validate_source, validate_train
 
     validate_train(cfg.pretrain.train, "pretrain.train")  # named as the user wrote it, before any folder is made
+    validate_source(cfg.data)
     found = find_pretrained(cfg)
     if found:
         return found
+    validate_source(cfg.data, fonts=True)  # characters no font draws: refused before the cache folder is made
     with _locked(cache_dir(cfg)):
         return find_pretrained(cfg) or pretrain(cfg)
 
@@ -83,6 +101,7 @@ def ensure_pretrained(cfg: DictConfig) -> Pretrained:
 def pretrain(cfg: DictConfig) -> Pretrained:
     from safetensors.torch import save_file
 
+    from harness.data import source_kind
     from harness.run import run_training
 
     folder = cache_dir(cfg)
@@ -100,6 +119,7 @@ def pretrain(cfg: DictConfig) -> Pretrained:
         "config_hash": config_hash(cfg),
         "model": str(cfg.model.name),
         "data": source_config(cfg)["data"],
+        "source": source_kind(cfg.data),
         "source_classes": result.class_names,
         "n_source_train": result.n_train,
         "steps": result.compute.steps,
@@ -110,6 +130,12 @@ def pretrain(cfg: DictConfig) -> Pretrained:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": source_config(cfg),
     }
+    if meta["source"] == "glyphs":  # which of matplotlib's fonts drew them (the installed matplotlib decides)
+        from harness.data import glyph_settings
+        from harness.glyphs import font_templates
+
+        settings = glyph_settings(cfg.data)
+        meta["source_fonts"] = list(font_templates(settings.chars, settings.fonts)[0])
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
     tmp.replace(folder / WEIGHTS_FILE)  # the weights appear last: a half-written cache is never found
     return Pretrained(folder / WEIGHTS_FILE, meta)

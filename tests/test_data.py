@@ -339,3 +339,78 @@ def test_lazy_dataset_normalisation_ignores_validation_and_test_images(make_cfg,
     assert torch.equal(one_batch(after.train, 24)[0], one_batch(before.train, 24)[0])
     assert torch.equal(after.norm.mean, before.norm.mean) and torch.equal(after.norm.std, before.norm.std)
     assert not torch.equal(one_batch(after.test, 8)[0], one_batch(before.test, 8)[0])
+
+
+# ------------------------------------------------------------------------ the glyph source (data.source)
+GLYPHS = ("data.source=glyphs", "data.glyphs.n=520", "data.glyphs.n_val=104")
+
+
+def test_the_glyph_source_task_is_rendered_characters_shaped_like_the_target(make_cfg):
+    task = build_task(make_cfg(*GLYPHS).data, role="source")
+    assert task.class_names == list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    assert (len(task.train), len(task.val), len(task.test)) == (416, 104, 0)
+    assert Counter(task.val.y.tolist()) == {c: 2 for c in range(52)}
+    assert task.in_chans == 1 and task.image_size == 8 and task.train.x.shape[1:] == (1, 8, 8)
+    # standardised like the digits: with the glyph task's own training statistics
+    assert abs(float(task.train.x.mean())) < 1e-4 and abs(float(task.train.x.std()) - 1) < 1e-2
+    assert abs(float(task.val.x.mean())) < 0.05
+    # the same rendering whatever the target's split: the target's settings do not move the source
+    again = build_task(make_cfg(*GLYPHS, "data.split_seed=3", "data.target_classes=[1,2]").data, role="source")
+    assert torch.equal(again.train.x, task.train.x) and torch.equal(again.val.y, task.val.y)
+
+
+def test_glyphs_take_the_targets_size_and_channels_unless_told(make_cfg, image_tree):
+    assert build_task(make_cfg(*GLYPHS, "data.image_size=16").data, role="source").train.x.shape[1:] == (1, 16, 16)
+    told = build_task(make_cfg(*GLYPHS, "data.image_size=16", "data.glyphs.image_size=12").data, role="source")
+    assert told.image_size == 12 and told.train.x.shape[1:] == (1, 12, 12)
+    rgb = build_task(make_cfg("data=imagefolder", f"data.root={image_tree}", *IMAGE_SIZES, *GLYPHS).data, role="source")
+    assert rgb.in_chans == 3 and rgb.train.x.shape[1:] == (3, 12, 12)
+    assert torch.equal(rgb.train.x[:, 0], rgb.train.x[:, 2])  # grey, in every channel
+
+
+def test_with_glyphs_the_target_may_take_every_class(make_cfg):
+    cfg = make_cfg(*GLYPHS, "data.source_classes=null", "data.target_classes=null", "data.n_train=30")
+    assert build_task(cfg.data).class_names == [str(c) for c in range(10)]
+    assert len(build_task(cfg.data, role="source").class_names) == 52  # no source classes needed
+    with pytest.raises(ConfigError, match="data.source=glyphs"):  # the classes source needs some: the fix is named
+        build_task(make_cfg("data.source_classes=null", "data.target_classes=null").data, role="source")
+
+
+def test_a_fine_tune_from_glyphs_pretrains_on_them_then_trains_all_ten_digits(make_cfg, tmp_path):
+    from harness.pretrain import ensure_pretrained
+
+    cfg = make_cfg(*GLYPHS, "data.source_classes=null", "data.target_classes=null", "strategy=finetune",
+                   cache=tmp_path / "cache")
+    result = run_training(cfg, tmp_path / "run")
+    assert result.class_names == [str(c) for c in range(10)] and result.model.get_classifier().out_features == 10
+    meta = ensure_pretrained(cfg).meta
+    assert meta["source"] == "glyphs" and "".join(meta["source_classes"]) == cfg.data.glyphs.chars
+    assert meta["n_source_train"] == 416 and "DejaVuSans.ttf" in meta["source_fonts"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.source=letters", r"data\.source=letters is not one of classes, glyphs"),
+    ("data.glyphs.stroke=[3,1]", r"data\.glyphs\.stroke=\[3, 1\] must be"),
+    ("data.glyphs.n_val=19990", r"data\.glyphs\.n_val=19990 must lie between the 52 characters and n - 52"),
+    ("+data.glyphs.colour=red", r"data\.glyphs\.colour is not a glyph setting"),
+])
+def test_a_bad_source_setting_is_a_one_line_config_error_exit_2(make_cfg, tmp_path, override, message, capsys):
+    from harness.errors import EXIT_BAD_INPUT, exits_cleanly
+
+    cfg = make_cfg("data.source=glyphs", override, "strategy=finetune", cache=tmp_path / "cache")
+    with pytest.raises(ConfigError, match=message) as err:
+        run_training(cfg, tmp_path / "run")
+    assert "\n" not in str(err.value)
+    with pytest.raises(SystemExit) as exit_:
+        exits_cleanly(lambda: run_training(cfg, tmp_path / "run"))()
+    assert exit_.value.code == EXIT_BAD_INPUT and capsys.readouterr().err.startswith("error: data.")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_characters_no_font_draws_are_refused_before_a_pretraining_folder(make_cfg, tmp_path):
+    from harness.pretrain import ensure_pretrained
+
+    cfg = make_cfg("data.source=glyphs", "data.glyphs.chars='AB\u4e00'", "strategy=finetune", cache=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="lacks real glyphs"):
+        ensure_pretrained(cfg)
+    assert not (tmp_path / "cache").exists()

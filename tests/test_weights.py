@@ -191,6 +191,30 @@ def test_pretrain_cache_is_reused(make_cfg, tmp_path, monkeypatch):
         assert find_pretrained(changed) is None
 
 
+def test_the_cache_key_of_a_glyph_source_is_its_glyph_settings_not_the_targets_split(make_cfg, tmp_path):
+    from harness.pretrain import source_config
+
+    cfg = make_cfg("strategy=finetune", "data.source=glyphs", cache=tmp_path / "cache")
+    assert source_config(cfg)["data"]["glyphs"]["stroke"] == (0, 1)  # every effective setting, defaults too
+    for override in ("data.glyphs.seed=1", "data.glyphs.n=10400", "data.glyphs.stroke=[0,2]", "data.glyphs.chars=ABCDEF",
+                     "data.glyphs.fonts=[cmr10.ttf]", "data.glyphs.threshold=null", "data.glyphs.image_size=16",
+                     "data.image_size=16", "data.source=classes"):
+        assert cache_dir(make_cfg("strategy=finetune", "data.source=glyphs", override, cache=tmp_path / "cache")) != cache_dir(cfg), override
+    for override in ("data.target_classes=null", "data.source_classes=null", "data.split_seed=2", "data.source_n_val=60",
+                     "data.n_train=40"):
+        assert cache_dir(make_cfg("strategy=finetune", "data.source=glyphs", override, cache=tmp_path / "cache")) == cache_dir(cfg), override
+
+
+def test_a_class_source_keeps_the_cache_key_it_had_before_glyphs(make_cfg, tmp_path):
+    """Checkpoints cached before data.source existed must still be found: same keys, same hash."""
+    from harness.pretrain import config_hash, source_config
+
+    cfg = make_cfg("strategy=finetune", cache=tmp_path / "cache")
+    assert sorted(source_config(cfg)["data"]) == sorted(
+        ["name", "root", "dataset", "image_size", "split_seed", "source_classes", "target_classes", "source_n_val"])
+    assert config_hash(make_cfg("strategy=finetune", "data.glyphs.seed=5", cache=tmp_path / "cache")) == config_hash(cfg)
+
+
 def test_finetune_run_uses_cache(make_cfg, tmp_path, monkeypatch):
     """A fine-tune run pretrains once; the next run only reads the cache."""
     cfg = make_cfg("strategy=finetune", "train.steps=5", cache=tmp_path / "cache")
