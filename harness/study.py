@@ -1,10 +1,12 @@
 """A whole study: every (strategy x n_train) cell tuned on equal budgets by a few worker processes,
-each cell's best re-run as replicates, more replicates where the verdict is undecided and decides
-the headline, then the report. Re-running it resumes: the storage says what is done, so only what
+each cell's best re-run as replicates; adaptive (study.adaptive), more replicates where the verdict
+is undecided and decides the headline and more sizes where n* is not yet bracketed
+(harness/adaptive.py); then the report. Re-running it resumes: the storage says what is done, so only what
 is missing runs."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import sys
 import time
@@ -63,7 +65,26 @@ def grid(cfg: DictConfig) -> list[tuple[str, int]]:
                           "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
+    check_adaptive(cfg.study)
     return [(s, int(n)) for n in sorted(sizes) for s in strategies]
+
+
+def check_adaptive(study: DictConfig) -> None:
+    adaptive = study.get("adaptive", False)
+    if not isinstance(adaptive, bool):
+        raise ConfigError(f"study.adaptive={adaptive} must be true or false")
+    ratio = study.get("bracket", 1.5)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1 or not math.isfinite(ratio):
+        raise ConfigError(f"study.bracket={ratio} must be a number > 1: how close (as a factor) the measured sizes "
+                          "either side of n* must be, e.g. study.bracket=1.5")
+    cells = study.get("max_cells")
+    if cells is not None and (isinstance(cells, bool) or not isinstance(cells, int) or cells < 0):
+        raise ConfigError(f"study.max_cells={cells} must be null or an integer >= 0: the most cells the refinement "
+                          "adds to the grid (0 turns it off)")
+    flops = study.get("max_flops")
+    if flops is not None and (isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0):
+        raise ConfigError(f"study.max_flops={flops} must be null or a positive number: the study's training FLOPs "
+                          "after which the refinement adds no size, e.g. study.max_flops=2e13")
 
 
 def check_study(cfg: DictConfig) -> list[DictConfig]:
@@ -155,16 +176,84 @@ def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
     return done, trials
 
 
-def _comparison(cfg: DictConfig):
-    """The verdict as the report will state it, from the storage."""
-    from harness.report import study_comparison
+def _stored(cfg: DictConfig) -> list:
+    """The study's cells as stored (harness.report.cells.Cell)."""
     from harness.report.cells import load_cells, open_existing
 
     storage, shown = open_existing(str(cfg.storage.url), bool(cfg.storage.get("wal", True)))
-    cells = load_cells(storage, str(cfg.study.name), shown)
+    return load_cells(storage, str(cfg.study.name), shown)
+
+
+def _comparison(cfg: DictConfig, stored: list | None = None):
+    """The verdict as the report will state it, from the storage."""
+    from harness.report import study_comparison
+
+    cells = _stored(cfg) if stored is None else stored
     r = cfg.report
     comparison = study_comparison(cells, metric=str(r.metric), n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon)
     return comparison, {(c.strategy, c.n_train): len(c.final) for c in cells}
+
+
+def stored_sizes(cfg: DictConfig) -> list[int]:
+    """Sizes the storage holds cells of under study.name for the study's strategies (an earlier
+    adaptive run's, a shell multirun's), finished or not; [] when the storage has none."""
+    from harness.report.cells import cell_key
+    from harness.storage import open_storage
+
+    storage = open_storage(str(cfg.storage.url), heartbeat_interval=None, sqlite_wal=bool(cfg.storage.get("wal", True)))
+    keys = [cell_key(s.user_attrs) for s in storage.get_all_studies()]
+    wanted = set(cfg.study.strategies)
+    return sorted({k[2] for k in keys if k is not None and k[0] == str(cfg.study.name) and k[1] in wanted})
+
+
+def _tune(cfg: DictConfig, cells: list[DictConfig], run_root: Path, n_cells: int) -> None:
+    plain = [OmegaConf.to_container(c, resolve=True) for c in cells]
+    started = time.perf_counter()
+    _in_workers(_worker, plain, int(cfg.study.workers), run_root, lambda: _progress(cfg, n_cells, started))
+    _progress(cfg, n_cells, started)
+
+
+def refine(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> list[DictConfig]:
+    """Add sizes between the two measured sizes that bracket n* (harness/adaptive.py), each with both
+    strategies and the full tuning budget, then top them up, until the bracket is within
+    study.bracket or study.max_cells / study.max_flops is spent. Returns every cell, added ones too."""
+    from harness import adaptive
+    from harness.tuning import check_cell_config
+
+    grid_sizes = {int(n) for n in cfg.study.n_train}
+    strategies = list(cfg.study.strategies)
+    cap_cells, cap_flops = cfg.study.get("max_cells"), cfg.study.get("max_flops")
+    tried: set[int] = set()
+    while True:
+        stored = _stored(cfg)
+        comparison, _ = _comparison(cfg, stored)
+        plan = adaptive.next_size(comparison, float(cfg.study.get("bracket", 1.5)))
+        if plan.size is None:
+            _say(cfg, f"refinement done: {plan.reason}")
+            return cells
+        added = {c.n_train for c in stored} - grid_sizes
+        spent = sum(c.spent_flops for c in stored)
+        if plan.size in tried:
+            _say(cfg, f"refinement stops: n = {plan.size} was tuned in this run and is still not measured by "
+                      "both strategies (see its cells' failed trials)")
+            return cells
+        if cap_cells is not None and len(strategies) * (len(added - {plan.size}) + 1) > int(cap_cells):
+            _say(cfg, f"refinement stops: {plan.reason}, but study.max_cells={cap_cells} allows no more cells "
+                      f"({len(added)} size(s) added already); raise it to pin n* closer")
+            return cells
+        if cap_flops is not None and spent >= float(cap_flops):
+            _say(cfg, f"refinement stops: {plan.reason}, but the study has spent {spent:.3g} FLOPs of "
+                      f"study.max_flops={float(cap_flops):.3g}; raise it to pin n* closer")
+            return cells
+        _say(cfg, f"refining: {plan.reason}, both strategies, the full tuning budget")
+        tried.add(plan.size)
+        new = [cell_config(cfg, s, plan.size) for s in strategies]
+        for cell in new:
+            check_cell_config(cell)
+        cells = cells + [c for c in new if (c.strategy.name, int(c.data.n_train))
+                         not in {(x.strategy.name, int(x.data.n_train)) for x in cells}]
+        _tune(cfg, new, run_root, len(cells))
+        top_up(cfg, cells, run_root)
 
 
 def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
@@ -194,8 +283,9 @@ def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
 
 
 def run_study(cfg: DictConfig, run_root: Path) -> dict:
-    """Pretrain when needed, tune every cell, re-run the bests, add replicates where the verdict
-    needs them, build the report; returns its summary."""
+    """Pretrain when needed, tune every cell, re-run the bests; with study.adaptive, add replicates
+    where the verdict needs them and sizes where n* is not yet bracketed; build the report; returns
+    its summary."""
     from harness.report import build_report
 
     cells = check_study(cfg)
@@ -205,11 +295,15 @@ def run_study(cfg: DictConfig, run_root: Path) -> dict:
 
         pretrained = ensure_pretrained(needs_source[0])
         _say(cfg, f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
-    plain = [OmegaConf.to_container(c, resolve=True) for c in cells]
-    started = time.perf_counter()
-    _in_workers(_worker, plain, int(cfg.study.workers), run_root, lambda: _progress(cfg, len(cells), started))
-    _progress(cfg, len(cells), started)
-    top_up(cfg, cells, run_root)
+    adaptive = bool(cfg.study.get("adaptive", False))
+    if adaptive:  # sizes an earlier run added are finished and counted like the grid's
+        known = {(c.strategy.name, int(c.data.n_train)) for c in cells}
+        extra = [cell_config(cfg, s, n) for n in stored_sizes(cfg) for s in cfg.study.strategies if (s, n) not in known]
+        cells += extra
+    _tune(cfg, cells, run_root, len(cells))
+    if adaptive:
+        top_up(cfg, cells, run_root)
+        refine(cfg, cells, run_root)
     logger = cfg.logger if str(cfg.logger.name) == "wandb" else None
     r = cfg.report
     return build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),

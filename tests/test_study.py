@@ -159,6 +159,7 @@ def test_a_flops_budget_gives_both_strategies_of_a_size_the_same_compute(tmp_pat
 def test_tiny_study_end_to_end_then_resume(tmp_path):
     db = tmp_path / "study.db"
     args = [STUDY, "study.n_train=[10,20,40]", "tune.n_trials=2", "study.seeds=2", "study.max_seeds=4", "study.workers=2",
+            "study.max_cells=0",  # the grid only: tests/test_adaptive.py covers the refinement
             f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={tmp_path}/pre", "pretrain.train.steps=30",
             f"report.dir={tmp_path}/report", "report.n_boot=100", "logger=none", "data.n_val=50",
             "train.val_every=10", f"hydra.run.dir={tmp_path}/run",

@@ -96,6 +96,12 @@ class Cell:
         w = self.weights
         return 0.0 if w is None else w["pretrain_flops"]
 
+    @property
+    def spent_flops(self) -> float:
+        """Training FLOPs the cell has cost: every trial (pruned and failed too) and every re-run."""
+        return float(sum(num(t.user_attrs.get("flops"), 0.0) for t in self.trials)
+                     + sum(num(r.get("flops"), 0.0) for r in self.final))
+
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
 

@@ -1,0 +1,63 @@
+"""Where the next measurement pays: the size an adaptive study adds next.
+
+A fixed grid a factor of 2 apart pins n* no closer than between two sizes a factor of 2 apart, and
+a finer grid everywhere spends its compute where the verdict is already clear. An adaptive study
+measures the coarse grid, adds replicates where an undecided size decides the headline (the top-up,
+harness/study.py), then adds one size at a time at the geometric midpoint of the two measured sizes
+that bracket n*, until they are within `study.bracket` of each other or its budget is spent.
+
+The policy is a pure function of the verdict (`harness.report.verdict.Comparison`), so the study
+and the simulated benchmark (benchmarks/bench_adaptive.py) follow the same rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from harness.report.verdict import Comparison
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What to measure next: `size` (None: nothing), between `bracket`, and why, in words."""
+
+    size: int | None
+    reason: str
+    bracket: tuple[int, int] | None = None
+
+
+def n_star_bracket(comparison: Comparison) -> tuple[int, int] | None:
+    """The two neighbouring measured sizes with n* between them (lower < n* <= upper); None when n*
+    is unknown, at or below the smallest size, or beyond the largest."""
+    n_star = comparison.n_star
+    sizes = sorted(p.n for p in comparison.per_n)
+    if n_star is None or not math.isfinite(n_star) or len(sizes) < 2:
+        return None
+    for lower, upper in zip(sizes, sizes[1:]):
+        if lower < n_star <= upper:
+            return lower, upper
+    return None
+
+
+def next_size(comparison: Comparison, ratio: float) -> Refinement:
+    """The geometric midpoint of the measured sizes bracketing n*, while they are more than `ratio`
+    apart."""
+    if comparison.n_star is None or not math.isfinite(comparison.n_star):
+        return Refinement(None, "no n* to bracket (" + ("n* lies beyond the search horizon"
+                                                        if comparison.n_star is not None else
+                                                        f"the verdict is {comparison.status}") + ")")
+    bracket = n_star_bracket(comparison)
+    if bracket is None:
+        low, high = comparison.measured_range or (0, 0)
+        where = "at or below the smallest" if comparison.n_star <= low else "beyond the largest"
+        return Refinement(None, f"n* = {comparison.n_star:.0f} lies {where} measured size ({low}-{high}): "
+                                "no measured pair brackets it")
+    lower, upper = bracket
+    if upper / lower <= ratio:
+        return Refinement(None, f"n* = {comparison.n_star:.0f} is bracketed by n = {lower} and {upper} "
+                                f"({upper / lower:.2f}x <= study.bracket {ratio:g})", bracket)
+    mid = int(round(math.sqrt(lower * upper)))
+    if mid <= lower or mid >= upper:
+        return Refinement(None, f"no whole size lies between n = {lower} and {upper}", bracket)
+    return Refinement(mid, f"n* = {comparison.n_star:.0f} lies between n = {lower} and {upper} "
+                           f"({upper / lower:.2f}x > study.bracket {ratio:g}): adding n = {mid}", bracket)
