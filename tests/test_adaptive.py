@@ -154,3 +154,20 @@ def test_a_fixed_grid_adds_neither_replicates_nor_sizes(tmp_path, monkeypatch):
     assert script.seen == [] and len(names(tmp_path)) == 4
     for name in names(tmp_path):  # study.seeds=1 and no top-up, though max_seeds allows 3
         assert len(optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/study.db").user_attrs["final"]) == 1
+
+
+def test_on_simulated_studies_the_adaptive_rule_adds_sizes_only_where_n_star_is_in_range():
+    import numpy as np
+
+    from harness.report.simulate import SCENARIOS
+    from harness.report.simulate_adaptive import Policy, adaptive, fine_grid
+
+    policy = Policy(n_boot=200)
+    grid_cells = 2 * len(SCENARIOS["crossover"].sizes)
+    ahead = [adaptive(SCENARIOS["finetune_ahead"], policy, np.random.default_rng(k), k) for k in range(5)]
+    assert all(o.cells == grid_cells for o in ahead)  # n* beyond the range: nothing to bracket
+    cross = [adaptive(SCENARIOS["crossover"], policy, np.random.default_rng(k), k) for k in range(10)]
+    assert all(grid_cells <= o.cells <= grid_cells + policy.max_cells for o in cross)
+    assert sum(o.cells > grid_cells for o in cross) >= 5
+    assert sum(o.bracketed for o in cross) >= 5  # true n* = 24, between measured sizes within 1.5x
+    assert fine_grid((10, 20, 40, 80, 160, 320), 1.5) == (10, 15, 22, 32, 47, 69, 101, 148, 218, 320)

@@ -93,21 +93,43 @@ def truth(s: Scenario, horizon: float = HORIZON) -> Truth:
                  headline([verdicts[n] for n in s.sizes])[0], n_star)
 
 
+class Lab:
+    """A simulated study measured a cell at a time: replicates of any strategy at any size, on one
+    shared test split, added as an adaptive study would ask for them."""
+
+    def __init__(self, s: Scenario, rng: np.random.Generator):
+        self.s, self.rng = s, rng
+        self.difficulty = rng.standard_normal(s.n_test)
+        self.correct: dict[tuple[str, int], np.ndarray] = {}
+
+    def measure(self, strategy: str, n: int, replicates: int) -> None:
+        """Add `replicates` re-runs to the cell (strategy is "finetune" or "scratch")."""
+        s = self.s
+        curve, scale = (s.finetune, s.finetune_sd_scale) if strategy == "finetune" else (s.scratch, 1.0)
+        sd = scale * s.sd16 * (16.0 / n) ** s.sd_power * (4.0 if n == s.spike_at else 1.0)
+        p = np.clip(power_law(curve, n) + sd * self.rng.standard_normal(replicates), 1e-4, 1 - 1e-4)
+        own = math.sqrt(1.0 - s.rho ** 2)
+        latent = s.rho * self.difficulty[None, :] + own * self.rng.standard_normal((replicates, s.n_test))
+        new = latent < special.ndtri(p)[:, None]
+        old = self.correct.get((strategy, int(n)))
+        self.correct[(strategy, int(n))] = new if old is None else np.concatenate([old, new])
+
+    def count(self, strategy: str, n: int) -> int:
+        c = self.correct.get((strategy, int(n)))
+        return 0 if c is None else len(c)
+
+    def replicates(self, strategy: str) -> dict[int, Replicates]:
+        return {n: Replicates(c.mean(1), c, "simulated")
+                for (s, n), c in sorted(self.correct.items()) if s == strategy}
+
+
 def simulate_study(s: Scenario, rng: np.random.Generator) -> tuple[dict[int, Replicates], dict[int, Replicates]]:
     """One study's replicates for both strategies, on one shared test split."""
-    difficulty = rng.standard_normal(s.n_test)
-    own = math.sqrt(1.0 - s.rho ** 2)
-    out: list[dict[int, Replicates]] = []
-    for curve, scale in ((s.finetune, s.finetune_sd_scale), (s.scratch, 1.0)):
-        cells = {}
+    lab = Lab(s, rng)
+    for strategy in ("finetune", "scratch"):
         for n in s.sizes:
-            sd = scale * s.sd16 * (16.0 / n) ** s.sd_power * (4.0 if n == s.spike_at else 1.0)
-            p = np.clip(power_law(curve, n) + sd * rng.standard_normal(s.replicates), 1e-4, 1 - 1e-4)
-            latent = s.rho * difficulty[None, :] + own * rng.standard_normal((s.replicates, s.n_test))
-            correct = latent < special.ndtri(p)[:, None]
-            cells[int(n)] = Replicates(correct.mean(1), correct, "simulated")
-        out.append(cells)
-    return out[0], out[1]
+            lab.measure(strategy, n, s.replicates)
+    return lab.replicates("finetune"), lab.replicates("scratch")
 
 
 @dataclass
