@@ -63,11 +63,11 @@ def test_gpu_recipe_composes_with_hub_weights_and_longer_scratch_schedules():
     assert cell_config(cfg, "scratch", 1000).search_space.recipes.adamw_long.steps == 20000
 
 
-def test_digits_glyphs_recipe_pretrains_on_glyphs_and_targets_every_digit_from_one_per_class(tmp_path):
+def test_digits_recipe_pretrains_on_glyphs_and_targets_every_digit_from_one_per_class(tmp_path):
     from harness.data import build_task
 
-    cfg = compose_study(f"storage.url=sqlite:///{tmp_path}/s.db", f"pretrain.cache_dir={tmp_path}/pre", recipe="digits_glyphs")
-    assert cfg.study.name == "digits_glyphs" and cfg.data.source == "glyphs"
+    cfg = compose_study(f"storage.url=sqlite:///{tmp_path}/s.db", f"pretrain.cache_dir={tmp_path}/pre")
+    assert cfg.study.name == "digits" and cfg.data.source == "glyphs" and cfg.study.adaptive is True
     cell = cell_config(cfg, "finetune", 10)
     target = build_task(cell.data)
     assert target.num_classes == 10 and len(build_task(cell.data, role="source").class_names) == 52
@@ -78,18 +78,15 @@ def test_digits_glyphs_recipe_pretrains_on_glyphs_and_targets_every_digit_from_o
     assert sizes[-1] <= available < 4 * sizes[-1]  # up to about what the target pool allows (1,397)
     check_study(cfg)  # every cell fits the data; nothing is pretrained yet
     assert not (tmp_path / "pre").exists()
-    # the rest as recipe=digits has it
-    digits = compose_study()
-    for key in ("study.seeds", "tune.n_trials", "data.n_val", "data.n_test", "model.name", "data.name"):
-        assert OmegaConf.select(cfg, key) == OmegaConf.select(digits, key), key
 
 
-def test_digits_split_recipe_is_todays_digits_recipe_under_its_own_name():
+def test_digits_split_recipe_keeps_the_split_class_study_with_the_defaults_budgets():
     split, digits = compose_study(recipe="digits_split"), compose_study()
     assert split.study.name == "digits_split" and split.data.source == "classes"
-    a, b = OmegaConf.to_container(split), OmegaConf.to_container(digits)
-    a["study"].pop("name"), b["study"].pop("name")
-    assert a == b
+    assert list(split.data.source_classes) == [0, 1, 2, 3, 4] and list(split.data.target_classes) == [5, 6, 7, 8, 9]
+    assert list(split.study.n_train) == [10, 20, 40, 80, 160, 320]
+    for key in ("study.seeds", "tune.n_trials", "data.n_val", "data.n_test", "model.name", "data.name", "study.adaptive"):
+        assert OmegaConf.select(split, key) == OmegaConf.select(digits, key), key
 
 
 @pytest.mark.parametrize("sizes", ["[]", "[10,10]", "[10,abc]"])
