@@ -36,6 +36,7 @@ from harness.config import require_int, validate_run
 from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
+from harness.pretrain import ensure_pretrained, ensure_source
 from harness.replicates import make_record, replicate_overrides
 from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import Recipe, SearchSpace
@@ -361,8 +362,6 @@ def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str
     if cfg.tune.selection == "cv":
         attrs["cv_folds"] = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
     if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
-        from harness.pretrain import ensure_pretrained
-
         meta = ensure_pretrained(cfg).meta
         attrs["pretrain"] = {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
     weights = weights_attrs(cfg, attrs.get("pretrain"))
@@ -718,6 +717,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, reru
     """
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
+    ensure_source(cfg)  # a resumed cell's worker may not have the source model yet; trials only read it
     progress = Progress(study, budget, bool(cfg.tune.progress))
     try:
         with _sigterm_as_interrupt():
