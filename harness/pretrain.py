@@ -31,15 +31,23 @@ def _locked(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_pretrained(cfg: DictConfig) -> Pretrained:
-    """The cached source model for this config, made first when missing."""
-    from harness.config import validate_source, validate_train
+def check_pretrain_config(cfg: DictConfig) -> None:
+    """What the source model's cache key and training read, checked before the key is computed."""
+    from harness.config import validate_seeds, validate_source, validate_train
 
     validate_train(cfg.pretrain.train, "pretrain.train")  # named as the user wrote it, before any folder is made
+    validate_seeds(cfg)
     validate_source(cfg.data)
+
+
+def ensure_pretrained(cfg: DictConfig) -> Pretrained:
+    """The cached source model for this config, made first when missing."""
+    check_pretrain_config(cfg)
     found = find_pretrained(cfg)
     if found:
         return found
+    from harness.config import validate_source
+
     validate_source(cfg.data, fonts=True)  # characters no font draws: refused before the cache folder is made
     with _locked(cache_dir(cfg)):
         return find_pretrained(cfg) or pretrain(cfg)
@@ -49,15 +57,15 @@ def ensure_source(cfg: DictConfig) -> Pretrained | None:
     """What an entry point calls before training: the source model a fine-tune from
     strategy.weights=source needs (the trainer only reads the cache), made once per config and only
     after the target config and data were checked, so that a bad input starts no pretraining."""
-    if cfg.strategy.name != "finetune" or str(cfg.strategy.get("weights")) != "source":
-        return None
-    found = find_pretrained(cfg)
-    if found:
-        return found
     from harness.config import validate_run
     from harness.data import build_task
 
+    if cfg.strategy.name != "finetune" or str(cfg.strategy.get("weights")) != "source":
+        return None
     validate_run(cfg)
+    found = find_pretrained(cfg)
+    if found:
+        return found
     build_task(cfg.data, "target")
     return ensure_pretrained(cfg)
 

@@ -32,7 +32,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from harness.compute import Compute
-from harness.config import require_int, validate_run
+from harness.config import require_int, validate_cell
 from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
@@ -304,7 +304,7 @@ def _open(cfg: DictConfig) -> RDBStorage:
 
 def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     """All config errors surface here, before any trial or storage write."""
-    validate_run(cfg)
+    validate_cell(cfg)
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
     Budget.from_config(cfg.tune)  # its settings checked now; resolved once the task is known
     make_pruner(cfg)
