@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness.source_cache import (META_FILE, WEIGHTS_FILE, Pretrained, cache_dir, config_hash, find_pretrained,
                                   source_config)
 
-__all__ = ["META_FILE", "WEIGHTS_FILE", "Pretrained", "cache_dir", "config_hash", "ensure_pretrained",
-           "ensure_source", "find_pretrained", "pretrain", "source_config"]
+__all__ = ["META_FILE", "WEIGHTS_FILE", "Pretrained", "cache_dir", "check_pretrain_config", "config_hash",
+           "ensure_pretrained", "ensure_source", "find_pretrained", "pretrain", "source_config"]
 
 
 @contextmanager
