@@ -40,6 +40,31 @@ def _fraction(value, key: str, low_open: bool, high_open: bool) -> None:
         raise ConfigError(f"{key}={value} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}: set it inside that range")
 
 
+def validate_seeds(cfg: DictConfig) -> None:
+    """`seed` and `pretrain.seed` (when there is one): integers >= 0, as seed_everything takes them."""
+    require_int(cfg.seed, "seed", 0)
+    if "pretrain" in cfg and "seed" in cfg.pretrain:
+        require_int(cfg.pretrain.seed, "pretrain.seed", 0)
+
+
+def validate_threads(trainer: DictConfig) -> None:
+    threads = trainer.threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"trainer.threads={threads} must be an integer >= 0 (torch CPU threads per process; 0 = torch's "
+                          "default): fix trainer.threads")
+
+
+def validate_study_name(name) -> None:
+    """A cell is stored as <study.name>/<strategy>/n<n_train> and its outputs go to folders named
+    after the study: the name is one path part, so no '/', backslash, control character or dots only."""
+    text = str(name)
+    bad = [c for c in text if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if not text.strip() or text != text.strip() or bad or text in (".", ".."):
+        why = f"contains {bad[0]!r}" if bad else "is empty, '.' or '..', or starts or ends with a space"
+        raise ConfigError(f"study.name={text!r} {why}, but it is one part of a cell's name <study>/<strategy>/n<n_train> "
+                          "and of folder names: use letters, digits, '-', '_' or '.', e.g. study.name=my-study")
+
+
 def validate_train(train: DictConfig, prefix: str = "train") -> None:
     _positive(train.steps, f"{prefix}.steps", int)
     _positive(train.batch_size, f"{prefix}.batch_size", int)
@@ -86,6 +111,8 @@ def validate_run(cfg: DictConfig) -> None:
         key = getattr(err, "full_key", "") or ""
         raise ConfigError(f"config value {key or ''} is missing or unresolvable ({str(err).splitlines()[0]}): set it on the command line, e.g. {key or 'data.root'}=...") from None
     validate_train(cfg.train)
+    validate_seeds(cfg)
+    validate_threads(cfg.trainer)
     _one_of(cfg.strategy.name, STRATEGIES, "strategy")
     _one_of(cfg.data.augment, LEVELS, "data.augment")
     _one_of(cfg.logger.name, LOGGERS, "logger")
@@ -101,6 +128,8 @@ def validate_run(cfg: DictConfig) -> None:
         raise ConfigError(f"data.cv_fold={fold} but there are {folds} folds: use 0..{folds - 1}, or -1 for none held out")
     for key in ("n_train", "n_val", "n_test"):
         _positive(cfg.data[key], f"data.{key}", int)
+    if not isinstance(cfg.data.get("skip_bad_files", False), bool):
+        raise ConfigError(f"data.skip_bad_files={cfg.data.skip_bad_files} must be true or false: fix data.skip_bad_files")
     validate_source(cfg.data)
     if cfg.strategy.name == "finetune":
         s = cfg.strategy
@@ -113,3 +142,9 @@ def validate_run(cfg: DictConfig) -> None:
             raise ConfigError("strategy.weights is empty: use source, hub, or a path to a weights file")
         _pretrain_flops(s.get("pretrain_flops"), str(s.weights))
     validate_train(cfg.pretrain.train, "pretrain.train")
+
+
+def validate_cell(cfg: DictConfig) -> None:
+    """A tuning cell: one run's settings plus the study name its Optuna study is named after."""
+    validate_run(cfg)
+    validate_study_name(cfg.study.name)

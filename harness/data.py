@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from harness.errors import ConfigError
+from harness.image_files import ReadableImages
 
 if TYPE_CHECKING:
     from harness.glyphs import GlyphSettings
@@ -196,10 +197,12 @@ def _load_imagefolder(cfg: DictConfig) -> _Pool:
     if not root.is_dir():
         raise ConfigError(f"data.root={root} is not a folder: point data.root at a folder with one sub-folder of images per class")
     size = int(cfg.image_size or 32)
+    readable = ReadableImages()
     try:
-        folder = ImageFolder(str(root), transform=_image_transform(size, 3))
+        folder = ImageFolder(str(root), transform=_image_transform(size, 3), is_valid_file=readable)
     except (FileNotFoundError, RuntimeError) as err:
         raise ConfigError(f"data.root={root} holds no images in class sub-folders ({err}): lay it out as root/<class>/<image>") from None
+    readable.settle(root, bool(cfg.get("skip_bad_files", False)))
     labels = np.asarray(folder.targets, dtype=np.int64)
     return _finish_pool(folder, labels, list(folder.classes), size, 3, float(cfg.on_device_max_mb))
 
@@ -236,7 +239,7 @@ def _load_torchvision(cfg: DictConfig) -> _Pool:
 _LOADERS = {"digits": _load_digits, "imagefolder": _load_imagefolder, "torchvision": _load_torchvision}
 
 
-_POOL_KEYS = ("name", "root", "dataset", "download", "image_size", "on_device_max_mb")
+_POOL_KEYS = ("name", "root", "dataset", "download", "image_size", "on_device_max_mb", "skip_bad_files")
 _pools: dict[str, _Pool] = {}
 
 

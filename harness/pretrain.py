@@ -1,75 +1,22 @@
 """The offline source of pretrained weights: train the backbone on the source task (the dataset's
 source classes, or rendered glyphs with data.source=glyphs) once per config, cache the
-safetensors checkpoint with what it cost, and reuse it."""
+safetensors checkpoint with what it cost, and reuse it. The one place a pretraining starts."""
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-WEIGHTS_FILE = "weights.safetensors"
-META_FILE = "meta.json"
+from harness.source_cache import (META_FILE, WEIGHTS_FILE, Pretrained, cache_dir, config_hash, find_pretrained,
+                                  source_config)
 
-
-@dataclass(frozen=True)
-class Pretrained:
-    weights: Path
-    meta: dict
-
-
-def _source_data(data: DictConfig) -> dict:
-    """The data settings the source task depends on. Source classes: the dataset, its split and
-    classes (the same keys as before glyphs existed, so cached checkpoints keep their hash). Glyphs:
-    every effective glyph setting, plus what fixes the target's image size and channels, and not
-    the target's classes or splits."""
-    from dataclasses import asdict
-
-    from harness.data import glyph_settings, source_kind
-
-    plain = OmegaConf.to_container(data, resolve=True)
-    if source_kind(data) == "glyphs":
-        return {**{k: plain.get(k) for k in ("name", "root", "dataset", "image_size")},
-                "source": "glyphs", "glyphs": asdict(glyph_settings(data))}
-    keys = ("name", "root", "dataset", "image_size", "split_seed", "source_classes", "target_classes", "source_n_val")
-    return {k: plain.get(k) for k in keys}
-
-
-def source_config(cfg: DictConfig) -> dict:
-    """Everything that changes the source model, and nothing that doesn't (n_train, target strategy)."""
-    return {
-        "data": _source_data(cfg.data),
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "train": OmegaConf.to_container(cfg.pretrain.train, resolve=True),
-        "augment": str(cfg.pretrain.augment),
-        "seed": int(cfg.pretrain.seed),
-        # Standardised with the source task's own training part (checkpoints made with whole-pool
-        # statistics, before this key, are not reused).
-        "normalisation": "source training part",
-    }
-
-
-def config_hash(cfg: DictConfig) -> str:
-    text = json.dumps(source_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cache_dir(cfg: DictConfig) -> Path:
-    return Path(str(cfg.pretrain.cache_dir)).expanduser() / f"{cfg.model.name}-{config_hash(cfg)}"
-
-
-def find_pretrained(cfg: DictConfig) -> Pretrained | None:
-    folder = cache_dir(cfg)
-    weights, meta = folder / WEIGHTS_FILE, folder / META_FILE
-    if weights.is_file() and meta.is_file():
-        return Pretrained(weights, json.loads(meta.read_text()))
-    return None
+__all__ = ["META_FILE", "WEIGHTS_FILE", "Pretrained", "cache_dir", "check_pretrain_config", "config_hash",
+           "ensure_pretrained", "ensure_source", "find_pretrained", "pretrain", "source_config"]
 
 
 @contextmanager
@@ -84,18 +31,43 @@ def _locked(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_pretrained(cfg: DictConfig) -> Pretrained:
-    """The cached source model for this config, made first when missing."""
-    from harness.config import validate_source, validate_train
+def check_pretrain_config(cfg: DictConfig) -> None:
+    """What the source model's cache key and training read, checked before the key is computed."""
+    from harness.config import validate_seeds, validate_source, validate_train
 
     validate_train(cfg.pretrain.train, "pretrain.train")  # named as the user wrote it, before any folder is made
+    validate_seeds(cfg)
     validate_source(cfg.data)
+
+
+def ensure_pretrained(cfg: DictConfig) -> Pretrained:
+    """The cached source model for this config, made first when missing."""
+    check_pretrain_config(cfg)
     found = find_pretrained(cfg)
     if found:
         return found
+    from harness.config import validate_source
+
     validate_source(cfg.data, fonts=True)  # characters no font draws: refused before the cache folder is made
     with _locked(cache_dir(cfg)):
         return find_pretrained(cfg) or pretrain(cfg)
+
+
+def ensure_source(cfg: DictConfig) -> Pretrained | None:
+    """What an entry point calls before training: the source model a fine-tune from
+    strategy.weights=source needs (the trainer only reads the cache), made once per config and only
+    after the target config and data were checked, so that a bad input starts no pretraining."""
+    from harness.config import validate_run
+    from harness.data import build_task
+
+    if cfg.strategy.name != "finetune" or str(cfg.strategy.get("weights")) != "source":
+        return None
+    validate_run(cfg)
+    found = find_pretrained(cfg)
+    if found:
+        return found
+    build_task(cfg.data, "target")
+    return ensure_pretrained(cfg)
 
 
 def pretrain(cfg: DictConfig) -> Pretrained:

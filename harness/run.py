@@ -1,5 +1,7 @@
 """The one function that trains: a composed config in, a RunResult out. Every entry point
-(train, pretrain, tune, study) calls `run_training`; nothing else trains."""
+(train, pretrain, tune, study) calls `run_training`; nothing else trains. It only trains: the
+source model of a fine-tune is read from the cache, which the callers fill first
+(harness.pretrain.ensure_source), so this module never imports harness.pretrain."""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from harness.compute import Compute, eval_flops_per_sample, peak_memory_bytes, train_step_flops
 from harness.config import validate_run
 from harness.data import Task, build_task, eval_batches, one_batch, train_batches
+from harness.errors import ConfigError
 from harness.loggers import finish_logger, make_logger
 from harness.models import classifier_names, create_backbone
 from harness.module import Classifier, accuracy, accuracy_of, correct_per_example
+from harness.source_cache import cache_dir, find_pretrained
 from harness.strategies import Phase, apply_phase, optimizer_groups, plan_phases
 from harness.weights import check_fits, read_state_dict, require_hub
 
@@ -59,8 +63,6 @@ class RunResult:
 def resolve_device(trainer_cfg: DictConfig) -> torch.device:
     want = str(trainer_cfg.accelerator)
     if want == "gpu" and not torch.cuda.is_available():
-        from harness.errors import ConfigError
-
         raise ConfigError("trainer.accelerator=gpu but no CUDA device is visible: use trainer.accelerator=cpu or auto")
     return torch.device("cuda" if want in ("gpu", "auto") and torch.cuda.is_available() else "cpu")
 
@@ -72,12 +74,15 @@ def _precision(trainer_cfg: DictConfig, device: torch.device) -> str:
 
 
 def pretrained_file(cfg: DictConfig) -> Path | None:
-    """Where a fine-tune's weights come from: harness-pretrain's cache, a file, or None for the hub."""
+    """Where a fine-tune's weights come from: harness-pretrain's cache (read, never made here: the
+    callers make it, see harness.pretrain.ensure_source), a file, or None for the hub."""
     weights = str(cfg.strategy.weights)
     if weights == "source":
-        from harness.pretrain import ensure_pretrained
-
-        return ensure_pretrained(cfg).weights
+        found = find_pretrained(cfg)
+        if found is None:
+            raise ConfigError(f"strategy.weights=source but no source model is cached in {cache_dir(cfg)}: run harness-pretrain "
+                              "with the same overrides first (harness-train, -tune and -study make it themselves)")
+        return found.weights
     if weights == "hub":
         require_hub(str(cfg.model.name))
         return None
@@ -89,7 +94,7 @@ def build_model(cfg: DictConfig, task: Task) -> torch.nn.Module:
     if cfg.strategy.name == "scratch":
         return create_backbone(*args)
     path = pretrained_file(cfg)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # a pretraining just made must not shift the RNG
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # callers other than run_training (the probe) too
     if path is None:
         return create_backbone(*args, hub=True)
     check_weights_fit(cfg, task, path)

@@ -194,13 +194,6 @@ def fail_stale_trials(study: optuna.Study) -> int:
     return sum(1 for t in failed if t.number in running)
 
 
-def study_names(storage: str | BaseStorage | None) -> list[str]:
-    """All study names in a storage, sorted, for the report to find the cells of a study."""
-    if storage is None or isinstance(storage, str):
-        storage = open_storage(storage, heartbeat_interval=None)
-    return sorted(optuna.get_all_study_names(storage=storage))
-
-
 # ---------------------------------------------------------------------------------------------
 
 

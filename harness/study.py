@@ -48,6 +48,9 @@ def steps_range(cfg: DictConfig) -> tuple[int, int]:
 
 
 def grid(cfg: DictConfig) -> list[tuple[str, int]]:
+    from harness.config import validate_study_name
+
+    validate_study_name(cfg.study.name)
     sizes = cfg.study.n_train
     if not OmegaConf.is_list(sizes) or not sizes or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
         raise ConfigError(f"study.n_train={sizes} must be a non-empty list of integers, e.g. study.n_train=[10,20,40]")
@@ -89,12 +92,13 @@ def check_adaptive(study: DictConfig) -> None:
 
 def check_study(cfg: DictConfig) -> list[DictConfig]:
     """Every cell's config checked before any training or storage write."""
-    from harness.report import check_report_settings
+    from harness.report import check_report_dir, check_report_settings
     from harness.storage import open_storage
     from harness.tuning import check_cell_config
 
     r = cfg.report
     check_report_settings(str(r.metric), r.n_boot, r.margin, r.horizon)  # now, not after hours of training
+    check_report_dir(Path(str(r.dir)))
     cells = [cell_config(cfg, s, n) for s, n in grid(cfg)]
     for cell in cells:
         check_cell_config(cell)

@@ -32,10 +32,11 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from harness.compute import Compute
-from harness.config import require_int, validate_run
+from harness.config import require_int, validate_cell
 from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
+from harness.pretrain import ensure_pretrained, ensure_source
 from harness.replicates import make_record, replicate_overrides
 from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import Recipe, SearchSpace
@@ -303,7 +304,7 @@ def _open(cfg: DictConfig) -> RDBStorage:
 
 def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     """All config errors surface here, before any trial or storage write."""
-    validate_run(cfg)
+    validate_cell(cfg)
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
     Budget.from_config(cfg.tune)  # its settings checked now; resolved once the task is known
     make_pruner(cfg)
@@ -361,8 +362,6 @@ def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str
     if cfg.tune.selection == "cv":
         attrs["cv_folds"] = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
     if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
-        from harness.pretrain import ensure_pretrained
-
         meta = ensure_pretrained(cfg).meta
         attrs["pretrain"] = {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
     weights = weights_attrs(cfg, attrs.get("pretrain"))
@@ -718,6 +717,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, reru
     """
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
+    ensure_source(cfg)  # a resumed cell's worker may not have the source model yet; trials only read it
     progress = Progress(study, budget, bool(cfg.tune.progress))
     try:
         with _sigterm_as_interrupt():

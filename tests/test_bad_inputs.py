@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from safetensors.torch import save_file
 
 import harness.cli
+from conftest import IMAGE_SIZES
 from harness.errors import ConfigError
 from harness.run import run_training
 from harness.study import run_study
@@ -179,7 +180,38 @@ CASES = [
     ("study", ["study.strategies=[finetune,finetune]"], "study.strategies"),
     ("train", ["strategy=finetune", "strategy.weights={w:other_model}"], "does not fit model"),
     ("train", ["data.n_train=100000"], "data.n_train=100000"),
+    ("train", ["seed=abc"], "seed=abc must be an integer >= 0"),
+    ("train", ["strategy=finetune", "seed=abc"], "seed=abc must be an integer >= 0"),
+    ("train", ["strategy=finetune", "pretrain.seed=abc"], "pretrain.seed=abc must be an integer >= 0"),
+    ("tune", ["seed=abc"], "seed=abc must be an integer >= 0"),
+    ("study", ["seed=abc"], "seed=abc must be an integer >= 0"),
+    ("train", ["trainer.threads=-3"], "trainer.threads=-3 must be an integer >= 0"),
+    ("tune", ["trainer.threads=-3"], "trainer.threads=-3 must be an integer >= 0"),
+    ("train", ["trainer.threads=null"], "trainer.threads=None must be an integer >= 0"),
+    ("tune", ["study.name=a/b"], "study.name='a/b' contains '/'"),
+    ("study", ["study.name=a/b"], "study.name='a/b' contains '/'"),
+    ("study", ["study.name='a\\b'"], "contains '\\\\'"),
+    ("study", ["study.name=.."], "study.name='..' is empty"),
+    ("study", ["report.dir={tmp}/not-a-db.txt"], "not-a-db.txt is a file"),
+    ("study", ["report.dir={tmp}/not-a-db.txt/report"], "which is a file"),
+    ("train", ["data=imagefolder", "data.root={tmp}/images", *IMAGE_SIZES, "data.n_train=12"], "bad.png is not a readable image"),
+    ("tune", ["data=imagefolder", "data.root={tmp}/images", *IMAGE_SIZES, "data.n_train=12"], "bad.png is not a readable image"),
+    ("train", ["data=imagefolder", "data.root={tmp}/images", "data.skip_bad_files=maybe"], "data.skip_bad_files=maybe"),
 ]
+
+
+def unreadable_image_tree(root: Path) -> Path:
+    """3 class folders x 6 PNGs, and in the first, bad.png: bytes PIL cannot identify."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("ant", "bee", "cat"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    (root / "ant" / "bad.png").write_bytes(b"not an image at all\n" * 10)
+    return root
 
 
 def _fill(overrides: list[str], tmp: Path, weights: dict[str, Path]) -> list[str]:
@@ -197,6 +229,7 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
     monkeypatch.delenv("HARNESS_STORAGE_URL", raising=False)
     monkeypatch.delenv("HARNESS_NO_SUCH_VAR", raising=False)
     (tmp_path / "not-a-db.txt").write_text("not a database\n" * 100)
+    unreadable_image_tree(tmp_path / "images")
     before = dump(storage)
     cfg = compose_entry(entry, tmp_path, *_fill(overrides, tmp_path, weights_files))
 
@@ -219,6 +252,20 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
     assert not (weights_files["pickled_code"].parent / MARKER_NAME).exists(), "a pickle ran code"
 
 
+def test_unreadable_images_are_left_out_and_counted_when_asked(tmp_path, capsys):
+    from harness.data import load_pool
+
+    root = unreadable_image_tree(tmp_path / "images")
+    (root / "bee" / "empty.jpg").write_bytes(b"")
+    cfg = compose_entry("train", tmp_path, "data=imagefolder", f"data.root={root}", "data.image_size=12", "data.n_val=3",
+                        "data.n_test=3", "data.n_train=6", "data.source_n_val=3", "data.skip_bad_files=true")
+    result = run_training(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert f"data: skipped 2 unreadable file(s) under data.root={root}" in err, err
+    assert len(load_pool(cfg.data).labels) == 18  # the 18 readable PNGs, nothing else
+    assert result.n_train == 6 and result.class_names == ["ant", "bee", "cat"]
+
+
 # --------------------------------------------------------------------- console scripts (slow)
 
 # (script, arguments, uses the seeded storage, words on the one stderr line)
@@ -229,6 +276,14 @@ SCRIPT_CASES = {
                               "not a readable safetensors file"),
     "study-repeated-size": ("harness-study", ["study.n_train=[10,10]"], True, "repeats a size"),
     "pretrain-zero-steps": ("harness-pretrain", ["pretrain.train.steps=0"], False, "pretrain.train.steps=0"),
+    "train-seed-abc": ("harness-train", ["seed=abc"], False, "seed=abc must be an integer >= 0: fix seed"),
+    "train-threads-negative": ("harness-train", ["trainer.threads=-3"], False, "trainer.threads=-3 must be an integer >= 0"),
+    "train-unreadable-image": ("harness-train", ["data=imagefolder", "data.root={tmp}/images", *IMAGE_SIZES],
+                               False, "images/ant/bad.png is not a readable image: remove or replace it, or set data.skip_bad_files=true"),
+    "study-name-slash": ("harness-study", ["study.name=a/b"], True, "study.name='a/b' contains '/'"),
+    "report-dir-is-a-file": ("harness-report", ["study.name=digits", "report.dir={tmp}/tune.db"], True,
+                             "tune.db is a file: point report.dir at a folder"),
+    "study-report-dir-is-a-file": ("harness-study", ["report.dir={tmp}/tune.db"], True, "tune.db is a file"),
 }
 
 
@@ -243,11 +298,15 @@ def script_runs(tmp_path_factory, template_db, weights_files) -> dict[str, tuple
         db = tmp / "tune.db"
         if seeded:
             shutil.copy(template_db, db)
+        if any("{tmp}/images" in a for a in args):
+            unreadable_image_tree(tmp / "images")
         base = [] if script in ("harness-train", "harness-pretrain") else [
             f"storage.url=sqlite:///{db}", "tune.progress=false"]
         if "storage=postgres" in args:
             base = ["tune.progress=false"]
         common = ["logger=none", f"pretrain.cache_dir={tmp}/pretrained", f"hydra.run.dir={tmp}/run"]
+        if script == "harness-report":  # no tuning and no pretraining settings
+            base, common = [f"storage.url=sqlite:///{db}"], ["logger=none", f"hydra.run.dir={tmp}/run"]
         argv = [str(BIN / script), *base, *common, *_fill(args, tmp, weights_files)]
         before = dump(db) if seeded else None
         proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

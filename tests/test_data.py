@@ -15,6 +15,7 @@ from conftest import IMAGE_CLASSES, IMAGE_SIZES
 
 from harness.data import build_task, load_pool
 from harness.errors import ConfigError
+from harness.pretrain import ensure_source
 from harness.run import run_training
 
 
@@ -245,6 +246,7 @@ def test_imagefolder_source_target_split_by_name(make_cfg, image_tree, tmp_path)
                    "data.source_classes=[ant,bee]", "data.n_train=12", "strategy=finetune")
     source = build_task(cfg.data, role="source")
     assert source.class_names == ["ant", "bee"] and len(source.train) + len(source.val) == 24
+    ensure_source(cfg)
     result = run_training(cfg, tmp_path)
     assert result.class_names == ["cat", "dog", "eel", "fox"]
     assert result.n_train == 12 and result.model.get_classifier().out_features == 4
@@ -381,6 +383,7 @@ def test_a_fine_tune_from_glyphs_pretrains_on_them_then_trains_all_ten_digits(ma
 
     cfg = make_cfg(*GLYPHS, "data.source_classes=null", "data.target_classes=null", "strategy=finetune",
                    cache=tmp_path / "cache")
+    ensure_source(cfg)
     result = run_training(cfg, tmp_path / "run")
     assert result.class_names == [str(c) for c in range(10)] and result.model.get_classifier().out_features == 10
     meta = ensure_pretrained(cfg).meta

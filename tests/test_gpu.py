@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import IMAGE_SIZES
 
+from harness.pretrain import ensure_source
 from harness.run import run_training
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -19,6 +20,7 @@ ON_GPU = ("trainer.accelerator=gpu", "trainer.precision=auto", "trainer.channels
 def test_a_run_trains_and_evaluates_on_the_gpu(make_cfg, tmp_path, strategy):
     # val_every does not divide steps, so the final validation and the test split run after fit.
     cfg = make_cfg(f"strategy={strategy}", *ON_GPU, "train.steps=12", "train.val_every=5")
+    ensure_source(cfg)
     result = run_training(cfg, tmp_path / "run")
     assert result.compute.steps == 12 and result.val_history[-1][0] == 12
     assert result.test_acc is not None and 0.0 <= result.test_acc <= 1.0

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from harness.data import build_task
+from harness.pretrain import ensure_source
 from harness.probe import fit_probe, frozen_features, probe_accuracy
 from harness.run import build_model
 
 
 def test_features_are_the_frozen_backbones_pre_logits_and_nothing_moves(make_cfg) -> None:
     cfg = make_cfg("strategy=finetune", "data.n_train=20")
+    ensure_source(cfg)
     task = build_task(cfg.data, "target")
     model = build_model(cfg, task)
     model.train()
@@ -29,6 +31,7 @@ def test_features_are_the_frozen_backbones_pre_logits_and_nothing_moves(make_cfg
 
 def test_probe_accuracy_is_the_probe_on_those_features(make_cfg) -> None:
     cfg = make_cfg("strategy=finetune", "data.n_train=20")
+    ensure_source(cfg)
     task = build_task(cfg.data, "target")
     model = build_model(cfg, task)
     cpu = torch.device("cpu")

@@ -14,6 +14,7 @@ import torch
 from harness.augment import LEVELS, augment_batch
 from harness.data import build_task
 from harness.errors import ConfigError
+from harness.pretrain import ensure_source
 from harness.run import run_training
 
 
@@ -34,8 +35,9 @@ def test_same_seed_same_result(make_cfg, tmp_path):
 
 
 def test_finetune_same_seed_same_result_whether_or_not_cached(make_cfg, tmp_path):
-    """The first run pretrains (cache missing), the second reads the cache: same result."""
+    """The first run follows the pretraining (cache missing), the second only reads the cache: same result."""
     cfg = make_cfg("strategy=finetune", "train.steps=15", cache=tmp_path / "cache")
+    ensure_source(cfg)  # what harness-train does before its run
     a = run_training(cfg, tmp_path / "a")
     b = run_training(cfg, tmp_path / "b")
     assert a.val_acc == b.val_acc and a.val_history == b.val_history
@@ -149,7 +151,8 @@ def test_wandb_logger_offline(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = make_cfg("logger=wandb", f"logger.dir={tmp_path / 'wb'}", "study_name=my-study", "strategy=finetune",
                    "train.steps=10", "data.n_train=30", cache=tmp_path / "cache")
-    result = run_training(cfg, tmp_path / "run")  # pretrains first (fresh cache): a run of its own
+    ensure_source(cfg)  # pretrains first (fresh cache): a run of its own
+    result = run_training(cfg, tmp_path / "run")
     files = glob.glob(str(tmp_path / "wb" / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 2
     by_job = {}

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from harness.data import build_task
 from harness.models import classifier_names, stage_groups
-from harness.pretrain import ensure_pretrained
+from harness.pretrain import ensure_pretrained, ensure_source
 from harness.run import build_model, run_training
 from harness.strategies import plan_phases
 
@@ -68,6 +68,7 @@ def runs(make_cfg, tmp_path_factory):
     out = {}
     for mode in ("full", "linear_probe", "lp_ft", "freeze"):
         cfg = make_cfg("strategy=finetune", f"strategy.mode={mode}", "strategy.freeze_stages=2", "train.steps=10")
+        ensure_source(cfg)
         out[mode] = run_training(cfg, tmp_path_factory.mktemp(mode))
     return out
 
@@ -155,6 +156,7 @@ def test_freeze_freezes_exactly_the_first_stages(runs, pretrained_state):
 def test_freeze_cannot_freeze_the_head(make_cfg, tmp_path):
     from harness.errors import ConfigError
 
+    ensure_source(make_cfg("strategy=finetune"))
     with pytest.raises(ConfigError, match=r"freeze_stages=5 .* use 0\.\.4"):
         run_training(make_cfg("strategy=finetune", "strategy.mode=freeze", "strategy.freeze_stages=5"), tmp_path)
     # freezing all 4 groups before the head is a linear probe
@@ -179,6 +181,7 @@ class _GroupRecorder(pl.Callback):
 def test_layer_decay_lowers_lr_toward_the_stem(make_cfg, tmp_path):
     recorder = _GroupRecorder()
     cfg = make_cfg("strategy=finetune", "strategy.layer_decay=0.5", "train.lr=0.01", "train.steps=5")
+    ensure_source(cfg)
     run_training(cfg, tmp_path, callbacks=[recorder])
     lr_of = {name: lr for lr, names in recorder.groups for name in names}
     assert len(lr_of) == 23  # every parameter: stem 3, stages 3x6, head 2
@@ -196,7 +199,9 @@ def test_layer_decay_lowers_lr_toward_the_stem(make_cfg, tmp_path):
 
 def test_no_layer_decay_gives_one_lr(make_cfg, tmp_path):
     recorder = _GroupRecorder()
-    run_training(make_cfg("strategy=finetune", "train.lr=0.01", "train.steps=5"), tmp_path, callbacks=[recorder])
+    cfg = make_cfg("strategy=finetune", "train.lr=0.01", "train.steps=5")
+    ensure_source(cfg)
+    run_training(cfg, tmp_path, callbacks=[recorder])
     assert {lr for lr, _ in recorder.groups} == {0.01}
     assert sum(len(names) for _, names in recorder.groups) == 23
     # weight decay (train.weight_decay=0.05) on conv and linear weights only, not on norms and biases

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import harness.run
 from harness.data import build_task
 from harness.errors import ConfigError
-from harness.pretrain import cache_dir, ensure_pretrained, find_pretrained
+from harness.pretrain import cache_dir, ensure_pretrained, ensure_source, find_pretrained
 from harness.run import build_model, run_training
 
 
@@ -216,12 +216,22 @@ def test_a_class_source_keeps_the_cache_key_it_had_before_glyphs(make_cfg, tmp_p
 
 
 def test_finetune_run_uses_cache(make_cfg, tmp_path, monkeypatch):
-    """A fine-tune run pretrains once; the next run only reads the cache."""
+    """A fine-tune run (harness-train: ensure_source, then the run) pretrains once; the next only reads the cache."""
     cfg = make_cfg("strategy=finetune", "train.steps=5", cache=tmp_path / "cache")
+    ensure_source(cfg)
     run_training(cfg, tmp_path / "a")
     assert find_pretrained(cfg) is not None
     monkeypatch.setattr("harness.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("pretrained again")))
+    ensure_source(cfg)
     run_training(cfg, tmp_path / "b")
+
+
+def test_the_trainer_only_reads_the_source_model_and_says_who_makes_it(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("strategy=finetune", "train.steps=5", cache=tmp_path / "cache")
+    monkeypatch.setattr("harness.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("the trainer pretrained")))
+    with pytest.raises(ConfigError, match="no source model is cached .* run harness-pretrain"):
+        run_training(cfg, tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
 
 
 # ----------------------------------------------------------------------------- what cells record of their weights

@@ -12,8 +12,9 @@ from harness.errors import exits_cleanly
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 @exits_cleanly
 def main(cfg: DictConfig) -> float:
-    from harness.pretrain import ensure_pretrained, find_pretrained
+    from harness.pretrain import check_pretrain_config, ensure_pretrained, find_pretrained
 
+    check_pretrain_config(cfg)
     cached = find_pretrained(cfg)
     made = cached or ensure_pretrained(cfg)
     meta = made.meta

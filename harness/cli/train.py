@@ -17,9 +17,11 @@ from harness.errors import exits_cleanly
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from harness.pretrain import ensure_source
     from harness.run import run_training
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ensure_source(cfg)  # the trainer only reads the source model: made here when missing
     result = run_training(cfg, run_dir)
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
     test = "n/a" if result.test_acc is None else f"{result.test_acc:.4f}"

@@ -102,6 +102,16 @@ def unknown_pretraining(source: dict[str, Any]) -> str:
             "are unknown; declare them with strategy.pretrain_flops to draw it.")
 
 
+def check_report_dir(out_dir: Path) -> None:
+    """report.dir must be, or be creatable as, a folder: neither it nor a folder above it a file."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == out_dir else f"lies under {path}, which is a file"
+                raise ConfigError(f"report.dir={out_dir} {where}: point report.dir at a folder (it is created if missing)")
+            return
+
+
 def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "test_acc", n_boot: int = 1000,
                  margin: float = MARGIN, horizon: float = HORIZON, wandb_cfg: Any = None,
                  sqlite_wal: bool = True) -> dict[str, Any]:
@@ -117,8 +127,7 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     """
     check_report_settings(metric, n_boot, margin, horizon)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"report.dir={out_dir} is a file: point report.dir at a folder (it is created if missing)")
+    check_report_dir(out_dir)
     storage, shown = open_existing(storage_url, sqlite_wal)
     cells = load_cells(storage, study, shown)
     out_dir.mkdir(parents=True, exist_ok=True)
