@@ -229,6 +229,11 @@ SCRIPT_CASES = {
                               "not a readable safetensors file"),
     "study-repeated-size": ("harness-study", ["study.n_train=[10,10]"], True, "repeats a size"),
     "pretrain-zero-steps": ("harness-pretrain", ["pretrain.train.steps=0"], False, "pretrain.train.steps=0"),
+    # Refused by Hydra before the app runs (harness.errors.hydra_app): one line, exit 2 all the same.
+    "tune-unknown-key": ("harness-tune", ["tune.n_trail=3"], True, "To append to your config use +tune.n_trail=3"),
+    "study-malformed-override": ("harness-study", ["study.n_train=[10,20"], True, "fix that override"),
+    "report-missing-option": ("harness-report", ["storage=nope"], True, "Available options in 'storage': local, postgres"),
+    "pretrain-append-existing": ("harness-pretrain", ["+pretrain.train.steps=3"], False, "++pretrain.train.steps=3"),
 }
 
 
