@@ -472,12 +472,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
             result = _train_trial(trial_cfg, run_root / f"trial-{trial.number:04d}", callback,
                                   run_name=f"{study.study_name}/trial-{trial.number}",
                                   log_extra={"trial": {"number": trial.number, "study": study.study_name, "params": values}})
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
         trial.set_user_attr("fail_reason", "interrupted")
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(values, user_attrs={"retry_of": trial.number})
+        if isinstance(stop, SystemExit) and stop.code not in (None, 0, 1):
+            raise  # a launcher's own exit (submitit's requeue on USR2 exits 144 locally): its code is its message
         raise KeyboardInterrupt(f"trial {trial.number} interrupted") from None  # exit as interrupted (130), not 1
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
         compute = getattr(err, "harness_compute", None)

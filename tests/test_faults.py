@@ -173,6 +173,65 @@ def test_sigint_and_sigterm_stop_a_trial_cleanly_and_the_same_command_resumes(tm
     assert len(study.user_attrs["final"]) == 1
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid, read from /proc (children before grandchildren)."""
+    out, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop(0)
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                fields = (child / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                out.append(int(child.name))
+                frontier.append(int(child.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process through /proc")
+def test_usr2_to_a_running_job_requeues_it_and_its_trial(tmp_path):
+    """SLURM's time-limit warning, for real: USR2 delivered to the job process of a running
+    `harness-tune -m hydra/launcher=submitit_local` (submitit handles USR2 as on SLURM, and its
+    local executor restarts a job that asks to be requeued, as SLURM would). The running trial is
+    stored as interrupted, the job is requeued, and its second life re-runs that trial's parameters
+    first and finishes the cell."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ["-m", "hydra/launcher=submitit_local", *tiny_overrides(tmp_path), "~search_space.params.steps",
+            "train.steps=2000", "train.val_every=25", "tune.n_trials=1", "study.seeds=1",
+            f"hydra.sweep.dir={tmp_path}/sweep"]
+    db, log = tmp_path / "tune.db", tmp_path / "usr2.log"
+    proc = _start(tmp_path, args, log, _env())
+    try:
+        _wait_for(lambda: any(n == 0 and s == "RUNNING" and k > 0 for n, s, k in sqlite_trials(db)),
+                  "trial 0 to run", [proc], logs=[log])
+        (job,) = [p for p in _descendants(proc.pid) if "submitit.core._submit" in _cmdline(p)]
+        os.kill(job, signal.SIGUSR2)
+        code = proc.wait(300)
+    finally:
+        _stop_all([proc])
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    job_logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.*"))
+    assert "Caught signal SIGUSR2" in job_logs and "Requeued job" in job_logs, job_logs[-3000:]
+
+    study = load(tmp_path)
+    first, rerun = study.trials
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == "interrupted"
+    assert first.intermediate_values and max(first.intermediate_values) < 2000  # stopped mid-trial
+    assert rerun.user_attrs["retry_of"] == 0 and rerun.params == first.params and rerun.state == TrialState.COMPLETE
+    assert Budget(1, None, None).spent(study.trials)["n_trials"] == 1
+    assert len(study.user_attrs["final"]) == 1
+
+
 # ------------------------------------------------------------------------------------- chaos
 
 BUDGET = 5
