@@ -114,3 +114,16 @@ def run_tune(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Complete
 def start_tune(cwd: Path, *args: str, log: Path) -> subprocess.Popen:
     handle = open(log, "w")
     return subprocess.Popen([TUNE, *args], cwd=cwd, env=tune_env(), stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def age_heartbeats(db: Path, seconds: int = 3600) -> int:
+    """Move every recorded heartbeat `seconds` into the past: a dead worker's trial, made stale at
+    once instead of waiting out a grace period on the storage's clock (SQLite's ticks in seconds,
+    and a busy machine can stretch any wait). Returns the heartbeats moved."""
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        with con:
+            return con.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, ?)",
+                               (f"-{int(seconds)} seconds",)).rowcount
+    finally:
+        con.close()
