@@ -703,6 +703,11 @@ def _peers_may_die(study: optuna.Study) -> bool:
             and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
 
 
+def pause(seconds: float) -> None:
+    """The wait between polls of a spent cell's peers: the one place tests put a clock of their own."""
+    time.sleep(seconds)
+
+
 def _poll_s(storage: optuna.storages.BaseStorage) -> float:
     storage = rdb_of(storage)
     interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
@@ -730,7 +735,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, reru
                     progress.update()
                 elif wait_for_peers and _peers_may_die(study):
                     progress.waiting()
-                    time.sleep(_poll_s(study._storage))
+                    pause(_poll_s(study._storage))
                 else:
                     break
     finally:

@@ -236,7 +236,9 @@ def test_usr2_to_a_running_job_requeues_it_and_its_trial(tmp_path):
 
 BUDGET = 5
 CHAOS = ["~search_space.params.steps", "train.steps=10", "study.seeds=1", f"tune.n_trials={BUDGET}",
-         "storage.heartbeat_interval=1", "storage.grace_period=3"]
+         "storage.heartbeat_interval=1", "storage.grace_period=60"]
+# A live worker beats every second, however busy the machine: it has 60 s of grace. The killed
+# worker's trial is made stale by ageing its heartbeat (_age_heartbeat), not by waiting.
 LONG = "train.steps=1000000"  # the victim's trials never end on their own
 
 
@@ -263,6 +265,23 @@ def _check_cells(storage, names: list[str], killed_cell: str, killed: FrozenTria
             assert retries[0].params == killed.params and retries[0].state == TrialState.COMPLETE
         study = optuna.load_study(study_name=name, storage=storage)
         assert len(study.user_attrs["final"]) == 1
+
+
+def _age_heartbeat(storage, trial: FrozenTrial, hours: int = 1) -> None:
+    """Move one trial's heartbeat an hour into the past, on SQLite or PostgreSQL alike."""
+    import datetime
+
+    from sqlalchemy import text
+
+    from harness.storage import rdb_of
+
+    with rdb_of(storage).engine.begin() as con:
+        beat = con.execute(text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :t"), {"t": trial._trial_id}).scalar()
+        assert beat is not None, "the killed trial never beat"
+        if isinstance(beat, str):
+            beat = datetime.datetime.fromisoformat(beat)
+        con.execute(text("UPDATE trial_heartbeats SET heartbeat = :b WHERE trial_id = :t"),
+                    {"b": beat - datetime.timedelta(hours=hours), "t": trial._trial_id})
 
 
 def _snapshot(storage, names: list[str]) -> dict[str, dict[int, tuple]]:
@@ -299,6 +318,7 @@ def test_chaos_sqlite_two_workers_one_killed(tmp_path):
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(30) == -signal.SIGKILL
         (killed,) = [t for t in _trials(storage, a) if t.state == TrialState.RUNNING]
+        _age_heartbeat(storage, killed)
         code = procs[1].wait(360)
     finally:
         _stop_all(procs)
@@ -335,6 +355,7 @@ def test_chaos_postgres_four_workers_one_killed(tmp_path):
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(30) == -signal.SIGKILL
         (killed,) = [t for t in _trials(storage, a) if t.state == TrialState.RUNNING]
+        _age_heartbeat(storage, killed)
         codes = [p.wait(360) for p in procs[1:]]
         _check_cells(storage, [a, b], a, killed, completed)
     finally:
