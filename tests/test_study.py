@@ -184,6 +184,18 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
         assert (report / name).is_file(), name
     crossover = json.loads((report / "crossover.json").read_text())
     assert crossover["measured_range"] == [10, 40]
+    # The tables hold what the storage holds: one row per cell, one per trial, and the verdict the
+    # printed line and report.md state is the one crossover.json records.
+    import pandas as pd
+
+    cells = pd.read_csv(report / "cells.csv")
+    assert sorted(zip(cells["strategy"], cells["n_train"])) == sorted((s, n) for s in ("finetune", "scratch") for n in (10, 20, 40))
+    assert len(pd.read_csv(report / "trials.csv")) == sum(len(t) for t in trials_before.values())
+    from harness.report import headline_line
+
+    line = headline_line(crossover)
+    assert line in first.stdout.splitlines()
+    assert line.split("] ", 1)[1][:40] in (report / "report.md").read_text()
     # Replicates where they matter: 2 everywhere, 2 more (to the cap of 4) where the verdict stayed
     # undecided and decides the headline (two trials a cell cannot settle much), for both strategies.
     counts = {(p["n"], s): r for p in crossover["per_n"] for s, r in p["replicates"].items()}
