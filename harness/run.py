@@ -154,7 +154,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     eval_per_sample = eval_flops_per_sample(model, x_eval.to(device))
 
     precision = _precision(cfg.trainer, device)
-    channels_last = str(cfg.trainer.channels_last) == "true" or (str(cfg.trainer.channels_last) == "auto" and device.type == "cuda")
+    # Hydra reads trainer.channels_last=true as a bool: str() of it is "True"
+    channels_last = str(cfg.trainer.channels_last).lower() == "true" or (str(cfg.trainer.channels_last) == "auto" and device.type == "cuda")
     module = Classifier(model, train, str(cfg.data.augment), phases, groups, channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -471,12 +471,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
             result = _train_trial(trial_cfg, run_root / f"trial-{trial.number:04d}", callback,
                                   run_name=f"{study.study_name}/trial-{trial.number}",
                                   log_extra={"trial": {"number": trial.number, "study": study.study_name, "params": values}})
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
         trial.set_user_attr("fail_reason", "interrupted")
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(values, user_attrs={"retry_of": trial.number})
+        if isinstance(stop, SystemExit) and stop.code not in (None, 0, 1):
+            raise  # a launcher's own exit (submitit's requeue on USR2 exits 144 locally): its code is its message
         raise KeyboardInterrupt(f"trial {trial.number} interrupted") from None  # exit as interrupted (130), not 1
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
         compute = getattr(err, "harness_compute", None)
@@ -700,6 +702,11 @@ def _peers_may_die(study: optuna.Study) -> bool:
             and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
 
 
+def pause(seconds: float) -> None:
+    """The wait between polls of a spent cell's peers: the one place tests put a clock of their own."""
+    time.sleep(seconds)
+
+
 def _poll_s(storage: optuna.storages.BaseStorage) -> float:
     storage = rdb_of(storage)
     interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
@@ -728,7 +735,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, reru
                     progress.update()
                 elif wait_for_peers and _peers_may_die(study):
                     progress.waiting()
-                    time.sleep(_poll_s(study._storage))
+                    pause(_poll_s(study._storage))
                 else:
                     break
     finally:

@@ -284,6 +284,11 @@ SCRIPT_CASES = {
     "report-dir-is-a-file": ("harness-report", ["study.name=digits", "report.dir={tmp}/tune.db"], True,
                              "tune.db is a file: point report.dir at a folder"),
     "study-report-dir-is-a-file": ("harness-study", ["report.dir={tmp}/tune.db"], True, "tune.db is a file"),
+    # Refused by Hydra before the app runs (harness.errors.hydra_app): one line, exit 2 all the same.
+    "tune-unknown-key": ("harness-tune", ["tune.n_trail=3"], True, "To append to your config use +tune.n_trail=3"),
+    "study-malformed-override": ("harness-study", ["study.n_train=[10,20"], True, "fix that override"),
+    "report-missing-option": ("harness-report", ["storage=nope"], True, "Available options in 'storage': local, postgres"),
+    "pretrain-append-existing": ("harness-pretrain", ["+pretrain.train.steps=3"], False, "++pretrain.train.steps=3"),
 }
 
 

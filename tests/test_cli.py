@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ def cli(tmp_path_factory):
         "steps0": common + ["train.steps=0", f"hydra.run.dir={tmp / 'bad1'}"],
         "weights": common + ["strategy=finetune", f"strategy.weights={corrupt}", f"hydra.run.dir={tmp / 'bad3'}"],
         "group": ["data=nope", f"hydra.run.dir={tmp / 'bad4'}"],
+        "key": ["train.step=5", f"hydra.run.dir={tmp / 'bad5'}"],
+        "syntax": ["train.steps=[5", f"hydra.run.dir={tmp / 'bad6'}"],
     }
     procs = {name: subprocess.Popen([script, *args], cwd=tmp, env=env, text=True, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE) for name, args in jobs.items()}
@@ -75,9 +76,15 @@ def test_bad_input_exits_2_with_one_line(cli, name, message):
     assert lines[0].startswith("error: ") and message in lines[0]
 
 
-def test_unknown_group_option_gives_hydras_message(cli):
-    code, stdout, stderr = cli["group"]
-    assert code != 0
-    assert re.search(r"Could not find 'data/nope'", stderr), stderr
-    assert "digits" in stderr  # Hydra lists the available options
-    assert "Traceback" not in stderr
+@pytest.mark.parametrize("name, message", [
+    ("group", "Could not find 'data/nope' Available options in 'data': digits, imagefolder, torchvision"),
+    ("key", "Could not override 'train.step'. To append to your config use +train.step=5"),
+    ("syntax", "fix that override"),
+])
+def test_what_hydra_refuses_before_the_app_runs_also_exits_2_with_one_line(cli, name, message):
+    code, stdout, stderr = cli[name]
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in stderr + stdout

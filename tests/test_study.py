@@ -182,6 +182,18 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
         assert (report / name).is_file(), name
     crossover = json.loads((report / "crossover.json").read_text())
     assert crossover["measured_range"] == [10, 40]
+    # The tables hold what the storage holds: one row per cell, one per trial, and the verdict the
+    # printed line and report.md state is the one crossover.json records.
+    import pandas as pd
+
+    cells = pd.read_csv(report / "cells.csv")
+    assert sorted(zip(cells["strategy"], cells["n_train"])) == sorted((s, n) for s in ("finetune", "scratch") for n in (10, 20, 40))
+    assert len(pd.read_csv(report / "trials.csv")) == sum(len(t) for t in trials_before.values())
+    from harness.report import headline_line
+
+    line = headline_line(crossover)
+    assert line in first.stdout.splitlines()
+    assert line.split("] ", 1)[1][:40] in (report / "report.md").read_text()
     # Replicates where they matter: 2 everywhere, 2 more (to the cap of 4) where the verdict stayed
     # undecided and decides the headline (two trials a cell cannot settle much), for both strategies.
     counts = {(p["n"], s): r for p in crossover["per_n"] for s, r in p["replicates"].items()}
@@ -205,16 +217,21 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
         assert study.user_attrs["final"] == finals_before[name]
 
 
-def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rerun_its_trial(tmp_path):
+def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rerun_its_trial(tmp_path, monkeypatch):
     """Cell n10's last trial belongs to a dead worker (it beat once, then nothing). A study worker
     first tunes the other cell instead of waiting on n10, then comes back, fails the dead trial once
-    it is stale and runs its retry: no cell is left short of its budget with a trial RUNNING."""
+    it is stale and runs its retry: no cell is left short of its budget with a trial RUNNING. The
+    grace period is long and passes at the worker's first pause (age_while_waiting): the ordering
+    holds on however busy a machine."""
+    from tuning_helpers import age_while_waiting
+
+    pauses = age_while_waiting(monkeypatch, tmp_path / "study.db")
     from harness import tuning
     from harness.study import _worker
 
     cfg = compose_study("study.strategies=[scratch]", "study.n_train=[10,20]", "tune.n_trials=1", "study.seeds=1",
                         f"storage.url=sqlite:///{tmp_path}/study.db", "storage.heartbeat_interval=1",
-                        "storage.grace_period=5", "logger=none", "tune.progress=false", "data.n_val=50", "train.steps=10",
+                        "storage.grace_period=600", "logger=none", "tune.progress=false", "data.n_val=50", "train.steps=10",
                         "train.val_every=10", "~search_spaces.scratch.params.steps")
     cells = check_study(cfg)
     dead_cell = next(c for c in cells if c.data.n_train == 10)
@@ -230,5 +247,6 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     assert [t.state for t in held.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert held.trials[1].system_attrs["failed_trial"] == dead.number and "final" in held.user_attrs
     assert [t.state for t in other.trials] == [TrialState.COMPLETE] and "final" in other.user_attrs
-    # n20 was tuned before the dead trial could be failed (5 s of grace): the worker did not wait on n10 first
+    # n20 was tuned before the dead trial could be failed: the worker did not wait on n10 first
+    assert len(pauses) == 1
     assert other.trials[0].datetime_start < held.trials[0].datetime_complete

@@ -36,6 +36,8 @@ from harness.search_space import SearchSpace
 from harness.tuning import cell_study_name, tune_cell
 from tuning_helpers import (
     FINISHED,
+    age_heartbeats,
+    age_while_waiting,
     compose_tune,
     finished,
     load,
@@ -195,13 +197,14 @@ def test_resume_with_a_better_trial_re_runs_the_new_best(tmp_path):
 def test_a_trial_taken_by_a_worker_that_dies_before_training_is_still_retried(tmp_path):
     """Between taking a trial and its first heartbeat a worker can die too; Optuna never fails a
     RUNNING trial that has no heartbeat, so taking one must record it."""
-    cfg = compose_tune(tmp_path, "tune.n_trials=2", "storage.heartbeat_interval=1", "storage.grace_period=1")
+    cfg = compose_tune(tmp_path, "tune.n_trials=2", "storage.heartbeat_interval=1", "storage.grace_period=600")
     space, budget = harness.tuning.check_cell_config(cfg)
     study = harness.tuning.open_cell(cfg, space, budget)
     taken = harness.tuning._take_trial(study, cfg, budget)  # ...and the worker dies here
     assert load(tmp_path).trials[taken.number].state == TrialState.RUNNING
 
-    time.sleep(3)  # past the grace period at SQLite's one-second clock resolution
+    assert harness.storage.fail_stale_trials(study) == 0  # within its grace period
+    assert age_heartbeats(tmp_path / "tune.db") == 1  # the one heartbeat taking it recorded, now old
     assert harness.storage.fail_stale_trials(study) == 1
     trials = load(tmp_path).trials
     assert trials[taken.number].state == TrialState.FAIL
@@ -771,7 +774,8 @@ def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental
 
 @pytest.mark.slow
 def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
-    beat = ["storage.heartbeat_interval=1", "storage.grace_period=2", "~search_space.params.steps", "study.seeds=1"]
+    # A generous grace period, and the dead trial's heartbeat aged by hand: no wait on SQLite's clock.
+    beat = ["storage.heartbeat_interval=1", "storage.grace_period=600", "~search_space.params.steps", "study.seeds=1"]
     tune_cell(compose_tune(tmp_path, "tune.n_trials=1", "train.steps=10", *beat), tmp_path / "runs")
     done = load(tmp_path).trials[0]
     assert done.state == TrialState.COMPLETE
@@ -794,7 +798,7 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
     killed = study.trials[1]
 
-    time.sleep(4)  # past the grace period (SQLite's clock has one-second resolution)
+    assert age_heartbeats(tmp_path / "tune.db", trial_ids=[killed._trial_id]) == 1
     tune_cell(compose_tune(tmp_path, "tune.n_trials=3", "train.steps=10", *beat), tmp_path / "runs")
 
     trials = load(tmp_path).trials
@@ -809,11 +813,13 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     assert harness.tuning.Budget(3, None, None).spent(trials)["n_trials"] == 3
 
 
-def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path, capsys):
+def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path, capsys, monkeypatch):
     """The last trial of the budget belongs to a worker that died (it beat once, then nothing):
     the surviving worker does not exit with the cell short of a trial and that one RUNNING; it
-    waits out the grace period, fails it, runs its retry, and re-runs the final best."""
-    beat = ["storage.heartbeat_interval=1", "storage.grace_period=2", "~search_space.params.steps", "train.steps=10",
+    waits out the grace period, fails it, runs its retry, and re-runs the final best. The grace
+    period passes at the worker's first pause (age_while_waiting), not on the storage's clock."""
+    pauses = age_while_waiting(monkeypatch, tmp_path / "tune.db")
+    beat = ["storage.heartbeat_interval=1", "storage.grace_period=600", "~search_space.params.steps", "train.steps=10",
             "study.seeds=1"]
     tune_cell(compose_tune(tmp_path, "tune.n_trials=2", *beat), tmp_path / "runs")
     cfg = compose_tune(tmp_path, "tune.n_trials=3", *beat)
@@ -826,6 +832,7 @@ def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(t
     tune_cell(compose_tune(tmp_path, "tune.n_trials=3", *beat, "tune.progress=true"), tmp_path / "runs")
     said = capsys.readouterr().err
     assert said.count("budget spent; waiting for 1 trial(s) of other workers") == 1, said  # once, not every poll
+    assert len(pauses) == 1  # it waited once, and the dead trial was stale after it
 
     study = load(tmp_path)
     trials = study.trials
@@ -837,16 +844,15 @@ def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(t
     assert study.user_attrs["best_trial"] == best.number and len(study.user_attrs["final"]) == 1
 
 
-def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path):
+def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path, monkeypatch):
     """harness-study's first pass over the cells: a peer's running trial does not hold it up."""
-    beat = ["storage.heartbeat_interval=1", "storage.grace_period=60", "tune.n_trials=1"]
+    beat = ["storage.heartbeat_interval=1", "storage.grace_period=600", "tune.n_trials=1"]
     cfg = compose_tune(tmp_path, *beat)
     space, budget = harness.tuning.check_cell_config(cfg)
     study = harness.tuning.open_cell(cfg, space, budget)
     running = harness.tuning._take_trial(study, cfg, budget)
-    started = time.monotonic()
+    monkeypatch.setattr(harness.tuning, "pause", lambda s: pytest.fail("a worker that need not wait paused"))
     tune_cell(cfg, tmp_path / "runs", wait_for_peers=False)
-    assert time.monotonic() - started < 30
     assert [t.state for t in load(tmp_path).trials] == [TrialState.RUNNING]
     assert running.number == 0
 
@@ -919,7 +925,7 @@ def test_two_workers_share_one_cell_and_its_budget(tmp_path):
     ran = [{int(p.name.split("-")[1]) for p in (tmp_path / f"w{i}").glob("trial-*")} for i in range(2)]
     assert not ran[0] & ran[1], "a trial ran in both workers"
     assert ran[0] | ran[1] == set(range(20))
-    assert ran[0] and ran[1], f"one worker did everything: {ran}"
+    # Which worker takes which trial is the lock's luck: nothing promises both take some.
     best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert study.user_attrs["best_trial"] == best.number and len(study.user_attrs["final"]) == 1
 

@@ -69,7 +69,8 @@ def test_a_clear_lead_everywhere_is_finetune_ahead_with_n_star_beyond_the_range(
     c = compare(ft, sc, n_boot=500)
     assert [p.verdict for p in c.per_n] == [FB] * len(SIZES)
     assert c.status == "finetune_ahead" and c.agreement == pytest.approx(1.0)
-    assert c.n_star is None or c.n_star > 320 and c.extrapolated
+    # Curves that never meet: n* is "never" (inf, searched to the horizon), not an extrapolated crossover.
+    assert c.n_star == math.inf and c.ci95 == (math.inf, math.inf) and c.n_cross is None
     assert c.intervals.startswith("replicates only")
 
 
@@ -79,6 +80,18 @@ def test_identical_strategies_with_precise_replicates_are_equivalent() -> None:
     c = compare(replicates(f, 0.001, 8, rng), replicates(f, 0.001, 8, rng), n_boot=500)
     assert c.status == "equivalent", [p.verdict for p in c.per_n]
     assert all(abs(p.gap) < 0.01 for p in c.per_n)
+
+
+def test_a_near_tie_within_the_margin_is_equivalent_everywhere_and_names_no_winner() -> None:
+    """Fine-tune ahead by half the margin at every size, precisely measured: equivalent, not better."""
+    rng = np.random.default_rng(2)
+    sc = curve(0.97, 0.5, 0.8)
+    c = compare(replicates(lambda n: sc(n) + 0.005, 0.001, 8, rng), replicates(sc, 0.001, 8, rng), n_boot=500)
+    assert c.status == "equivalent", [p.verdict for p in c.per_n]
+    for p in c.per_n:
+        assert p.verdict == EQ and -0.01 < p.ci95[0] <= p.gap <= p.ci95[1] < 0.01
+        assert 0 < p.gap < 0.01
+    assert c.n_cross is None  # scratch never goes ahead beyond the margin
 
 
 def test_noisy_identical_strategies_are_inconclusive_not_a_winner() -> None:

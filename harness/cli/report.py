@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli import CONFIG_DIR
-from harness.errors import exits_cleanly
+from harness.errors import exits_cleanly, hydra_app
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
 @exits_cleanly
-def main(cfg: DictConfig) -> dict:
+def _main(cfg: DictConfig) -> dict:
     from pathlib import Path
 
     from harness.report import build_report
@@ -34,6 +34,8 @@ def main(cfg: DictConfig) -> dict:
         print(f"wandb run: {summary['wandb_run_dir']}")
     return summary
 
+
+main = hydra_app(_main)
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli import CONFIG_DIR, STUDIES_DIR
-from harness.errors import exits_cleanly
+from harness.errors import exits_cleanly, hydra_app
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="study")
@@ -26,6 +26,7 @@ def _study(cfg: DictConfig) -> float:
     return float(summary.get("n_star") or 0.0)
 
 
+@hydra_app
 def main() -> None:
     # Recipes live in studies/recipe/: put that folder on Hydra's search path.
     sys.argv.insert(1, f"hydra.searchpath=[file://{STUDIES_DIR}]")

@@ -9,12 +9,12 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli import CONFIG_DIR
-from harness.errors import exits_cleanly
+from harness.errors import exits_cleanly, hydra_app
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exits_cleanly
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from harness.pretrain import ensure_source
@@ -30,6 +30,8 @@ def main(cfg: DictConfig) -> float:
           f"train_flops={result.compute.train_flops:.3g} wall_s={result.compute.wall_s:.1f} -> {run_dir / 'result.json'}")
     return result.val_acc
 
+
+main = hydra_app(_main)
 
 if __name__ == "__main__":
     main()

@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.cli import CONFIG_DIR
-from harness.errors import exits_cleanly
+from harness.errors import exits_cleanly, hydra_app
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune")
 @exits_cleanly
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
@@ -27,6 +27,8 @@ def main(cfg: DictConfig) -> float:
     print(f"{study.study_name}: {len(study.trials)} trials, {summary}")
     return best_value(study)
 
+
+main = hydra_app(_main)
 
 if __name__ == "__main__":
     main()
