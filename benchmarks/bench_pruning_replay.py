@@ -94,7 +94,8 @@ def holdout_split(cfg, size: int):
     import numpy as np
     from omegaconf import open_dict
 
-    from harness.data import LabelledImages, build_task, load_pool, split_classes
+    from harness.data import build_task, split_classes
+    from harness.pools import LabelledImages, load_pool
 
     d = cfg.data
     pool = load_pool(d)

@@ -93,7 +93,7 @@ def _pretrain_flops(value, weights: str) -> None:
 def validate_source(data: DictConfig, fonts: bool = False) -> None:
     """`data.source` and, for glyphs, every `data.glyphs` setting; with fonts=True also that some
     font draws the characters (a second's rendering: done before a pretraining, not every run)."""
-    from harness.data import glyph_settings, source_kind
+    from harness.sources import glyph_settings, source_kind
 
     if source_kind(data) == "glyphs":
         settings = glyph_settings(data)

@@ -73,7 +73,7 @@ def ensure_source(cfg: DictConfig) -> Pretrained | None:
 def pretrain(cfg: DictConfig) -> Pretrained:
     from safetensors.torch import save_file
 
-    from harness.data import source_kind
+    from harness.sources import source_kind
     from harness.run import run_training
 
     folder = cache_dir(cfg)
@@ -103,8 +103,8 @@ def pretrain(cfg: DictConfig) -> Pretrained:
         "config": source_config(cfg),
     }
     if meta["source"] == "glyphs":  # which of matplotlib's fonts drew them (the installed matplotlib decides)
-        from harness.data import glyph_settings
         from harness.glyphs import font_templates
+        from harness.sources import glyph_settings
 
         settings = glyph_settings(cfg.data)
         meta["source_fonts"] = list(font_templates(settings.chars, settings.fonts)[0])

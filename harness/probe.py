@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from harness.data import LabelledImages, Task, build_task, eval_batches
+from harness.data import Task, build_task, eval_batches
+from harness.pools import LabelledImages
 
 
 def frozen_features(model: torch.nn.Module, images: LabelledImages, device: torch.device) -> np.ndarray:

@@ -27,7 +27,7 @@ def _source_data(data: DictConfig) -> dict:
     the target's classes or splits."""
     from dataclasses import asdict
 
-    from harness.data import glyph_settings, source_kind
+    from harness.sources import glyph_settings, source_kind
 
     plain = OmegaConf.to_container(data, resolve=True)
     if source_kind(data) == "glyphs":

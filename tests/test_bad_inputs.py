@@ -253,7 +253,7 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
 
 
 def test_unreadable_images_are_left_out_and_counted_when_asked(tmp_path, capsys):
-    from harness.data import load_pool
+    from harness.pools import load_pool
 
     root = unreadable_image_tree(tmp_path / "images")
     (root / "bee" / "empty.jpg").write_bytes(b"")

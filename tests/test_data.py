@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import IMAGE_CLASSES, IMAGE_SIZES
 
-from harness.data import build_task, load_pool
+from harness.data import build_task
 from harness.errors import ConfigError
+from harness.pools import load_pool
 from harness.pretrain import ensure_source
 from harness.run import run_training
 
@@ -262,11 +263,12 @@ def test_imagefolder_unknown_class_name(make_cfg, image_tree):
 def test_a_dataset_is_read_once_per_process(make_cfg, monkeypatch):
     """Every trial of a cell builds its task; the images are read from disk once."""
     import harness.data as data
+    import harness.pools as pools
 
     calls = []
-    real = data._LOADERS["digits"]
-    monkeypatch.setitem(data._LOADERS, "digits", lambda cfg: calls.append(1) or real(cfg))
-    monkeypatch.setattr(data, "_pools", {})
+    real = pools._LOADERS["digits"]
+    monkeypatch.setitem(pools._LOADERS, "digits", lambda cfg: calls.append(1) or real(cfg))
+    monkeypatch.setattr(pools, "_pools", {})
     a = data.build_task(make_cfg("data.n_train=20").data)
     b = data.build_task(make_cfg("data.n_train=40").data)
     assert len(calls) == 1
@@ -282,7 +284,7 @@ def test_a_dataset_is_read_once_per_process(make_cfg, monkeypatch):
 def test_tensor_normalisation_ignores_validation_and_test_images(make_cfg, monkeypatch):
     import sklearn.datasets
 
-    import harness.data as data
+    import harness.pools as data
 
     cfg = make_cfg("data.n_train=40")
     held = build_task(cfg.data, pool=_indexed_pool(cfg.data)[0])

@@ -10,8 +10,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from harness import data as data_module
-from harness.data import build_task, cross_validation_fold, cv_folds_for, load_pool
+from harness import pools as data_module
+from harness.data import build_task, cross_validation_fold, cv_folds_for
+from harness.pools import load_pool
 from harness.errors import ConfigError
 from harness.tuning import check_cell_config, tune_cell
 from tuning_helpers import compose_tune, load

@@ -13,8 +13,9 @@ from optuna.trial import TrialState
 
 import harness.run
 import harness.tuning
-from harness import data as data_module
-from harness.data import build_task, load_pool
+from harness import pools as data_module
+from harness.data import build_task
+from harness.pools import load_pool
 from harness.tuning import tune_cell
 from tuning_helpers import compose_tune, load
 

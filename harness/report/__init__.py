@@ -14,9 +14,11 @@ report derives
 Because the storage is the single source of truth, the report works however the cells were
 launched (one command, a shell multirun, many machines) and can be rebuilt at any time.
 
-The package, by concern: `cells` reads the storage, `tables` derives the tables, `figures` draws
-the plots, `document` writes the verdict text and renders report.md / report.html, `wandb_run`
-logs the report to W&B; this module puts them together (`build_report`).
+The package, by concern: `cells` reads the storage, `frames` derives the trial and cell frames
+(edge flags, fairness, importances), `anytime` the anytime curves and the winner map, `tables` the
+document's tables, `figures` draws the plots, `document` writes the verdict text and renders
+report.md / report.html, `wandb_run` logs the report to W&B; this module puts them together
+(`build_report`).
 """
 
 from __future__ import annotations
@@ -45,19 +47,15 @@ from harness.report.cells import (
 )
 from harness.report.document import PLOT_FILES, Document, build_document
 from harness.report.figures import plot_anytime, plot_effective_data, plot_learning_curves, plot_winner_map
-from harness.report.tables import (
+from harness.report.anytime import Anytime, anytime_curve, budget_levels, pretraining_known, winner_map
+from harness.report.frames import (
     EDGE_FRACTION,
-    Anytime,
     EdgeFlag,
-    anytime_curve,
-    budget_levels,
     cells_frame,
     edge_flags,
     importances,
-    pretraining_known,
     range_position,
     trials_frame,
-    winner_map,
 )
 from harness.report.verdict import HORIZON, MARGIN, Comparison, compare
 from harness.report.wandb_run import log_to_wandb

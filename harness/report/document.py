@@ -16,16 +16,9 @@ import pandas as pd
 
 from harness.report.cells import Cell, strategy_rank
 from harness.report.answer import details, per_size_table, transfer_table
-from harness.report.tables import (
-    EDGE_FRACTION,
-    MIN_TRIALS_FOR_IMPORTANCE,
-    budget_notes,
-    comparison_table,
-    compute_table,
-    edge_flags,
-    per_size_comparison,
-    winner_summary,
-)
+from harness.report.anytime import winner_summary
+from harness.report.frames import EDGE_FRACTION, MIN_TRIALS_FOR_IMPORTANCE, edge_flags
+from harness.report.tables import budget_notes, comparison_table, compute_table, per_size_comparison
 
 PLOT_FILES = {
     "learning_curves": "learning_curves.png",

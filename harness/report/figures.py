@@ -13,8 +13,8 @@ import pandas as pd
 
 from harness.learning_curves import mean_ci95, power_law
 from harness.report.answer import short_headline
+from harness.report.anytime import NOT_MEASURED, Anytime
 from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n
-from harness.report.tables import NOT_MEASURED, Anytime
 from harness.report.verdict import EQUIVALENT, INCONCLUSIVE
 
 COLORS = {"finetune": "#1f77b4", "scratch": "#d95f02"}
