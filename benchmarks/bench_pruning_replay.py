@@ -295,7 +295,7 @@ def rank_correlations(configs: list[Configuration], first: int = 6) -> list[tupl
 
 def load(path: str, pruner: str, pruner_overrides: list[str], val_every: int | None):
     """The stored cell, its configurations on the replayed validation grid, and its pruner factory."""
-    from harness.tuning import make_pruner
+    from harness.pruning import make_pruner
 
     stored = json.loads(Path(path).read_text())
     cell = {**stored["cell"], "cache": tempfile.gettempdir()}
