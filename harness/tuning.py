@@ -1,10 +1,11 @@
 """Tune one cell (strategy x n_train): one Optuna study, TPE + pruning, a budget shared by every
 worker of the cell, then the best configuration re-run as several replicates (seed and training
-subset, harness/replicates.py) on the test split.
+subset, harness/replicates.py) on the test split (harness/rerun.py). The budget, the pruner and
+the coordination of workers live in harness/budget.py, harness/pruning.py and harness/workers.py.
 
 Trials are driven with ask/tell rather than `study.optimize` because the budget check and the
 taking of a trial must happen under one lock (storage.study_lock); optimize() offers no place for
-it. The few lines of heartbeat below stand in for what optimize() would have done.
+it. The few lines of heartbeat in harness/workers.py stand in for what optimize() would have done.
 """
 
 from __future__ import annotations

@@ -305,7 +305,7 @@ def test_without_the_rerun_of_the_best_nothing_reads_the_test_split(tmp_path, mo
 
 
 class _Replicates:
-    """Wraps harness.tuning.run_training: records each re-run's seed and subset, and can interrupt
+    """Wraps run_training (of harness.tuning and harness.rerun): records each re-run's seed and subset, and can interrupt
     the n-th re-run (as Ctrl-C would) to show what an interrupted extension keeps."""
 
     def __init__(self, real, interrupt_at: int | None = None):
