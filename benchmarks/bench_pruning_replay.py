@@ -11,8 +11,8 @@ the pruner from that luck, as tabular HPO benchmarks do (LCBench, HPOBench):
    produced exactly the first s steps of its stored curve.
 2. replay (seconds): R random search orders, each drawn with replacement from the stored
    configurations (random search over the cell's space, bootstrapped) and shared by both runs.
-   Without pruning the search runs --trials trials; with the pruner (harness.tuning.make_pruner on
-   the cell's real config, fed through real Optuna trials as harness.tuning.PruningCallback feeds
+   Without pruning the search runs --trials trials; with the pruner (harness.pruning.make_pruner on
+   the cell's real config, fed through real Optuna trials as harness.pruning.PruningCallback feeds
    it) it runs on the same FLOPs budget and each trial stops where the pruner says. Per order:
    FLOPs until the no-pruning run first reaches its best B; FLOPs until the pruned run first
    completes a trial within 0.5 points of B; and, for the same target, until the no-pruning run does.
@@ -198,8 +198,8 @@ def search_without_pruning(order: list[Configuration], n_trials: int) -> list[Tr
 def search_with_pruner(order: list[Configuration], pruner, max_flops: float, study_name: str,
                        max_trials: int | None = None) -> list[Trial]:
     """Real Optuna trials in an in-memory study: each stored curve reported step by step, the
-    pruner asked after each validation on the grid (harness.tuning.PruningCallback), the trial
-    stopped where it says; the budget checked before each trial starts (harness.tuning.Budget).
+    pruner asked after each validation on the grid (harness.pruning.PruningCallback), the trial
+    stopped where it says; the budget checked before each trial starts (harness.budget.Budget).
     The study name matters: Hyperband assigns brackets by a hash of it and the trial number."""
     import optuna
     from optuna.trial import TrialState
@@ -296,7 +296,7 @@ def rank_correlations(configs: list[Configuration], first: int = 6) -> list[tupl
 
 def load(path: str, pruner: str, pruner_overrides: list[str], val_every: int | None):
     """The stored cell, its configurations on the replayed validation grid, and its pruner factory."""
-    from harness.tuning import make_pruner
+    from harness.pruning import make_pruner
 
     stored = json.loads(Path(path).read_text())
     cell = {**stored["cell"], "cache": tempfile.gettempdir()}

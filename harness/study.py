@@ -40,7 +40,7 @@ def cell_config(cfg: DictConfig, strategy: str, n_train: int) -> DictConfig:
 def steps_range(cfg: DictConfig) -> tuple[int, int]:
     """The widest train.steps range across the study's strategies' search spaces: the lowest low,
     the highest high (a strategy that does not tune steps contributes train.steps)."""
-    from harness.tuning import steps_bounds
+    from harness.budget import steps_bounds
 
     spaces = cfg.get("search_spaces") or {}
     bounds = [steps_bounds(spaces.get(s), int(cfg.train.steps)) for s in cfg.study.strategies]
@@ -124,7 +124,8 @@ def _worker(cells: list[dict], offset: int, run_root: str) -> None:
 def _topup_worker(jobs: list[tuple[dict, int]], offset: int, run_root: str) -> None:
     """One process: adds replicates to the cells of `jobs` (config, target), from its own offset;
     the cell's re-run lock keeps two workers off one cell."""
-    from harness.tuning import check_cell_config, extend_replicates, open_cell
+    from harness.rerun import extend_replicates
+    from harness.tuning import check_cell_config, open_cell
 
     for cell, target in jobs[offset:] + jobs[:offset]:
         cfg = OmegaConf.create(cell)

@@ -1,298 +1,54 @@
 """Tune one cell (strategy x n_train): one Optuna study, TPE + pruning, a budget shared by every
 worker of the cell, then the best configuration re-run as several replicates (seed and training
-subset, harness/replicates.py) on the test split.
+subset, harness/replicates.py) on the test split (harness/rerun.py). The budget, the pruner and
+the coordination of workers live in harness/budget.py, harness/pruning.py and harness/workers.py.
 
 Trials are driven with ask/tell rather than `study.optimize` because the budget check and the
 taking of a trial must happen under one lock (storage.study_lock); optimize() offers no place for
-it. The few lines of heartbeat below stand in for what optimize() would have done.
+it. The few lines of heartbeat in harness/workers.py stand in for what optimize() would have done.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
-import signal
 import sys
-import threading
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
-import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from harness.budget import Budget, resolve_budget
 from harness.compute import Compute
 from harness.config import require_int, validate_cell
 from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
 from harness.module import TrainingDiverged
 from harness.pretrain import ensure_pretrained, ensure_source
-from harness.replicates import make_record, replicate_overrides
+from harness.pruning import PruningCallback, make_pruner, pruner_attrs
+from harness.rerun import rerun_best
 from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import Recipe, SearchSpace
-from harness.storage import fail_stale_trials, open_storage, rdb_of, redact_url, rerun_lock, study_lock
+from harness.storage import fail_stale_trials, open_storage, redact_url, study_lock
+from harness import workers
+from harness.workers import _beat_once, _peers_may_die, _poll_s, _sigterm_as_interrupt, heartbeat
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
 log = logging.getLogger(__name__)
 
-SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-
-
-def retried_trial_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Trials of dead workers that the storage's RetryHeartbeatStaleTrialCallback re-queued (its
-    `retry_history`, read from the system attrs directly to skip the experimental warning)."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
-
 
 def cell_study_name(cfg: DictConfig) -> str:
     return f"{cfg.study.name}/{cfg.strategy.name}/n{int(cfg.data.n_train)}"
 
-
-BUDGET_KINDS = ("trials", "flops")
-# With tune.budget=flops, tune.n_trials sizes the FLOPs budget and is no cap; a cell still stops after
-# this many times tune.n_trials trials (trials that fail at no cost would otherwise never spend it).
-FLOPS_TRIAL_GUARD = 10
-
-
-@dataclass(frozen=True)
-class Budget:
-    n_trials: int | None
-    max_flops: float | None
-    max_wall_s: float | None
-    kind: str = "trials"
-    reference: dict | None = None  # kind flops: the reference trial the FLOPs budget was sized with
-
-    @classmethod
-    def from_config(cls, tune: DictConfig) -> "Budget":
-        """The configured limits, checked (tune.budget=flops is resolved by resolve_budget)."""
-        def value(key: str, kind):
-            v = tune.get(key)
-            if v is None:
-                return None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ConfigError(f"tune.{key}={v} must be a positive number or null: fix the budget")
-            return kind(v)
-
-        kind = tune.get("budget", "trials")
-        if kind not in BUDGET_KINDS:
-            raise ConfigError(f"tune.budget={kind} is not one of {', '.join(BUDGET_KINDS)}: set tune.budget=trials "
-                              "(equal trial counts) or tune.budget=flops (equal FLOPs)")
-        reference_steps = tune.get("reference_steps")
-        if reference_steps is not None:
-            require_int(reference_steps, "tune.reference_steps", 1)
-        budget = cls(value("n_trials", int), value("max_flops", float), value("max_wall_s", float), str(kind))
-        if budget.n_trials is None and budget.max_flops is None and budget.max_wall_s is None:
-            raise ConfigError("the cell has no budget: set tune.n_trials, tune.max_flops or tune.max_wall_s")
-        if kind == "flops" and budget.n_trials is None and budget.max_flops is None:
-            raise ConfigError("tune.budget=flops needs tune.max_flops or tune.n_trials (times a reference trial's FLOPs): "
-                              "set one of them")
-        return budget
-
-    def to_json(self) -> dict:
-        out: dict[str, Any] = {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
-        if self.kind != "trials":  # a trials budget is stored as it always was
-            out.update(kind=self.kind, reference=self.reference)
-        return out
-
-    def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
-        """Interrupted trials and killed workers' trials that were re-queued are not verdicts on
-        their parameters: their re-run counts instead (a trial killed max_retry times counts)."""
-        retried = retried_trial_numbers(trials)
-        counted = [t for t in trials if t.state in SPENT_STATES and not t.user_attrs.get("interrupted")
-                   and t.number not in retried]
-        return {"n_trials": len(counted),
-                "flops": sum(float(t.user_attrs.get("flops", 0.0)) for t in counted),
-                "wall_s": sum(float(t.user_attrs.get("wall_s", 0.0)) for t in counted)}
-
-    def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
-        s = self.spent(trials)
-        return ((self.n_trials is not None and s["n_trials"] >= self.n_trials)
-                or (self.max_flops is not None and s["flops"] >= self.max_flops)
-                or (self.max_wall_s is not None and s["wall_s"] >= self.max_wall_s))
-
-
-def steps_bounds(space: DictConfig | None, default: int) -> tuple[int, int]:
-    """(low, high) of the train.steps a search space tunes (its `steps` range), else (default, default)."""
-    steps = space.params.get("steps") if space is not None and space.get("params") else None
-    if steps is not None and "low" in steps and "high" in steps:
-        return int(steps.low), int(steps.high)
-    if steps is not None and "high" in steps:
-        return int(steps.high), int(steps.high)
-    return default, default
-
-
-def reference_steps(cfg: DictConfig) -> tuple[int, str]:
-    """The steps of the reference trial: tune.reference_steps (harness-study sets it to the midpoint
-    of the widest steps range across its strategies), else the midpoint of this cell's own range."""
-    given = cfg.tune.get("reference_steps")
-    if given is not None:
-        return int(given), "tune.reference_steps"
-    low, high = steps_bounds(cfg.get("search_space"), int(cfg.train.steps))
-    return int(round((low + high) / 2)), f"midpoint of this cell's steps range {low}-{high}"
-
-
-def reference_trial(cfg: DictConfig, task) -> dict[str, Any]:
-    """What one trial costs, for sizing a FLOPs budget, from what every strategy at this size shares:
-    one step of the whole model trained from a random start (harness.compute's counter on a real batch
-    of train.batch_size), times the reference steps, plus the validations such a trial makes."""
-    from harness.compute import eval_flops_per_sample, train_step_flops
-    from harness.data import one_batch
-    from harness.models import create_backbone
-
-    steps, steps_from = reference_steps(cfg)
-    batch = int(cfg.train.batch_size)
-    device = resolve_device(cfg.trainer)
-    with torch.random.fork_rng(devices=[]):  # counting must not move the process's random state
-        model = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size).to(device)
-        x, y = (t.to(device) for t in one_batch(task.train, batch))
-        step_flops = train_step_flops(model, x, y)
-        per_sample = eval_flops_per_sample(model, one_batch(task.val, batch)[0].to(device))
-    every = int(cfg.train.val_every)
-    validations = steps // every + (1 if steps % every else 0)  # on the grid, plus one at an off-grid end
-    val_flops = per_sample * len(task.val) * validations
-    return {"trial_flops": step_flops * steps + val_flops, "step_flops": step_flops, "steps": steps,
-            "steps_from": steps_from, "validations": validations, "val_flops": val_flops,
-            "batch_size": min(batch, len(task.train)), "model": str(cfg.model.name)}
-
-
-def resolve_budget(cfg: DictConfig, task) -> Budget:
-    """tune.budget=trials: the limits as configured. flops: one FLOPs limit, tune.max_flops or else
-    tune.n_trials x reference_trial(); n_trials then only guards (FLOPS_TRIAL_GUARD x)."""
-    budget = Budget.from_config(cfg.tune)
-    if budget.kind == "trials":
-        return budget
-    reference = reference_trial(cfg, task) if budget.max_flops is None else None
-    max_flops = budget.max_flops if reference is None else budget.n_trials * reference["trial_flops"]
-    guard = FLOPS_TRIAL_GUARD * budget.n_trials if budget.n_trials else None
-    return Budget(guard, float(max_flops), budget.max_wall_s, "flops", reference)
-
-
-# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
-_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
-                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
-                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
-_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
-
-
-def _check_pruner(p: DictConfig) -> None:
-    if p.name not in _PRUNER_SETTINGS:
-        raise ConfigError(f"pruner={p.name} is unknown: use hyperband, asha, median or none")
-    settings = _PRUNER_SETTINGS[str(p.name)]
-    unknown = sorted(set(p) - {"name"} - set(settings))
-    if unknown:
-        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
-        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={p.name}: remove it (known: {known})")
-    for key, least in settings.items():
-        if key in _NULLABLE and p.get(key) is None:
-            continue
-        require_int(p.get(key), f"pruner.{key}", least)
-
-
-def max_resource(cfg: DictConfig) -> int | None:
-    """The most steps the pruner plans for (Hyperband's brackets): pruner.max_resource, else the
-    cell's own steps.high; None for pruners that take no maximum."""
-    p = cfg.pruner
-    if p.name != "hyperband":
-        return None
-    return int(p.max_resource) if p.get("max_resource") is not None else _max_steps(cfg)
-
-
-def pruner_attrs(cfg: DictConfig) -> dict[str, Any]:
-    """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
-    p = cfg.pruner
-    settings = {k: p.get(k) for k in _PRUNER_SETTINGS[str(p.name)]}
-    return {"name": str(p.name), **settings, "max_resource": max_resource(cfg),
-            "max_resource_from": None if p.name != "hyperband" else
-            ("pruner.max_resource" if p.get("max_resource") is not None else "steps.high")}
-
-
-def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    p = cfg.pruner
-    _check_pruner(p)
-    if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
-                                              reduction_factor=int(p.reduction_factor))
-    if p.name == "asha":  # one bracket of successive halving: every trial faces the first rung
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(p.min_resource),
-                                                      reduction_factor=int(p.reduction_factor),
-                                                      min_early_stopping_rate=int(p.min_early_stopping_rate))
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
-    return optuna.pruners.NopPruner()  # pruner=none (_check_pruner refused any other name)
-
-
-def _max_steps(cfg: DictConfig) -> int:
-    return steps_bounds(cfg.get("search_space"), int(cfg.train.steps))[1]
-
-
-class PruningCallback(pl.Callback):
-    """Reports validation accuracy keyed by optimizer steps and stops a trial the pruner rejects.
-    Ours because optuna-integration's callback is built on `lightning.pytorch`, not `pytorch_lightning`."""
-
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
-        self.reported: set[int] = set()
-
-    def report(self, step: int, acc: float) -> None:
-        if step not in self.reported:
-            self.trial.report(acc, step)
-            self.reported.add(step)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not pl_module.val_history:
-            return
-        step, acc = pl_module.val_history[-1]
-        self.report(step, acc)
-        if step >= last_phase_start(pl_module) and self.trial.should_prune():
-            trainer.should_stop = True
-
-
-def last_phase_start(module: pl.LightningModule) -> int:
-    """The step from which a run trains what it will end with. LP-FT's head-only phase is judged by
-    what it cannot yet do: pruning it there (as Hyperband did to the LP-FT recipe in 4 of 6 digits
-    cells, at 0.40 validation accuracy) handicaps fine-tuning's search, so the pruner waits."""
-    phases = getattr(module, "phases", None) or []
-    return int(phases[-1].start) if phases else 0
-
-
-def _beat_once(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-    storage = rdb_of(storage)
-    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None:
-        storage.record_heartbeat(trial_id)
-
-
-@contextlib.contextmanager
-def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
-    """Keep a trial visibly alive so other workers fail it only if this process dies."""
-    storage = rdb_of(storage)
-    if not isinstance(storage, RDBStorage) or storage.get_heartbeat_interval() is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.is_set():
-            storage.record_heartbeat(trial_id)
-            stop.wait(storage.get_heartbeat_interval())
-
-    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _open(cfg: DictConfig) -> RDBStorage:
@@ -597,121 +353,6 @@ class Progress:
             print(file=sys.stderr)
 
 
-def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
-
-
-def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path) -> dict:
-    """Replicate r of the best configuration (harness/replicates.py): its seed and its own training
-    subset, the same validation and test splits; the only place tuning reads the test split."""
-    overrides = replicate_overrides(r, base_seed)
-    for key, value in overrides.items():
-        OmegaConf.update(best_cfg, key, value, merge=False)
-    if str(best_cfg.tune.selection) == "cv":  # train on all n_train examples; nothing held out, no validation split
-        best_cfg.data.cv_folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
-        best_cfg.data.cv_fold = -1
-    seed = overrides["seed"]
-    result = run_training(best_cfg, run_root / f"final-seed{seed}")
-    probe = None
-    if best_cfg.strategy.name == "finetune":
-        from harness.probe import probe_accuracy
-
-        probe = probe_accuracy(best_cfg)  # the same training subset, the source weights frozen
-    return make_record(r, seed, result, probe)
-
-
-def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path,
-               wait: bool = True) -> list[dict] | None:
-    """Train the best parameters again as study.seeds replicates (r = 1..study.seeds), each with
-    seed + r on training subset r, and store their records as `final`.
-
-    One worker at a time, under a lock of its own: the other workers keep taking trials meanwhile.
-    Without `wait`, a worker that finds another re-running this cell returns None and moves on.
-    """
-    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
-        if not held:
-            return None
-        best = _best_complete(study)
-        if best is None:
-            return None
-        attrs = study.user_attrs
-        # Done already, unless a resumed cell or another worker found a better trial since.
-        if "final" in attrs and attrs.get("best_trial") == best.number:
-            return attrs["final"]
-        best_cfg = space.apply(cfg, best.params)
-        final = [_run_replicate(best_cfg, int(cfg.seed), r, run_root) for r in range(1, int(cfg.study.seeds) + 1)]
-        study.set_user_attr("final", final)
-        study.set_user_attr("best_params", best.params)
-        study.set_user_attr("best_trial", best.number)  # last: a worker dying before it leaves the re-run undone
-        return final
-
-
-def extend_replicates(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path, target: int,
-                      wait: bool = True) -> list[dict] | None:
-    """Add replicates of the cell's current best until `final` holds `target` of them.
-
-    Replicates len(final)+1 .. target run one at a time, and `final` is written after each, so an
-    interruption keeps every finished replicate and the next call continues from there. Under the
-    cell's re-run lock, with `final` read after taking it: two workers never run one replicate twice.
-    Returns `final` (unchanged when it already holds `target`), or None when the cell has no `final`
-    for its current best (rerun_best comes first) or, without `wait`, another worker holds the lock.
-    """
-    require_int(target, "target", 1)
-    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
-        if not held:
-            return None
-        best = _best_complete(study)
-        attrs = study.user_attrs
-        final = attrs.get("final")
-        if best is None or not isinstance(final, list) or attrs.get("best_trial") != best.number:
-            return None
-        if not all(isinstance(r, dict) and "replicate" in r for r in final):
-            return None  # re-runs of an older protocol (all on the tuning subset): not to be mixed with replicates
-        final = list(final)
-        best_cfg = space.apply(cfg, best.params)
-        for r in range(len(final) + 1, target + 1):
-            final.append(_run_replicate(best_cfg, int(cfg.seed), r, run_root))
-            study.set_user_attr("final", final)
-        return final
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop) ends a trial like Ctrl-C does: recorded, then exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _peers_may_die(study: optuna.Study) -> bool:
-    """Other workers still run trials of this spent cell, and a dead one's trial can be told from a
-    slow one's (heartbeats on): worth waiting, since a trial whose worker dies now is otherwise
-    left RUNNING, holding a slot of the budget that never yields a result, until the cell is tuned again."""
-    storage = rdb_of(study._storage)
-    return (isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
-            and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
-
-
-def pause(seconds: float) -> None:
-    """The wait between polls of a spent cell's peers: the one place tests put a clock of their own."""
-    time.sleep(seconds)
-
-
-def _poll_s(storage: optuna.storages.BaseStorage) -> float:
-    storage = rdb_of(storage)
-    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
-    return float(min(5, max(1, interval or 1)))
-
 
 def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
     """Create or continue one cell's study, run trials until the budget is spent, re-run the best.
@@ -735,7 +376,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, reru
                     progress.update()
                 elif wait_for_peers and _peers_may_die(study):
                     progress.waiting()
-                    pause(_poll_s(study._storage))
+                    workers.pause(_poll_s(study._storage))  # looked up there: tests give it a clock
                 else:
                     break
     finally:

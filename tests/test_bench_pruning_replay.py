@@ -111,5 +111,5 @@ def test_the_selected_configuration_is_the_first_best_complete_trial(tiny_curves
     assert len(order) == 3
     trials = [(0.5, 1.0), (0.7, 1.0), (None, 1.0)]  # a pruned trial is never selected
     assert replay.selected_holdout_acc(order, trials) == order[1].holdout_acc
-    trials = [(0.9, 1.0), (0.9, 1.0), (0.1, 1.0)]  # a tie goes to the first, as in harness.tuning.rerun_best
+    trials = [(0.9, 1.0), (0.9, 1.0), (0.1, 1.0)]  # a tie goes to the first, as in harness.rerun.rerun_best
     assert replay.selected_holdout_acc(order, trials) == order[0].holdout_acc

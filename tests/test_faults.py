@@ -32,7 +32,8 @@ import harness.cli
 from harness.errors import ConfigError
 from harness.run import run_training
 from harness.storage import open_storage
-from harness.tuning import Budget, tune_cell
+from harness.budget import Budget
+from harness.tuning import tune_cell
 from postgres_helpers import files_holding, postgres_url, secrets_of, text_holding
 from tuning_helpers import FINISHED, TUNE, load, sqlite_trials, tiny_overrides
 

@@ -93,7 +93,7 @@ def test_a_loader_fed_run_trains_on_the_gpu(make_cfg, tmp_path, image_tree):
 @needs_gpu
 def test_a_flops_budgets_reference_trial_is_counted_the_same_on_the_gpu(make_cfg):
     from harness.data import build_task
-    from harness.tuning import reference_trial
+    from harness.budget import reference_trial
 
     cpu_cfg = make_cfg("tune.budget=flops", config_name="tune")
     gpu_cfg = make_cfg("tune.budget=flops", *ON_GPU, config_name="tune")

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 import harness.cli
-from harness.tuning import Budget
+from harness.budget import Budget
 from tuning_helpers import load, run_tune, study_names, tiny_overrides
 
 

@@ -12,6 +12,7 @@ import torch
 from optuna.trial import TrialState
 
 import harness.run
+import harness.rerun
 import harness.tuning
 from harness import pools as data_module
 from harness.data import build_task
@@ -83,6 +84,7 @@ def test_no_model_of_the_tuning_sees_a_marked_image_and_the_reruns_do(marked, tm
 
     monkeypatch.setattr(harness.run, "create_backbone", create_backbone)
     monkeypatch.setattr(harness.tuning, "run_training", run_training)
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     tune_cell(compose_tune(tmp_path, *SPLITS, "tune.n_trials=3", "study.seeds=1"), tmp_path / "runs")
 
     trials = load(tmp_path).trials

@@ -11,8 +11,10 @@ from optuna.trial import TrialState
 
 import harness.module
 import harness.tuning
+import harness.workers
 from harness.storage import fail_stale_trials
-from harness.tuning import Budget, tune_cell
+from harness.budget import Budget
+from harness.tuning import tune_cell
 from test_tuning_wandb import _runs
 from tuning_helpers import age_heartbeats, compose_tune, load, set_space
 
@@ -56,7 +58,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason_and_the
 def _dead_worker_trial(study: optuna.Study) -> optuna.Trial:
     """A trial taken the way harness-tune takes one (asked, one heartbeat), by a worker that then dies."""
     trial = study.ask()
-    harness.tuning._beat_once(study._storage, trial._trial_id)
+    harness.workers._beat_once(study._storage, trial._trial_id)
     return trial
 
 

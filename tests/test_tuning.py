@@ -26,9 +26,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 import harness.cli
+import harness.budget
+import harness.pruning
+import harness.rerun
 import harness.run
 import harness.storage
 import harness.tuning
+import harness.workers
 from harness.data import build_task
 from harness.errors import ConfigError
 from harness.replicates import decode_correct, encode_correct
@@ -277,6 +281,7 @@ def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeyp
     monkeypatch.setattr(harness.run, "build_task", build_task)
     monkeypatch.setattr(harness.run, "eval_batches", eval_batches)
     monkeypatch.setattr(harness.tuning, "run_training", run_training)
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
 
     cfg = compose_tune(tmp_path, "tune.n_trials=3", "study.seeds=2", pruner="hyperband")
     tune_cell(cfg, tmp_path / "runs")
@@ -293,13 +298,14 @@ def test_without_the_rerun_of_the_best_nothing_reads_the_test_split(tmp_path, mo
     evaluated, real = [], harness.tuning.run_training
     monkeypatch.setattr(harness.tuning, "run_training",
                         lambda cfg, run_dir, **kw: evaluated.append(kw.get("evaluate_test", True)) or real(cfg, run_dir, **kw))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     tune_cell(compose_tune(tmp_path, "tune.n_trials=2", "train.steps=10", "~search_space.params.steps"), tmp_path / "runs",
               rerun=False)
     assert evaluated == [False, False] and "final" not in load(tmp_path).user_attrs
 
 
 class _Replicates:
-    """Wraps harness.tuning.run_training: records each re-run's seed and subset, and can interrupt
+    """Wraps run_training (of harness.tuning and harness.rerun): records each re-run's seed and subset, and can interrupt
     the n-th re-run (as Ctrl-C would) to show what an interrupted extension keeps."""
 
     def __init__(self, real, interrupt_at: int | None = None):
@@ -332,6 +338,7 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
         return real(cfg, run_dir, **kwargs)
 
     monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(tracked))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=2", "train.steps=10", "~search_space.params.steps",
                        "data.n_test=60")
     tune_cell(cfg, tmp_path / "runs")
@@ -340,8 +347,9 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
     _check_records(first, 60)
 
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    extend = harness.tuning.extend_replicates
+    extend = harness.rerun.extend_replicates
     monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=4)
     assert replicates.runs == [(3, 3), (4, 4)]  # only the missing ones, each with its seed and subset
     assert final == load(tmp_path).user_attrs["final"] and final[:2] == first
@@ -354,10 +362,12 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
 
     # Interrupted at replicate 6: replicate 5 is kept, and the next call runs only 6.
     monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real, interrupt_at=2))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     with pytest.raises(KeyboardInterrupt):
         extend(load(tmp_path), cfg, space, tmp_path / "runs", target=6)
     assert replicates.runs == [(5, 5), (6, 6)] and len(load(tmp_path).user_attrs["final"]) == 5
     monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=6)
     assert replicates.runs == [(6, 6)] and len(final) == 6
     _check_records(final, 60)
@@ -376,13 +386,14 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
 def test_a_cell_without_final_has_nothing_to_extend(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(harness.tuning, "run_training", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     cfg = compose_tune(tmp_path, "tune.n_trials=1")
     space, budget = harness.tuning.check_cell_config(cfg)
     study = harness.tuning.open_cell(cfg, space, budget)
-    assert harness.tuning.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no trial
+    assert harness.rerun.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no trial
     lr = FloatDistribution(1e-4, 1e-1, log=True)
     study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions={"lr": lr}, value=0.5))
-    assert harness.tuning.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no final
+    assert harness.rerun.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no final
     assert calls == [] and "final" not in load(tmp_path).user_attrs
 
 
@@ -392,8 +403,9 @@ def test_two_workers_extending_one_cell_run_each_replicate_once(tmp_path, monkey
     tune_cell(cfg, tmp_path / "runs")
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
     monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(harness.tuning.run_training))
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     results = []
-    workers = [threading.Thread(target=lambda: results.append(harness.tuning.extend_replicates(
+    workers = [threading.Thread(target=lambda: results.append(harness.rerun.extend_replicates(
         load(tmp_path), cfg, space, tmp_path / "runs", target=3))) for _ in range(2)]
     for w in workers:
         w.start()
@@ -436,7 +448,7 @@ def test_a_flops_budget_is_n_trials_reference_trials_of_the_cells_own_steps_rang
     assert (budget.kind, ref["steps"], ref["steps_from"], ref["validations"]) == ("flops", 15, "midpoint of this cell's steps range 10-20", 3)
     assert ref["batch_size"] == 10 and ref["trial_flops"] == pytest.approx(15 * ref["step_flops"] + ref["val_flops"])
     assert budget.max_flops == pytest.approx(3 * ref["trial_flops"])
-    assert budget.n_trials == harness.tuning.FLOPS_TRIAL_GUARD * 3  # a guard, not the budget
+    assert budget.n_trials == harness.budget.FLOPS_TRIAL_GUARD * 3  # a guard, not the budget
     # The reference's step is what a real full-training trial of that batch counts per step.
     task = build_task(cfg.data)
     real = harness.run.run_training(space.apply(cfg, {"steps": 15, "batch_size": 64}), tmp_path / "one", evaluate_test=False)
@@ -462,7 +474,7 @@ def test_tune_max_flops_is_the_flops_budget_and_trials_is_the_default(tmp_path):
     budget = harness.tuning.check_cell_config(cfg)[1]
     assert (budget.max_flops, budget.n_trials, budget.max_wall_s, budget.reference) == (1e9, None, 60.0, None)
     assert compose_tune(tmp_path).tune.budget == "trials"
-    assert harness.tuning.check_cell_config(compose_tune(tmp_path, "tune.n_trials=4"))[1] == harness.tuning.Budget(4, None, None)
+    assert harness.tuning.check_cell_config(compose_tune(tmp_path, "tune.n_trials=4"))[1] == harness.budget.Budget(4, None, None)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -485,17 +497,17 @@ def test_budget_pruner_and_pretraining_settings_are_checked_at_start_up(tmp_path
 
 def test_the_cell_stores_its_pruner_and_the_max_resource_it_used(tmp_path):
     cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=1", pruner="hyperband")
-    assert harness.tuning.make_pruner(cfg)._max_resource == 20  # null: the cell's own steps.high
+    assert harness.pruning.make_pruner(cfg)._max_resource == 20  # null: the cell's own steps.high
     tune_cell(cfg, tmp_path / "runs")
     assert load(tmp_path).user_attrs["pruner"] == {"name": "hyperband", "min_resource": 5, "max_resource": 20,
                                                    "reduction_factor": 3, "max_resource_from": "steps.high"}
     wider = compose_tune(tmp_path, "tune.n_trials=2", "study.seeds=1", "pruner.max_resource=40", pruner="hyperband")
-    assert harness.tuning.make_pruner(wider)._max_resource == 40
+    assert harness.pruning.make_pruner(wider)._max_resource == 40
     tune_cell(wider, tmp_path / "runs")  # resumed with another pruner setting: the attr says what it uses now
     stored = load(tmp_path).user_attrs["pruner"]
     assert (stored["max_resource"], stored["max_resource_from"]) == (40, "pruner.max_resource")
     asha = compose_tune(tmp_path, pruner="asha")
-    assert harness.tuning.pruner_attrs(asha)["max_resource"] is None  # successive halving plans for no maximum
+    assert harness.pruning.pruner_attrs(asha)["max_resource"] is None  # successive halving plans for no maximum
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -810,7 +822,7 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     assert retries[0].state == TrialState.COMPLETE
     # The killed attempt is replaced by its retry, not counted: 3 trials spent, all finished.
     assert len(trials) == 4 and all(t.state in FINISHED for t in trials)
-    assert harness.tuning.Budget(3, None, None).spent(trials)["n_trials"] == 3
+    assert harness.budget.Budget(3, None, None).spent(trials)["n_trials"] == 3
 
 
 def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path, capsys, monkeypatch):
@@ -851,7 +863,7 @@ def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path, monkeypatch):
     space, budget = harness.tuning.check_cell_config(cfg)
     study = harness.tuning.open_cell(cfg, space, budget)
     running = harness.tuning._take_trial(study, cfg, budget)
-    monkeypatch.setattr(harness.tuning, "pause", lambda s: pytest.fail("a worker that need not wait paused"))
+    monkeypatch.setattr(harness.workers, "pause", lambda s: pytest.fail("a worker that need not wait paused"))
     tune_cell(cfg, tmp_path / "runs", wait_for_peers=False)
     assert [t.state for t in load(tmp_path).trials] == [TrialState.RUNNING]
     assert running.number == 0
@@ -877,11 +889,12 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
                                test_correct=np.array([True, False, False, False]), test_split="cafe")
 
     monkeypatch.setattr(harness.tuning, "run_training", slow_training)
+    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
     space = SearchSpace.from_config(cfg_a.search_space, base=cfg_a)
     cfg_b = compose_tune(tmp_path, "tune.n_trials=1", "data.n_train=20", *common)
     space_b, budget_b = harness.tuning.check_cell_config(cfg_b)
     study_b = harness.tuning.open_cell(cfg_b, space_b, budget_b)
-    rerun = threading.Thread(target=harness.tuning.rerun_best, args=(study_a, cfg_a, space, tmp_path / "runs"))
+    rerun = threading.Thread(target=harness.rerun.rerun_best, args=(study_a, cfg_a, space, tmp_path / "runs"))
     rerun.start()
     try:
         assert started.wait(30)
@@ -897,7 +910,7 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
     finally:
         release.set()
         rerun.join(60)
-    assert harness.tuning.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
+    assert harness.rerun.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
         {"replicate": 1, "seed": 1, "subset": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0,
          "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False])),
          "probe_acc": None}]
@@ -973,7 +986,7 @@ def test_the_pruner_waits_for_lp_ft_to_leave_its_head_only_phase():
     from types import SimpleNamespace
 
     from harness.strategies import Phase
-    from harness.tuning import PruningCallback
+    from harness.pruning import PruningCallback
 
     asked = []
     trial = SimpleNamespace(report=lambda value, step: None, should_prune=lambda: asked.append(True) or True)

@@ -134,7 +134,7 @@ def age_heartbeats(db: Path, seconds: int = 3600, trial_ids: list[int] | None = 
 def age_while_waiting(monkeypatch, db: Path) -> list[float]:
     """A worker waiting on its spent cell's peers finds, at its first pause, every heartbeat old: the
     dead peer's trial goes stale then, whatever the machine's speed. Returns the pauses taken."""
-    import harness.tuning
+    import harness.workers
 
     pauses: list[float] = []
 
@@ -142,5 +142,5 @@ def age_while_waiting(monkeypatch, db: Path) -> list[float]:
         pauses.append(seconds)
         age_heartbeats(db)
 
-    monkeypatch.setattr(harness.tuning, "pause", pause)
+    monkeypatch.setattr(harness.workers, "pause", pause)
     return pauses

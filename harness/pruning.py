@@ -1,0 +1,102 @@
+"""The pruner and the callback that feeds it, apart from the trial loop: benchmarks replay them without a cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from harness.budget import steps_bounds
+from harness.config import require_int
+from harness.errors import ConfigError
+
+
+# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
+_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
+                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
+                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
+_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
+
+
+def _check_pruner(p: DictConfig) -> None:
+    if p.name not in _PRUNER_SETTINGS:
+        raise ConfigError(f"pruner={p.name} is unknown: use hyperband, asha, median or none")
+    settings = _PRUNER_SETTINGS[str(p.name)]
+    unknown = sorted(set(p) - {"name"} - set(settings))
+    if unknown:
+        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
+        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={p.name}: remove it (known: {known})")
+    for key, least in settings.items():
+        if key in _NULLABLE and p.get(key) is None:
+            continue
+        require_int(p.get(key), f"pruner.{key}", least)
+
+
+def max_resource(cfg: DictConfig) -> int | None:
+    """The most steps the pruner plans for (Hyperband's brackets): pruner.max_resource, else the
+    cell's own steps.high; None for pruners that take no maximum."""
+    p = cfg.pruner
+    if p.name != "hyperband":
+        return None
+    return int(p.max_resource) if p.get("max_resource") is not None else _max_steps(cfg)
+
+
+def pruner_attrs(cfg: DictConfig) -> dict[str, Any]:
+    """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
+    p = cfg.pruner
+    settings = {k: p.get(k) for k in _PRUNER_SETTINGS[str(p.name)]}
+    return {"name": str(p.name), **settings, "max_resource": max_resource(cfg),
+            "max_resource_from": None if p.name != "hyperband" else
+            ("pruner.max_resource" if p.get("max_resource") is not None else "steps.high")}
+
+
+def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    p = cfg.pruner
+    _check_pruner(p)
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
+                                              reduction_factor=int(p.reduction_factor))
+    if p.name == "asha":  # one bracket of successive halving: every trial faces the first rung
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(p.min_resource),
+                                                      reduction_factor=int(p.reduction_factor),
+                                                      min_early_stopping_rate=int(p.min_early_stopping_rate))
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
+    return optuna.pruners.NopPruner()  # pruner=none (_check_pruner refused any other name)
+
+
+def _max_steps(cfg: DictConfig) -> int:
+    return steps_bounds(cfg.get("search_space"), int(cfg.train.steps))[1]
+
+
+class PruningCallback(pl.Callback):
+    """Reports validation accuracy keyed by optimizer steps and stops a trial the pruner rejects.
+    Ours because optuna-integration's callback is built on `lightning.pytorch`, not `pytorch_lightning`."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.reported: set[int] = set()
+
+    def report(self, step: int, acc: float) -> None:
+        if step not in self.reported:
+            self.trial.report(acc, step)
+            self.reported.add(step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not pl_module.val_history:
+            return
+        step, acc = pl_module.val_history[-1]
+        self.report(step, acc)
+        if step >= last_phase_start(pl_module) and self.trial.should_prune():
+            trainer.should_stop = True
+
+
+def last_phase_start(module: pl.LightningModule) -> int:
+    """The step from which a run trains what it will end with. LP-FT's head-only phase is judged by
+    what it cannot yet do: pruning it there (as Hyperband did to the LP-FT recipe in 4 of 6 digits
+    cells, at 0.40 validation accuracy) handicaps fine-tuning's search, so the pruner waits."""
+    phases = getattr(module, "phases", None) or []
+    return int(phases[-1].start) if phases else 0
+

@@ -1,0 +1,96 @@
+"""Replicates of a cell's best, apart from the trial loop: the one reader of the test split, and run after tuning too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from harness.config import require_int
+from harness.data import cv_folds_for
+from harness.replicates import make_record, replicate_overrides
+from harness.run import run_training
+from harness.search_space import SearchSpace
+from harness.storage import rerun_lock
+
+
+def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path) -> dict:
+    """Replicate r of the best configuration (harness/replicates.py): its seed and its own training
+    subset, the same validation and test splits; the only place tuning reads the test split."""
+    overrides = replicate_overrides(r, base_seed)
+    for key, value in overrides.items():
+        OmegaConf.update(best_cfg, key, value, merge=False)
+    if str(best_cfg.tune.selection) == "cv":  # train on all n_train examples; nothing held out, no validation split
+        best_cfg.data.cv_folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
+        best_cfg.data.cv_fold = -1
+    seed = overrides["seed"]
+    result = run_training(best_cfg, run_root / f"final-seed{seed}")
+    probe = None
+    if best_cfg.strategy.name == "finetune":
+        from harness.probe import probe_accuracy
+
+        probe = probe_accuracy(best_cfg)  # the same training subset, the source weights frozen
+    return make_record(r, seed, result, probe)
+
+
+def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path,
+               wait: bool = True) -> list[dict] | None:
+    """Train the best parameters again as study.seeds replicates (r = 1..study.seeds), each with
+    seed + r on training subset r, and store their records as `final`.
+
+    One worker at a time, under a lock of its own: the other workers keep taking trials meanwhile.
+    Without `wait`, a worker that finds another re-running this cell returns None and moves on.
+    """
+    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
+        if not held:
+            return None
+        best = _best_complete(study)
+        if best is None:
+            return None
+        attrs = study.user_attrs
+        # Done already, unless a resumed cell or another worker found a better trial since.
+        if "final" in attrs and attrs.get("best_trial") == best.number:
+            return attrs["final"]
+        best_cfg = space.apply(cfg, best.params)
+        final = [_run_replicate(best_cfg, int(cfg.seed), r, run_root) for r in range(1, int(cfg.study.seeds) + 1)]
+        study.set_user_attr("final", final)
+        study.set_user_attr("best_params", best.params)
+        study.set_user_attr("best_trial", best.number)  # last: a worker dying before it leaves the re-run undone
+        return final
+
+
+def extend_replicates(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path, target: int,
+                      wait: bool = True) -> list[dict] | None:
+    """Add replicates of the cell's current best until `final` holds `target` of them.
+
+    Replicates len(final)+1 .. target run one at a time, and `final` is written after each, so an
+    interruption keeps every finished replicate and the next call continues from there. Under the
+    cell's re-run lock, with `final` read after taking it: two workers never run one replicate twice.
+    Returns `final` (unchanged when it already holds `target`), or None when the cell has no `final`
+    for its current best (rerun_best comes first) or, without `wait`, another worker holds the lock.
+    """
+    require_int(target, "target", 1)
+    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
+        if not held:
+            return None
+        best = _best_complete(study)
+        attrs = study.user_attrs
+        final = attrs.get("final")
+        if best is None or not isinstance(final, list) or attrs.get("best_trial") != best.number:
+            return None
+        if not all(isinstance(r, dict) and "replicate" in r for r in final):
+            return None  # re-runs of an older protocol (all on the tuning subset): not to be mixed with replicates
+        final = list(final)
+        best_cfg = space.apply(cfg, best.params)
+        for r in range(len(final) + 1, target + 1):
+            final.append(_run_replicate(best_cfg, int(cfg.seed), r, run_root))
+            study.set_user_attr("final", final)
+        return final
+
