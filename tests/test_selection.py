@@ -15,7 +15,7 @@ from harness.data import build_task, cross_validation_fold, cv_folds_for
 from harness.pools import load_pool
 from harness.errors import ConfigError
 from harness.tuning import check_cell_config, tune_cell
-from tuning_helpers import compose_tune, load
+from tuning_helpers import compose_tune, load, split_rows
 
 
 def test_folds_partition_n_train_stratified() -> None:
@@ -41,20 +41,8 @@ def test_k_is_the_smallest_class_count_capped(make_cfg) -> None:
 
 
 def _validation_rows(cfg) -> set[int]:
-    """The pool rows of the validation split, found by watching a holdout build (n_val is the only
-    split of its size here)."""
-    seen: list[np.ndarray] = []
-    real = data_module._Pool.take
-
-    def spy(self, idx, *args, **kwargs):
-        seen.append(np.asarray(idx))
-        return real(self, idx, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data_module._Pool, "take", spy)
-        build_task(cfg.data)
-    (val,) = [i for i in seen if len(i) == int(cfg.data.n_val)]
-    return set(int(v) for v in val)
+    """The pool rows of the validation split (n_val is the only split of its size here)."""
+    return set(split_rows(cfg, int(cfg.data.n_val)))
 
 
 @pytest.fixture

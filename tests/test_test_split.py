@@ -14,29 +14,17 @@ from optuna.trial import TrialState
 import harness.run
 import harness.rerun
 import harness.tuning
-from harness import pools as data_module
 from harness.data import build_task
 from harness.pools import load_pool
 from harness.tuning import tune_cell
-from tuning_helpers import compose_tune, load
+from tuning_helpers import compose_tune, load, split_rows
 
 MARK = 1e4  # raw pixel value of a marked test image (digits' pixels are 0..16)
 SPLITS = ("data.n_val=50", "data.n_test=60")  # n_train=10: each split has a size of its own
 
 
 def _test_rows(cfg) -> list[int]:
-    seen: list[np.ndarray] = []
-    real = data_module._Pool.take
-
-    def spy(self, idx, *args, **kwargs):
-        seen.append(np.asarray(idx))
-        return real(self, idx, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data_module._Pool, "take", spy)
-        build_task(cfg.data)
-    (rows,) = [i for i in seen if len(i) == int(cfg.data.n_test)]
-    return sorted(int(r) for r in rows)
+    return split_rows(cfg, int(cfg.data.n_test))
 
 
 @pytest.fixture

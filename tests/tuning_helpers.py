@@ -144,3 +144,26 @@ def age_while_waiting(monkeypatch, db: Path) -> list[float]:
 
     monkeypatch.setattr(harness.workers, "pause", pause)
     return pauses
+
+
+def split_rows(cfg, size: int) -> list[int]:
+    """The pool rows of the one split of `size` examples a task build takes (found by watching the
+    pool's `take` during the build), sorted."""
+    import numpy as np
+    import pytest
+
+    from harness import pools
+    from harness.data import build_task
+
+    seen: list = []
+    real = pools._Pool.take
+
+    def spy(self, idx, *args, **kwargs):
+        seen.append(np.asarray(idx))
+        return real(self, idx, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pools._Pool, "take", spy)
+        build_task(cfg.data)
+    (rows,) = [i for i in seen if len(i) == int(size)]
+    return sorted(int(r) for r in rows)
