@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 from harness.report.verdict import Comparison
+
+
+def topup_targets(needs: Sequence[int], counts: Mapping[tuple[str, int], int], strategies: Sequence[str],
+                  cap: int, step: int) -> list[tuple[str, int, int]]:
+    """(strategy, n, replicates wanted) for the next top-up round: every cell of an undecided size
+    that decides the headline gets `step` more replicates, up to `cap`; cells not re-run yet wait."""
+    return [(s, n, min(cap, counts[(s, n)] + step)) for n in needs for s in strategies
+            if 0 < counts.get((s, n), 0) < cap]
 
 
 @dataclass(frozen=True)

@@ -163,17 +163,23 @@ def _say(cfg: DictConfig, text: str) -> None:
     print(f"[{cfg.study.name}] {text}", file=sys.stderr, flush=True)
 
 
-def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
+def _cell_studies(cfg: DictConfig):
+    """(storage, [(frozen Optuna study, (study, strategy, n_train))]) of this study's cells, from the
+    studies' attrs alone (no trial is read)."""
     from harness.report.cells import cell_key
     from harness.storage import open_storage
 
     storage = open_storage(str(cfg.storage.url), heartbeat_interval=None, sqlite_wal=bool(cfg.storage.get("wal", True)))
+    keyed = [(s, cell_key(s.user_attrs)) for s in storage.get_all_studies()]
+    return storage, [(s, k) for s, k in keyed if k is not None and k[0] == str(cfg.study.name)]
+
+
+def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
+    storage, studies = _cell_studies(cfg)
     done = trials = 0
-    for study in storage.get_all_studies():
-        key = cell_key(study.user_attrs)
-        if key is not None and key[0] == str(cfg.study.name):
-            trials += storage.get_n_trials(storage.get_study_id_from_name(study.study_name))
-            done += "final" in study.user_attrs
+    for study, _ in studies:
+        trials += storage.get_n_trials(storage.get_study_id_from_name(study.study_name))
+        done += "final" in study.user_attrs
     elapsed = time.perf_counter() - started
     budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.get("budget", "trials") == "trials" else 0  # flops: no count
     eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
@@ -202,13 +208,8 @@ def _comparison(cfg: DictConfig, stored: list | None = None):
 def stored_sizes(cfg: DictConfig) -> list[int]:
     """Sizes the storage holds cells of under study.name for the study's strategies (an earlier
     adaptive run's, a shell multirun's), finished or not; [] when the storage has none."""
-    from harness.report.cells import cell_key
-    from harness.storage import open_storage
-
-    storage = open_storage(str(cfg.storage.url), heartbeat_interval=None, sqlite_wal=bool(cfg.storage.get("wal", True)))
-    keys = [cell_key(s.user_attrs) for s in storage.get_all_studies()]
     wanted = set(cfg.study.strategies)
-    return sorted({k[2] for k in keys if k is not None and k[0] == str(cfg.study.name) and k[1] in wanted})
+    return sorted({k[2] for _, k in _cell_studies(cfg)[1] if k[1] in wanted})
 
 
 def _tune(cfg: DictConfig, cells: list[DictConfig], run_root: Path, n_cells: int) -> None:
@@ -265,14 +266,16 @@ def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
     """Replicates where they matter: while sizes that decide the headline are undecided, their
     cells get `study.topup_step` more replicates, a round at a time, up to `study.max_seeds`.
     Every round re-reads the storage, so a rerun (or another machine) continues where it stopped."""
+    from harness.adaptive import topup_targets
+
     by_key = {(c.strategy.name, int(c.data.n_train)): c for c in cells}
     cap, step = int(cfg.study.max_seeds), int(cfg.study.topup_step)
     started = time.perf_counter()
     while True:
         comparison, counts = _comparison(cfg)
-        jobs = [(OmegaConf.to_container(by_key[(s, n)], resolve=True), min(cap, counts[(s, n)] + step))
-                for n in comparison.needs for s in cfg.study.strategies
-                if (s, n) in by_key and 0 < counts.get((s, n), 0) < cap]
+        jobs = [(OmegaConf.to_container(by_key[(s, n)], resolve=True), target)
+                for s, n, target in topup_targets(comparison.needs, counts, list(cfg.study.strategies), cap, step)
+                if (s, n) in by_key]
         if not jobs:
             if comparison.needs:
                 _say(cfg, f"n = {comparison.needs} still undecided at study.max_seeds={cap} replicates: "

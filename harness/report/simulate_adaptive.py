@@ -2,7 +2,7 @@
 
 Both procedures measure a `Lab` (harness/report/simulate.py) and decide with the report's own
 statistics (`verdict.compare`); the adaptive one follows harness/study.py's rule: the grid at
-`seeds` replicates, the top-up (`Comparison.needs`, `topup_step` at a time up to `max_seeds`), then
+`seeds` replicates, the top-up (`adaptive.topup_targets`, the rule harness-study uses), then
 `harness.adaptive.next_size` with the top-up again after each added size, within `max_cells`.
 
 Compute is counted in training runs: tuning a cell costs `trials` runs (its budget), a replicate
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.adaptive import n_star_bracket, next_size
+from harness.adaptive import n_star_bracket, next_size, topup_targets
 from harness.report.simulate import Lab, Scenario, truth
 from harness.report.verdict import INCONCLUSIVE, Comparison, compare
 
@@ -53,13 +53,13 @@ def _top_up(lab: Lab, s: Scenario, p: Policy, seed: int) -> tuple[Comparison, in
     runs = 0
     while True:
         c = _verdict(lab, s, p, seed)
-        jobs = [(st, n) for n in c.needs for st in STRATEGIES if lab.count(st, n) < p.max_seeds]
+        counts = {(st, n): lab.count(st, n) for st in STRATEGIES for n in c.needs}
+        jobs = topup_targets(c.needs, counts, STRATEGIES, p.max_seeds, p.topup_step)
         if not jobs:
             return c, runs
-        for st, n in jobs:
-            k = min(p.max_seeds, lab.count(st, n) + p.topup_step) - lab.count(st, n)
-            lab.measure(st, n, k)
-            runs += k
+        for st, n, target in jobs:
+            lab.measure(st, n, target - counts[(st, n)])
+            runs += target - counts[(st, n)]
 
 
 def _outcome(c: Comparison, s: Scenario, p: Policy, runs: int, cells: int) -> Outcome:
