@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from harness.schema import RunConfig, SearchSpaceConfig, T, has_path, replace_path
 from harness.errors import ConfigError
 
 TYPES = ("float", "int", "categorical")
@@ -147,9 +147,9 @@ class SearchSpace:
         self.recipes = recipes or []
 
     @classmethod
-    def from_config(cls, node: DictConfig, base: DictConfig | None = None) -> "SearchSpace":
+    def from_config(cls, node: SearchSpaceConfig | None, base: RunConfig | None = None) -> "SearchSpace":
         """Parse and check the table; with `base`, every key must exist in the run config."""
-        raw = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        raw = {"params": node.params, "recipes": node.recipes} if node is not None else {}
         specs = raw.get("params") or {}
         if not specs:
             raise ConfigError("search_space.params is empty: choose a search_space or list parameters to tune")
@@ -160,7 +160,7 @@ class SearchSpace:
         for name, spec in specs.items():
             if not isinstance(spec, dict) or "key" not in spec:
                 raise ConfigError(f"search_space.params.{name} needs a key (the config value it sets, e.g. train.lr)")
-            if base is not None and OmegaConf.select(base, spec["key"], default="__absent__") == "__absent__":
+            if base is not None and not has_path(base, str(spec["key"])):
                 raise ConfigError(f"search_space.params.{name}.key={spec['key']} is not a config key of this run: fix the key")
             dists[name] = _distribution(name, spec)
         params = [Param(name, str(spec["key"]), dists[name], _when(name, spec.get("when"), dists))
@@ -217,13 +217,12 @@ class SearchSpace:
         fitted = [Recipe(r.name, self.fit(r.values)) for r in self.recipes]
         return [r for r in fitted if r.values]
 
-    def apply(self, cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    def apply(self, cfg: T, values: dict[str, Any]) -> T:
         """A copy of `cfg` with the sampled values written to their keys (others keep the config's own)."""
-        out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
         for p in self.params:
             if p.name in values:
-                OmegaConf.update(out, p.key, values[p.name], merge=False)
-        return out
+                cfg = replace_path(cfg, p.key, values[p.name])
+        return cfg
 
     def to_json(self) -> dict:
         """The space as stored with the study, so the report can flag bests at an edge."""
