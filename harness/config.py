@@ -271,6 +271,17 @@ def load_run(cfg: DictConfig) -> RunConfig:
     return run
 
 
+def load_pretrain(cfg: DictConfig) -> RunConfig:
+    """harness-pretrain's settings (no target strategy or schedule: those keep their defaults)."""
+    run = RunConfig(**_run_fields(_plain(cfg)))
+    validate_train(run.pretrain.train, "pretrain.train")
+    validate_seeds(run)
+    validate_threads(run.trainer)
+    validate_source(run.data)
+    _check_types(run)
+    return run
+
+
 def load_cell(cfg: DictConfig) -> CellConfig:
     """harness-tune's settings (one cell), checked once."""
     cell = CellConfig(**_cell_fields(_plain(cfg)))
