@@ -4,12 +4,11 @@ safetensors checkpoint with what it cost, and reuse it. The one place a pretrain
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from harness.source_cache import (META_FILE, WEIGHTS_FILE, Pretrained, cache_dir, config_hash, find_pretrained,
@@ -19,16 +18,11 @@ __all__ = ["META_FILE", "WEIGHTS_FILE", "Pretrained", "cache_dir", "check_pretra
            "ensure_pretrained", "ensure_source", "find_pretrained", "pretrain", "source_config"]
 
 
-@contextmanager
-def _locked(folder: Path):
-    """One pretraining per config even when many tuning workers ask at once."""
+def _locked(folder: Path) -> FileLock:
+    """One pretraining per config even when many tuning workers ask at once (an flock on Unix,
+    which the kernel drops when its holder dies)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(folder / ".lock")
 
 
 def check_pretrain_config(cfg: DictConfig) -> None:
