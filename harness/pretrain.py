@@ -69,6 +69,7 @@ def pretrain(cfg: DictConfig) -> Pretrained:
 
     from harness.sources import source_kind
     from harness.run import run_training
+    from harness.weights import InitialWeights
 
     folder = cache_dir(cfg)
     source_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -76,7 +77,7 @@ def pretrain(cfg: DictConfig) -> Pretrained:
     source_cfg.train = cfg.pretrain.train
     source_cfg.data.augment = cfg.pretrain.augment
     source_cfg.seed = cfg.pretrain.seed
-    result = run_training(source_cfg, folder / "run", role="source")
+    result = run_training(source_cfg, folder / "run", role="source", weights=InitialWeights())  # from scratch
     model = result.model
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS_FILE + ".tmp")
