@@ -1,10 +1,14 @@
 """Compute accounting: FLOPs measured on a real batch with the actual trainable set, so frozen
-layers (no weight gradients, often no backward at all) cost what they really cost."""
+layers (no weight gradients, often no backward at all) cost what they really cost, and counted
+as the run goes (ComputeMeter), so a run that fails or is interrupted reports what it spent."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,3 +80,56 @@ def peak_memory_bytes(device: torch.device) -> int | None:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
     except (ImportError, OSError):
         return None
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """One training phase (harness.strategies.Phase) and the measured FLOPs of one of its steps."""
+    name: str
+    start: int
+    flops_per_step: float
+
+
+def phase_flops(phases: Sequence[PhaseCost], steps_done: int) -> tuple[float, list[dict]]:
+    """Training FLOPs of the first `steps_done` steps, each at its phase's cost, and one row per phase."""
+    total, rows = 0.0, []
+    for i, phase in enumerate(phases):
+        end = phases[i + 1].start if i + 1 < len(phases) else steps_done
+        n = max(0, min(end, steps_done) - phase.start)
+        total += n * phase.flops_per_step
+        rows.append({"name": phase.name, "start": phase.start, "steps": n, "flops_per_step": phase.flops_per_step})
+    return total, rows
+
+
+class ComputeMeter(pl.Callback):
+    """What a run spends, counted as it goes: optimizer steps done at their phase's measured cost,
+    the examples validation read, wall time since the run started. `spent()` may be read at any
+    point, so a failed, interrupted or pruned run reports exactly what it spent up to there."""
+
+    def __init__(self, phases: Sequence[PhaseCost], eval_flops_per_sample: float, n_val: int,
+                 samples_per_step: int, device: torch.device, started: float):
+        self.phases, self.eval_flops_per_sample, self.n_val = list(phases), eval_flops_per_sample, n_val
+        self.samples_per_step, self.device, self.started = samples_per_step, device, started
+        self.steps = 0
+        self.evaluated = 0  # examples run through the model to score it
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        self.steps = int(trainer.global_step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.evaluated += self.n_val
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.steps = int(trainer.global_step)  # the steps finished before the fault, not the one it broke
+
+    def count_evaluated(self, n: int) -> None:
+        """Examples scored after training (the last validation, the test split)."""
+        self.evaluated += n
+
+    def spent(self) -> Compute:
+        train_flops, rows = phase_flops(self.phases, self.steps)
+        return Compute(train_flops=train_flops, eval_flops=self.eval_flops_per_sample * self.evaluated,
+                       wall_s=time.perf_counter() - self.started, samples_seen=self.steps * self.samples_per_step,
+                       steps=self.steps, flops_per_step=self.phases[-1].flops_per_step,
+                       peak_mem_bytes=peak_memory_bytes(self.device), phases=rows)

@@ -4,12 +4,11 @@ safetensors checkpoint with what it cost, and reuse it. The one place a pretrain
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from harness.source_cache import (META_FILE, WEIGHTS_FILE, Pretrained, cache_dir, config_hash, find_pretrained,
@@ -19,16 +18,11 @@ __all__ = ["META_FILE", "WEIGHTS_FILE", "Pretrained", "cache_dir", "check_pretra
            "ensure_pretrained", "ensure_source", "find_pretrained", "pretrain", "source_config"]
 
 
-@contextmanager
-def _locked(folder: Path):
-    """One pretraining per config even when many tuning workers ask at once."""
+def _locked(folder: Path) -> FileLock:
+    """One pretraining per config even when many tuning workers ask at once (an flock on Unix,
+    which the kernel drops when its holder dies)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(folder / ".lock")
 
 
 def check_pretrain_config(cfg: DictConfig) -> None:
@@ -75,6 +69,7 @@ def pretrain(cfg: DictConfig) -> Pretrained:
 
     from harness.sources import source_kind
     from harness.run import run_training
+    from harness.weights import InitialWeights
 
     folder = cache_dir(cfg)
     source_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -82,7 +77,7 @@ def pretrain(cfg: DictConfig) -> Pretrained:
     source_cfg.train = cfg.pretrain.train
     source_cfg.data.augment = cfg.pretrain.augment
     source_cfg.seed = cfg.pretrain.seed
-    result = run_training(source_cfg, folder / "run", role="source")
+    result = run_training(source_cfg, folder / "run", role="source", weights=InitialWeights())  # from scratch
     model = result.model
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS_FILE + ".tmp")

@@ -14,6 +14,7 @@ from harness.replicates import make_record, replicate_overrides
 from harness.run import run_training
 from harness.search_space import SearchSpace
 from harness.storage import rerun_lock
+from harness.weights import resolve_weights
 
 
 def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -31,7 +32,7 @@ def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path)
         best_cfg.data.cv_folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
         best_cfg.data.cv_fold = -1
     seed = overrides["seed"]
-    result = run_training(best_cfg, run_root / f"final-seed{seed}")
+    result = run_training(best_cfg, run_root / f"final-seed{seed}", weights=resolve_weights(best_cfg))
     probe = None
     if best_cfg.strategy.name == "finetune":
         from harness.probe import probe_accuracy

@@ -1,5 +1,5 @@
 """The pretraining cache, read-only: where a config's source model lives and whether it is there.
-The trainer (harness.run) reads it; only harness.pretrain, which sits above the trainer, fills it."""
+harness.weights.resolve_weights reads it for the trainer; only harness.pretrain, which sits above the trainer, fills it."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from harness.module import TrainingDiverged
 from harness.pretrain import ensure_pretrained, ensure_source
 from harness.pruning import PruningCallback, make_pruner, pruner_attrs
 from harness.rerun import rerun_best
-from harness.run import RunResult, resolve_device, run_training
+from harness.run import RunFailed, RunResult, resolve_device, run_training
 from harness.search_space import Recipe, SearchSpace
 from harness.storage import fail_stale_trials, open_storage, redact_url, study_lock
 from harness import workers
@@ -103,11 +103,12 @@ def _check_weights(cfg: DictConfig, task) -> None:
     that spends the budget): the file is read safely and checked against the model."""
     if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) == "source":
         return
-    from harness.run import check_weights_fit, pretrained_file
+    from harness.run import check_weights_fit
+    from harness.weights import resolve_weights
 
-    path = pretrained_file(cfg)  # hub: fails fast when the hub cannot be reached
-    if path is not None:
-        check_weights_fit(cfg, task, path)
+    weights = resolve_weights(cfg)  # hub: fails fast when the hub cannot be reached
+    if weights.file is not None:
+        check_weights_fit(cfg, task, weights.file)
 
 
 def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
@@ -237,7 +238,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
             raise  # a launcher's own exit (submitit's requeue on USR2 exits 144 locally): its code is its message
         raise KeyboardInterrupt(f"trial {trial.number} interrupted") from None  # exit as interrupted (130), not 1
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
-        compute = getattr(err, "harness_compute", None)
+        compute = err.compute if isinstance(err, RunFailed) else None  # what the run spent before it failed
+        err = err.__cause__ if isinstance(err, RunFailed) else err
         trial.set_user_attr("fail_reason", _fail_reason(err))
         trial.set_user_attr("flops", compute.total_flops if compute else 0.0)
         trial.set_user_attr("wall_s", time.perf_counter() - started)

@@ -10,15 +10,44 @@ from __future__ import annotations
 import os
 import socket
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from harness.errors import ConfigError
+from harness.source_cache import cache_dir, find_pretrained
 
 HUB_PROBE_TIMEOUT_S = 3.0
 _CHECKPOINT_KEYS = ("state_dict", "model", "module", "model_state_dict")
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """What a run's model starts from, decided by its caller before training: timm's random
+    initialisation (neither set), the hub's weights, or a weights file."""
+    file: Path | None = None
+    hub: bool = False
+
+
+def resolve_weights(cfg: DictConfig) -> InitialWeights:
+    """Where strategy.weights points: harness-pretrain's cache (read, never made here: the entry
+    points make it first, see harness.pretrain.ensure_source), a file, or the hub (checked reachable)."""
+    if cfg.strategy.name == "scratch":
+        return InitialWeights()
+    weights = str(cfg.strategy.weights)
+    if weights == "source":
+        found = find_pretrained(cfg)
+        if found is None:
+            raise ConfigError(f"strategy.weights=source but no source model is cached in {cache_dir(cfg)}: run harness-pretrain "
+                              "with the same overrides first (harness-train, -tune and -study make it themselves)")
+        return InitialWeights(file=found.weights)
+    if weights == "hub":
+        require_hub(str(cfg.model.name))
+        return InitialWeights(hub=True)
+    return InitialWeights(file=Path(weights).expanduser())
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

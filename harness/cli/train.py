@@ -20,11 +20,12 @@ def _main(composed: DictConfig) -> float:
     from harness.config import load_run
     from harness.pretrain import ensure_source
     from harness.run import run_training
+    from harness.weights import resolve_weights
 
     cfg = load_run(composed)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ensure_source(cfg)  # the trainer only reads the source model: made here when missing
-    result = run_training(cfg, run_dir)
+    result = run_training(cfg, run_dir, weights=resolve_weights(cfg))
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
     test = "n/a" if result.test_acc is None else f"{result.test_acc:.4f}"
     val = "n/a (none held out)" if result.val_acc is None else f"{result.val_acc:.4f}"
