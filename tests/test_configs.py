@@ -82,11 +82,12 @@ def test_a_recipe_folder_of_ones_own_joins_through_the_search_path(tmp_path):
 
 
 def test_every_config_file_is_package_data():
-    """A non-editable install ships harness/conf/: every yaml there matches pyproject's package-data."""
+    """A non-editable install ships harness/conf/ and the report template: pyproject's package-data matches them."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["harness"]
     package = ROOT / "harness"
     shipped = {p for g in globs for p in package.glob(g)}
     on_disk = set((package / "conf").rglob("*.yaml"))
     assert on_disk and on_disk <= shipped, sorted(str(p) for p in on_disk - shipped)
+    assert package / "report" / "templates" / "report.html.j2" in shipped  # the report page's template
     assert Path(CONFIG_DIR) == package / "conf"
