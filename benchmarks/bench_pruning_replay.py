@@ -57,7 +57,7 @@ Trial = tuple[float | None, float]  # (value of a COMPLETE trial or None if prun
 
 
 def compose_cell(cell: dict, overrides: list[str] = ()):
-    """conf/tune.yaml for the stored cell, as harness-tune composes it."""
+    """harness/conf/tune.yaml for the stored cell, as harness-tune composes it."""
     from hydra import compose, initialize_config_dir
 
     import harness.cli

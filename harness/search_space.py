@@ -1,4 +1,4 @@
-"""Search spaces are config (conf/search_space/<strategy>.yaml): a name -> distribution table whose
+"""Search spaces are config (harness/conf/search_space/<strategy>.yaml): a name -> distribution table whose
 entries say which config key they set, optionally with a `when` condition on other parameters of
 the space, plus named standard recipes. Parsed once, validated, then used to sample and apply."""
 

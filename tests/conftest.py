@@ -1,4 +1,4 @@
-"""Shared fixtures: real configs composed from conf/ with small sizes, a session-wide pretraining
+"""Shared fixtures: real configs composed from harness/conf/ with small sizes, a session-wide pretraining
 cache, and a guard that lets no test reach anything but the loopback interface.
 
 Everything runs on the CPU with one torch thread (trainer.threads=1, the default), offline.
@@ -47,7 +47,7 @@ SMALL = (
 
 
 def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True, cache_dir: Path | None = None) -> DictConfig:
-    """A real config from conf/ as the console scripts would see it (later overrides win)."""
+    """A real config from harness/conf/ as the console scripts would see it (later overrides win)."""
     base = list(SMALL) if small else []
     if cache_dir is not None:
         base.append(f"pretrain.cache_dir={cache_dir}")

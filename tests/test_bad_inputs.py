@@ -125,7 +125,7 @@ def compose_entry(config_name: str, tmp: Path, *overrides: str) -> object:
                                                    ("storage.url", "tune.progress", "study.seeds", "pruner")
                                                    or o.startswith("search_space."))]
     if config_name == "study":
-        base = [f"hydra.searchpath=[file://{harness.cli.STUDIES_DIR}]", "study.n_train=[10,20]", "study.workers=1",
+        base = ["study.n_train=[10,20]", "study.workers=1",
                 *[o for o in base if not o.startswith(("search_space.", "data.n_train"))]]
     # storage=postgres must pick its own URL: drop the test's sqlite URL when the group is changed
     if any(o.startswith("storage=") for o in overrides):

@@ -49,7 +49,7 @@ def pg(monkeypatch):
 
 
 def compose_pg(tmp: Path, *overrides: str):
-    """conf/tune.yaml with storage=postgres (storage.url = env:HARNESS_STORAGE_URL) and a tiny cell."""
+    """harness/conf/tune.yaml with storage=postgres (storage.url = env:HARNESS_STORAGE_URL) and a tiny cell."""
     base = [o for o in tiny_overrides(tmp) if not o.startswith("storage.url=")]
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         return compose(config_name="tune", overrides=[*base, "storage=postgres", *overrides])

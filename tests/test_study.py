@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from harness.cli import CONFIG_DIR, STUDIES_DIR
+from harness.cli import CONFIG_DIR
 from harness.errors import ConfigError
 from harness.study import cell_config, check_study, grid
 
@@ -25,7 +25,7 @@ STUDY = str(Path(sys.executable).with_name("harness-study"))
 
 def compose_study(*overrides: str, recipe: str = "digits"):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("study", overrides=[f"hydra.searchpath=[file://{STUDIES_DIR}]", f"recipe={recipe}", *overrides],
+        return compose("study", overrides=[f"recipe={recipe}", *overrides],
                        return_hydra_config=False)
 
 

@@ -2,7 +2,7 @@
 truth: study and trial attributes, pruning, resume, killed and concurrent workers, failures, config
 errors, the test split, search spaces, multirun, secrets, FLOP budgets.
 
-In-process tests compose the real conf/tune.yaml and call harness.tuning.tune_cell; subprocess tests
+In-process tests compose the real harness/conf/tune.yaml and call harness.tuning.tune_cell; subprocess tests
 (marked slow) are those where processes are the point.
 """
 

@@ -47,7 +47,7 @@ def tiny_overrides(tmp: Path, pruner: str = "none", n_train: int | None = 10) ->
 
 
 def compose_tune(tmp: Path, *overrides: str, pruner: str = "none") -> DictConfig:
-    """conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first."""
+    """harness/conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first."""
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         return compose(config_name="tune", overrides=[*tiny_overrides(tmp, pruner), *overrides])
 

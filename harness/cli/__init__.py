@@ -2,7 +2,5 @@
 
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[2]
-# The repository's conf/ and studies/ (absolute, so console scripts work from any folder).
-CONFIG_DIR = str(_ROOT / "conf")
-STUDIES_DIR = str(_ROOT / "studies")
+# The package's conf/ (absolute, so console scripts work from any folder and from an installed wheel).
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from harness.cli import CONFIG_DIR, STUDIES_DIR
+from harness.cli import CONFIG_DIR
 from harness.errors import exits_cleanly, hydra_app
 
 
@@ -28,8 +26,6 @@ def _study(cfg: DictConfig) -> float:
 
 @hydra_app
 def main() -> None:
-    # Recipes live in studies/recipe/: put that folder on Hydra's search path.
-    sys.argv.insert(1, f"hydra.searchpath=[file://{STUDIES_DIR}]")
     _study()
 
 

@@ -4,13 +4,15 @@ Markdown and to one self-contained HTML page."""
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 
@@ -212,42 +214,38 @@ class Document:
         return "\n".join(out)
 
     def html(self) -> str:
-        parts = [f"<h1>{_inline(self.title)}</h1>"]
-        for kind, body in self.blocks:
-            if kind == "h":
-                parts.append(f"<h{body[0]}>{_inline(body[1])}</h{body[0]}>")
-            elif kind == "p":
-                parts.append(f"<p>{_inline(body)}</p>")
-            elif kind == "ul":
-                parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in body) + "</ul>")
-            elif kind == "table":
-                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in body.columns)
-                rows = "".join("<tr>" + "".join(f"<td>{html.escape(_cell_text(v))}</td>" for v in row) + "</tr>"
-                               for row in body.itertuples(index=False))
-                parts.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
-            elif kind == "img":
-                data = base64.b64encode(body[2]).decode("ascii")
-                parts.append(f"<figure><img alt='{html.escape(body[1], quote=True)}' src='data:image/png;base64,{data}'>"
-                             f"<figcaption>{html.escape(body[1])} ({html.escape(body[0])})</figcaption></figure>")
-        return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-                f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>\n"
-                + "\n".join(parts) + "\n</body></html>\n")
+        """The page from templates/report.html.j2 (autoescaped): text, tables and plots inline."""
+        return _page_template().render(title=self.title, blocks=[_html_block(kind, body) for kind, body in self.blocks])
 
 
-_CSS = (
-    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1150px;margin:2em auto;"
-    "padding:0 1em;color:#222;line-height:1.45}h1{border-bottom:2px solid #ddd}h2{margin-top:1.8em;"
-    "border-bottom:1px solid #eee}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}"
-    "th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#f3f3f3}"
-    "tr:nth-child(even){background:#fafafa}.scroll{overflow-x:auto}img{max-width:100%;height:auto}"
-    "figure{margin:1em 0}figcaption{color:#666;font-size:.85em}code{background:#f3f3f3;padding:0 .2em}"
-)
+def _html_block(kind: str, body: Any) -> dict[str, Any]:
+    """One block as the template reads it: table cells as text, a plot as its base64 data."""
+    if kind == "h":
+        return {"kind": kind, "level": body[0], "text": body[1]}
+    if kind == "p":
+        return {"kind": kind, "text": body}
+    if kind == "ul":
+        return {"kind": kind, "bullets": body}
+    if kind == "table":
+        return {"kind": kind, "columns": [str(c) for c in body.columns],
+                "rows": [[_cell_text(v) for v in row] for row in body.itertuples(index=False)]}
+    filename, alt, png = body
+    return {"kind": kind, "filename": filename, "alt": alt, "data": base64.b64encode(png).decode("ascii")}
 
 
-def _inline(text: str) -> str:
-    out = html.escape(text)
+@functools.cache
+def _page_template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters["inline"] = _inline
+    return env.get_template("report.html.j2")
+
+
+def _inline(text: str) -> markupsafe.Markup:
+    """Escaped text with its **bold** and `code` as HTML."""
+    out = str(markupsafe.escape(text))
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    return markupsafe.Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", out))
 
 
 def _md_cell(text: str) -> str:
