@@ -13,7 +13,7 @@ from harness.data import cv_folds_for
 from harness.replicates import make_record, replicate_overrides
 from harness.run import run_training
 from harness.search_space import SearchSpace
-from harness.storage import rerun_lock
+from harness.locks import rerun_lock
 
 
 def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

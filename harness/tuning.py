@@ -4,7 +4,7 @@ subset, harness/replicates.py) on the test split (harness/rerun.py). The budget,
 the coordination of workers live in harness/budget.py, harness/pruning.py and harness/workers.py.
 
 Trials are driven with ask/tell rather than `study.optimize` because the budget check and the
-taking of a trial must happen under one lock (storage.study_lock); optimize() offers no place for
+taking of a trial must happen under one lock (locks.study_lock); optimize() offers no place for
 it. The few lines of heartbeat in harness/workers.py stand in for what optimize() would have done.
 """
 
@@ -37,7 +37,8 @@ from harness.pruning import PruningCallback, make_pruner, pruner_attrs
 from harness.rerun import rerun_best
 from harness.run import RunResult, resolve_device, run_training
 from harness.search_space import Recipe, SearchSpace
-from harness.storage import fail_stale_trials, open_storage, redact_url, study_lock
+from harness.locks import study_lock
+from harness.storage import fail_stale_trials, open_storage, redact_url
 from harness import workers
 from harness.workers import _beat_once, _peers_may_die, _poll_s, _sigterm_as_interrupt, heartbeat
 
