@@ -16,7 +16,7 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
-from harness.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, open_existing, study_part
+from harness.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, study_part
 from harness.replicates import decode_correct
 from harness.report.noise import Replicates
 
