@@ -337,7 +337,7 @@ def trial_id_of(trial: optuna.Trial) -> int:
 
 
 class StorageSettings(Protocol):
-    """The storage config group (conf/storage/*.yaml)."""
+    """The storage config group (harness/conf/storage/*.yaml)."""
 
     url: Any
     wal: bool
