@@ -65,19 +65,20 @@ def tune_one(args: argparse.Namespace, seed: int, pruner: str, overrides: list[s
     os.environ.setdefault("WANDB_MODE", "disabled")
     from optuna.trial import TrialState
 
+    from harness.records import num, trial_records
     from harness.tuning import tune_cell
 
     reused = db.exists()
     cfg = compose_cell(args, seed, pruner, overrides, db)
     started = time.perf_counter()
     study = tune_cell(cfg, db.parent / f"runs-{db.stem}", rerun=False)
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    trials = sorted(trial_records(study.get_trials(deepcopy=False)), key=lambda t: t.number)
     return {
         "db": str(db), "elapsed": None if reused else time.perf_counter() - started,
         "trials": [{"number": t.number, "state": t.state.name,
                     "value": t.value if t.state == TrialState.COMPLETE else None,
-                    "flops": float(t.user_attrs.get("flops", 0.0)), "wall": float(t.user_attrs.get("wall_s", 0.0)),
-                    "steps": int(t.user_attrs.get("steps", 0))} for t in trials],
+                    "flops": t.spent_flops, "wall": t.spent_wall_s,
+                    "steps": int(num(t.steps, 0))} for t in trials],
     }
 
 

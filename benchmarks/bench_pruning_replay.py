@@ -360,6 +360,7 @@ def replay_against_harness(path: str, pruner: str, pruner_overrides: list[str], 
     import optuna
     from omegaconf import open_dict
 
+    from harness.records import TrialRecord, open_storage
     from harness.tuning import cell_study_name, tune_cell
 
     cell, cfg, configs, _, make_pruner = load(path, pruner, pruner_overrides, None)
@@ -369,14 +370,14 @@ def replay_against_harness(path: str, pruner: str, pruner_overrides: list[str], 
         cfg.storage.url = f"sqlite:///{root / 'verify.db'}"
         cfg.pretrain.cache_dir = str(root / "pretrained")
         cfg.tune.n_trials, cfg.tune.enqueue_recipe, cfg.study.seeds = n_trials, False, 1
-    storage = optuna.storages.RDBStorage(str(cfg.storage.url))
+    storage = open_storage(cfg.storage, heartbeats=False)
     study = optuna.create_study(study_name=cell_study_name(cfg), storage=storage, direction="maximize")
     for config in order:
         study.enqueue_trial(config.params)
     del study, storage
     real = sorted(tune_cell(cfg, root / "runs", rerun=False).get_trials(deepcopy=False), key=lambda t: t.number)
     return [{"number": t.number, "replayed_state": "COMPLETE" if value is not None else "PRUNED", "real_state": t.state.name,
-             "replayed_value": value, "real_value": t.value, "replayed_flops": flops, "real_flops": float(t.user_attrs["flops"])}
+             "replayed_value": value, "real_value": t.value, "replayed_flops": flops, "real_flops": TrialRecord.of(t).flops}
             for (value, flops), t in zip(replayed, real)]
 
 

@@ -76,6 +76,8 @@ def run(tmp: Path, workers: int, n_per_worker: int, steps: int, accelerator: str
     import optuna
     from optuna.trial import TrialState
 
+    from harness.records import CellId, trial_records
+
     name = f"bench-{workers}w"
     cfg = cell_config(tmp, name, workers * n_per_worker, steps, accelerator)
     ctx = mp.get_context("spawn")
@@ -95,10 +97,10 @@ def run(tmp: Path, workers: int, n_per_worker: int, steps: int, accelerator: str
         problems.append(errors.get())
     problems += [f"worker exit code {p.exitcode}" for p in procs if p.exitcode]
 
-    study = optuna.load_study(study_name=f"{name}/scratch/n20", storage=f"sqlite:///{tmp}/bench.db")
-    trials = study.get_trials(deepcopy=False)
+    study = optuna.load_study(study_name=CellId(name, "scratch", 20).name, storage=f"sqlite:///{tmp}/bench.db")
+    trials = trial_records(study.get_trials(deepcopy=False))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    problems += [f"trial {t.number} {t.state.name}: {t.user_attrs.get('fail_reason')}" for t in trials
+    problems += [f"trial {t.number} {t.state.name}: {t.fail_reason}" for t in trials
                  if t.state != TrialState.COMPLETE]
     window = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
     per_trial = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in done)

@@ -7,16 +7,12 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from harness.schema import CellConfig, SearchSpaceConfig, TuneConfig
 from harness.config import require_int
 from harness.errors import ConfigError
 from harness.run import resolve_device
-from harness.workers import retried_trial_numbers
-
-SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-
+from harness.records import spent
 
 BUDGET_KINDS = ("trials", "flops")
 # With tune.budget=flops, tune.n_trials sizes the FLOPs budget and is no cap; a cell still stops after
@@ -65,14 +61,8 @@ class Budget:
         return out
 
     def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
-        """Interrupted trials and killed workers' trials that were re-queued are not verdicts on
-        their parameters: their re-run counts instead (a trial killed max_retry times counts)."""
-        retried = retried_trial_numbers(trials)
-        counted = [t for t in trials if t.state in SPENT_STATES and not t.user_attrs.get("interrupted")
-                   and t.number not in retried]
-        return {"n_trials": len(counted),
-                "flops": sum(float(t.user_attrs.get("flops", 0.0)) for t in counted),
-                "wall_s": sum(float(t.user_attrs.get("wall_s", 0.0)) for t in counted)}
+        """What the trials spent of the budget (records.spent says which trials count)."""
+        return spent(trials)
 
     def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
         s = self.spent(trials)

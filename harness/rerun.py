@@ -13,7 +13,8 @@ from harness.data import cv_folds_for
 from harness.replicates import make_record, replicate_overrides
 from harness.run import run_training
 from harness.search_space import SearchSpace
-from harness.storage import rerun_lock
+from harness.locks import rerun_lock
+from harness.records import StudyRecord, storage_of, write_final
 from harness.weights import resolve_weights
 
 
@@ -49,21 +50,19 @@ def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_roo
     One worker at a time, under a lock of its own: the other workers keep taking trials meanwhile.
     Without `wait`, a worker that finds another re-running this cell returns None and moves on.
     """
-    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
+    with rerun_lock(storage_of(study), study.study_name, blocking=wait) as held:
         if not held:
             return None
         best = _best_complete(study)
         if best is None:
             return None
-        attrs = study.user_attrs
+        stored = StudyRecord.of(study)
         # Done already, unless a resumed cell or another worker found a better trial since.
-        if "final" in attrs and attrs.get("best_trial") == best.number:
-            return attrs["final"]
+        if stored.has_final and stored.best_trial == best.number:
+            return stored.attrs["final"]
         best_cfg = space.apply(cfg, best.params)
         final = [_run_replicate(best_cfg, int(cfg.seed), r, run_root) for r in range(1, int(cfg.study.seeds) + 1)]
-        study.set_user_attr("final", final)
-        study.set_user_attr("best_params", best.params)
-        study.set_user_attr("best_trial", best.number)  # last: a worker dying before it leaves the re-run undone
+        write_final(study, final, best_params=best.params, best_trial=best.number)
         return final
 
 
@@ -78,20 +77,17 @@ def extend_replicates(study: optuna.Study, cfg: DictConfig, space: SearchSpace, 
     for its current best (rerun_best comes first) or, without `wait`, another worker holds the lock.
     """
     require_int(target, "target", 1)
-    with rerun_lock(study._storage, study.study_name, blocking=wait) as held:
+    with rerun_lock(storage_of(study), study.study_name, blocking=wait) as held:
         if not held:
             return None
         best = _best_complete(study)
-        attrs = study.user_attrs
-        final = attrs.get("final")
-        if best is None or not isinstance(final, list) or attrs.get("best_trial") != best.number:
+        stored = StudyRecord.of(study)
+        final = stored.final_replicates
+        if best is None or final is None or stored.best_trial != best.number:
             return None
-        if not all(isinstance(r, dict) and "replicate" in r for r in final):
-            return None  # re-runs of an older protocol (all on the tuning subset): not to be mixed with replicates
-        final = list(final)
         best_cfg = space.apply(cfg, best.params)
         for r in range(len(final) + 1, target + 1):
             final.append(_run_replicate(best_cfg, int(cfg.seed), r, run_root))
-            study.set_user_attr("final", final)
+            write_final(study, final)
         return final
 

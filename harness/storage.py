@@ -7,19 +7,14 @@ must never show a database password.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib
 import math
 import os
 import random
 import re
 import sqlite3
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +32,7 @@ from harness.errors import ConfigError
 DEFAULT_URL = "sqlite:///outputs/harness.db"
 
 _ENV_PREFIX = "env:"
-_BACKENDS = ("sqlite", "postgresql", "mysql")
+_BACKENDS = ("sqlite", "postgresql")  # the tested ones; MySQL is not supported
 _EXAMPLE = (
     f"e.g. {DEFAULT_URL} (no server) or env:OPTUNA_STORAGE holding "
     "postgresql://user:password@host:5432/dbname"
@@ -51,9 +46,6 @@ _PIP_NAMES = {
     "psycopg2": "psycopg2-binary",
     "psycopg": "'psycopg[binary]'",
     "pg8000": "pg8000",
-    "MySQLdb": "mysqlclient",
-    "pymysql": "pymysql",
-    "mysql": "mysql-connector-python",
 }
 
 
@@ -201,12 +193,15 @@ def _parse(url: str, origin: str) -> URL:
     """Parse and check the scheme; only the RDB backends Optuna supports are accepted."""
     shown = redact_url(url)
     hint = ""
+    if url.startswith("mysql"):
+        raise ConfigError(f"storage.url {shown!r}{origin}: MySQL is not supported; only sqlite:/// and "
+                          f"postgresql:// storage URLs are, {_EXAMPLE}")
     if url.startswith("postgres://") or url.startswith("postgres+"):
         hint = " (SQLAlchemy spells it postgresql://)"
     elif "://" not in url and "@" not in url:
         hint = f" (a file path? write sqlite:///{url})"
     elif "://" not in url:
-        hint = " (no scheme: start it with postgresql:// or mysql://)"
+        hint = " (no scheme: start it with postgresql://)"
     try:
         parsed = make_url(url)
     except Exception:
@@ -214,12 +209,12 @@ def _parse(url: str, origin: str) -> URL:
     if parsed is None or parsed.get_backend_name() not in _BACKENDS:
         raise ConfigError(
             f"storage.url {shown!r}{origin} is not a supported storage URL{hint}: "
-            f"use sqlite:///PATH, postgresql[+driver]://... or mysql[+driver]://..., {_EXAMPLE}"
+            f"use sqlite:///PATH or postgresql[+driver]://..., {_EXAMPLE}"
         )
     return parsed
 
 
-def _sqlite_path(parsed: URL) -> Path | None:
+def sqlite_path(parsed: URL) -> Path | None:
     """The file behind a sqlite URL, or None for an in-memory or URI-style database."""
     database = parsed.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
@@ -228,7 +223,7 @@ def _sqlite_path(parsed: URL) -> Path | None:
 
 
 def _make_sqlite_parent(parsed: URL, url: str) -> None:
-    path = _sqlite_path(parsed)
+    path = sqlite_path(parsed)
     if path is None:
         return
     try:
@@ -263,13 +258,11 @@ def _engine_kwargs(parsed: URL, timeout_s: float, sqlite_wal: bool) -> dict[str,
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend == "sqlite":
         connect_args: dict[str, Any] = {"timeout": _SQLITE_BUSY_TIMEOUT_S}
-        if sqlite_wal and driver == "pysqlite" and _sqlite_path(parsed) is not None:
+        if sqlite_wal and driver == "pysqlite" and sqlite_path(parsed) is not None:
             connect_args["factory"] = _WalConnection
         return {"connect_args": connect_args}
     seconds = max(2, math.ceil(timeout_s))  # libpq ignores connect_timeout below 2 s
-    timeout_arg = {"pg8000": "timeout", "mysqlconnector": "connection_timeout"}.get(
-        driver, "connect_timeout"
-    )
+    timeout_arg = "timeout" if driver == "pg8000" else "connect_timeout"
     return {"pool_pre_ping": True, "connect_args": {timeout_arg: seconds}}
 
 
@@ -347,75 +340,3 @@ def _fix_hint(parsed: URL) -> str:
 def rdb_of(storage: BaseStorage) -> RDBStorage:
     """The RDBStorage behind a study's storage (optuna wraps it in a cache layer)."""
     return getattr(storage, "_backend", storage)
-
-
-@contextmanager
-def study_lock(storage: BaseStorage, study_name: str) -> Iterator[None]:
-    """Serialise "is the budget spent? then take a trial" across every worker of a study.
-
-    Optuna numbers trials atomically but has no way to refuse a trial once the budget is spent, so
-    workers racing at the end would overshoot. SQLite: an exclusive lock on a file beside the
-    database (one for the whole file: its writes are serial anyway); PostgreSQL: a session advisory
-    lock; MySQL: GET_LOCK. Released by the OS or the server when a worker dies, so a killed worker
-    never leaves a study locked. Held for milliseconds: never around training.
-    """
-    with _exclusive(storage, study_name, blocking=True, sqlite_file=lambda db, key: Path(f"{db}.lock")):
-        yield
-
-
-@contextmanager
-def rerun_lock(storage: BaseStorage, study_name: str, blocking: bool) -> Iterator[bool]:
-    """Held by the one worker re-running a cell's best (minutes of training), apart from study_lock
-    so that the other workers keep taking trials meanwhile. Yields whether it was taken: with
-    `blocking=False` a worker finding it held goes on with other work instead of waiting."""
-
-    def beside(db: str, key: int) -> Path:
-        folder = Path(f"{db}.locks")
-        folder.mkdir(exist_ok=True)
-        return folder / f"rerun-{key & 0xFFFFFFFFFFFFFFFF:016x}.lock"
-
-    with _exclusive(storage, f"{study_name}\0rerun", blocking=blocking, sqlite_file=beside) as held:
-        yield held
-
-
-@contextmanager
-def _exclusive(storage: BaseStorage, name: str, blocking: bool,
-               sqlite_file: Callable[[str, int], Path]) -> Iterator[bool]:
-    """An inter-process lock called `name` that the OS or the database server releases when its
-    holder dies; yields whether it was taken (when blocking, always, but for MySQL's time-out)."""
-    storage = rdb_of(storage)
-    parsed = make_url(storage.url)
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        path = _sqlite_path(parsed)
-        lock_path = sqlite_file(path, key) if path else Path(tempfile.gettempdir()) / f"harness-{key}.lock"
-        with open(lock_path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-                held = True
-            except BlockingIOError:
-                held = False
-            try:
-                yield held
-            finally:
-                if held:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        return
-    if backend not in ("postgresql", "mysql"):
-        yield True
-        return
-    if backend == "postgresql":
-        take = "SELECT pg_advisory_lock(:k)" if blocking else "SELECT pg_try_advisory_lock(:k)"
-        give, arg = "SELECT pg_advisory_unlock(:k)", key
-    else:  # after 10 minutes GET_LOCK gives up: study_lock goes on as before, a re-run is left to its holder
-        take = f"SELECT GET_LOCK(:k, {600 if blocking else 0})"
-        give, arg = "SELECT RELEASE_LOCK(:k)", str(key)
-    with storage.engine.connect() as conn:
-        got = conn.execute(sqlalchemy.text(take), {"k": arg}).scalar()
-        held = True if backend == "postgresql" and blocking else bool(got)
-        try:
-            yield held
-        finally:
-            if held:
-                conn.execute(sqlalchemy.text(give), {"k": arg})

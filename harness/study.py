@@ -92,8 +92,8 @@ def check_adaptive(study: DictConfig) -> None:
 
 def check_study(cfg: DictConfig) -> list[DictConfig]:
     """Every cell's config checked before any training or storage write."""
+    from harness import records
     from harness.report import check_report_dir, check_report_settings
-    from harness.storage import open_storage
     from harness.tuning import check_cell_config
 
     r = cfg.report
@@ -102,7 +102,7 @@ def check_study(cfg: DictConfig) -> list[DictConfig]:
     cells = [cell_config(cfg, s, n) for s, n in grid(cfg)]
     for cell in cells:
         check_cell_config(cell)
-    open_storage(str(cfg.storage.url), heartbeat_interval=None)
+    records.open_storage(cfg.storage, heartbeats=False)
     return cells
 
 
@@ -163,23 +163,20 @@ def _say(cfg: DictConfig, text: str) -> None:
     print(f"[{cfg.study.name}] {text}", file=sys.stderr, flush=True)
 
 
-def _cell_studies(cfg: DictConfig):
-    """(storage, [(frozen Optuna study, (study, strategy, n_train))]) of this study's cells, from the
-    studies' attrs alone (no trial is read)."""
-    from harness.report.cells import cell_key
-    from harness.storage import open_storage
+def _open(cfg: DictConfig):
+    """The study's storage, for reading what the workers wrote."""
+    from harness import records
 
-    storage = open_storage(str(cfg.storage.url), heartbeat_interval=None, sqlite_wal=bool(cfg.storage.get("wal", True)))
-    keyed = [(s, cell_key(s.user_attrs)) for s in storage.get_all_studies()]
-    return storage, [(s, k) for s, k in keyed if k is not None and k[0] == str(cfg.study.name)]
+    return records.open_storage(cfg.storage, heartbeats=False)
 
 
-def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
-    storage, studies = _cell_studies(cfg)
+def _progress(cfg: DictConfig, storage, n_cells: int, started: float) -> tuple[int, int]:
+    from harness.records import cell_studies, n_trials_of
+
     done = trials = 0
-    for study, _ in studies:
-        trials += storage.get_n_trials(storage.get_study_id_from_name(study.study_name))
-        done += "final" in study.user_attrs
+    for record, _ in cell_studies(storage, str(cfg.study.name)):
+        trials += n_trials_of(storage, record.name)
+        done += record.has_final
     elapsed = time.perf_counter() - started
     budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.get("budget", "trials") == "trials" else 0  # flops: no count
     eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
@@ -189,9 +186,10 @@ def _progress(cfg: DictConfig, n_cells: int, started: float) -> tuple[int, int]:
 
 def _stored(cfg: DictConfig) -> list:
     """The study's cells as stored (harness.report.cells.Cell)."""
-    from harness.report.cells import load_cells, open_existing
+    from harness.records import open_existing
+    from harness.report.cells import load_cells
 
-    storage, shown = open_existing(str(cfg.storage.url), bool(cfg.storage.get("wal", True)))
+    storage, shown = open_existing(str(cfg.storage.url), bool(cfg.storage.wal))
     return load_cells(storage, str(cfg.study.name), shown)
 
 
@@ -209,14 +207,17 @@ def stored_sizes(cfg: DictConfig) -> list[int]:
     """Sizes the storage holds cells of under study.name for the study's strategies (an earlier
     adaptive run's, a shell multirun's), finished or not; [] when the storage has none."""
     wanted = set(cfg.study.strategies)
-    return sorted({k[2] for _, k in _cell_studies(cfg)[1] if k[1] in wanted})
+    from harness.records import cell_studies
+
+    return sorted({cell.n_train for _, cell in cell_studies(_open(cfg), str(cfg.study.name)) if cell.strategy in wanted})
 
 
 def _tune(cfg: DictConfig, cells: list[DictConfig], run_root: Path, n_cells: int) -> None:
     plain = [OmegaConf.to_container(c, resolve=True) for c in cells]
     started = time.perf_counter()
-    _in_workers(_worker, plain, int(cfg.study.workers), run_root, lambda: _progress(cfg, n_cells, started))
-    _progress(cfg, n_cells, started)
+    storage = _open(cfg)  # one connection pool for every poll, not one per poll
+    _in_workers(_worker, plain, int(cfg.study.workers), run_root, lambda: _progress(cfg, storage, n_cells, started))
+    _progress(cfg, storage, n_cells, started)
 
 
 def refine(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> list[DictConfig]:
@@ -316,4 +317,4 @@ def run_study(cfg: DictConfig, run_root: Path) -> dict:
     r = cfg.report
     return build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),
                         n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
-                        sqlite_wal=bool(cfg.storage.get("wal", True)))
+                        sqlite_wal=bool(cfg.storage.wal))

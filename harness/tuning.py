@@ -4,7 +4,7 @@ subset, harness/replicates.py) on the test split (harness/rerun.py). The budget,
 the coordination of workers live in harness/budget.py, harness/pruning.py and harness/workers.py.
 
 Trials are driven with ask/tell rather than `study.optimize` because the budget check and the
-taking of a trial must happen under one lock (storage.study_lock); optimize() offers no place for
+taking of a trial must happen under one lock (locks.study_lock); optimize() offers no place for
 it. The few lines of heartbeat in harness/workers.py stand in for what optimize() would have done.
 """
 
@@ -22,7 +22,6 @@ from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from harness.budget import Budget, resolve_budget
@@ -37,7 +36,10 @@ from harness.pruning import PruningCallback, make_pruner, pruner_attrs
 from harness.rerun import rerun_best
 from harness.run import RunFailed, RunResult, resolve_device, run_training
 from harness.search_space import Recipe, SearchSpace
-from harness.storage import fail_stale_trials, open_storage, redact_url, study_lock
+from harness import records
+from harness.locks import study_lock
+from harness.records import CellId, storage_of, trial_id_of
+from harness.storage import fail_stale_trials, redact_url
 from harness import workers
 from harness.workers import _beat_once, _peers_may_die, _poll_s, _sigterm_as_interrupt, heartbeat
 
@@ -46,16 +48,12 @@ warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used w
 log = logging.getLogger(__name__)
 
 
+def cell_of(cfg: DictConfig) -> CellId:
+    return CellId(str(cfg.study.name), str(cfg.strategy.name), int(cfg.data.n_train))
+
+
 def cell_study_name(cfg: DictConfig) -> str:
-    return f"{cfg.study.name}/{cfg.strategy.name}/n{int(cfg.data.n_train)}"
-
-
-
-def _open(cfg: DictConfig) -> RDBStorage:
-    s = cfg.storage
-    return open_storage(str(s.url), heartbeat_interval=int(s.heartbeat_interval) if s.heartbeat_interval else None,
-                        grace_period=int(s.grace_period) if s.grace_period else None, max_retry=int(s.max_retry),
-                        sqlite_wal=bool(s.get("wal", True)))
+    return cell_of(cfg).name
 
 
 def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
@@ -112,8 +110,7 @@ def _check_weights(cfg: DictConfig, task) -> None:
 
 
 def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
-    attrs = {"strategy": str(cfg.strategy.name), "n_train": int(cfg.data.n_train), "study": str(cfg.study.name),
-             "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
+    attrs = {**cell_of(cfg).attrs(), "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
              "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name),
              "selection": str(cfg.tune.selection), "pruner": pruner_attrs(cfg)}
     if cfg.tune.selection == "cv":
@@ -144,23 +141,23 @@ def weights_attrs(cfg: DictConfig, pretrain: dict[str, Any] | None) -> dict[str,
 
 
 def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
-    storage = _open(cfg)
-    name = cell_study_name(cfg)
+    storage = records.open_storage(cfg.storage)
+    cell = cell_of(cfg)
+    name = cell.name
     with study_lock(storage, name):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=make_pruner(cfg))
-        attrs = study.user_attrs
-        if attrs and (attrs.get("strategy"), attrs.get("n_train")) != (str(cfg.strategy.name), int(cfg.data.n_train)):
+        stored = records.StudyRecord.of(study)
+        if stored.attrs and (stored.attrs.get("strategy"), stored.attrs.get("n_train")) != (cell.strategy, cell.n_train):
             raise ConfigError(f"study {name} in {redact_url(str(cfg.storage.url))} belongs to another cell: use another study.name")
-        if not attrs:
-            for key, value in _cell_attrs(cfg, space, budget).items():
-                study.set_user_attr(key, value)
+        if not stored.attrs:
+            records.write_study_attrs(study, _cell_attrs(cfg, space, budget))
             if cfg.tune.enqueue_recipe:
                 enqueue_recipes(study, first_recipes(space, budget))
         else:  # a resumed cell may be given more budget, or another pruner
-            for key, value in (("budget", budget.to_json()), ("pruner", pruner_attrs(cfg))):
-                if attrs.get(key) != value:
-                    study.set_user_attr(key, value)
+            changed = {key: value for key, value in (("budget", budget.to_json()), ("pruner", pruner_attrs(cfg)))
+                       if stored.attrs.get(key) != value}
+            records.write_study_attrs(study, changed)
     return study
 
 
@@ -174,7 +171,7 @@ def first_recipes(space: SearchSpace, budget: Budget) -> list[Recipe]:
 def enqueue_recipes(study: optuna.Study, recipes: list[Recipe]) -> None:
     """Each recipe becomes a waiting trial, marked recipe=True with its name, taken before any draw."""
     for r in recipes:
-        study.enqueue_trial(r.values, user_attrs={"recipe": True, "recipe_name": r.name}, skip_if_exists=True)
+        study.enqueue_trial(r.values, user_attrs=records.recipe_attrs(r.name), skip_if_exists=True)
 
 
 def cell_sampler_seed(cfg: DictConfig) -> int:
@@ -198,7 +195,7 @@ def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler
 
 def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.Trial | None:
     """Under the study lock: fail dead workers' trials, check the budget, take the next trial."""
-    with study_lock(study._storage, study.study_name):
+    with study_lock(storage_of(study), study.study_name):
         fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         if budget.exhausted(trials):
@@ -206,7 +203,7 @@ def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.
         study.sampler = make_sampler(cell_sampler_seed(cfg) + len(trials), int(cfg.tune.n_startup_trials))
         trial = study.ask()
         # A RUNNING trial with no heartbeat yet is never failed as stale: beat once before letting go.
-        _beat_once(study._storage, trial._trial_id)
+        _beat_once(storage_of(study), trial_id_of(trial))
         return trial
 
 
@@ -224,26 +221,24 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
     callback = PruningCallback(trial)
     started = time.perf_counter()
     try:
-        with heartbeat(study._storage, trial._trial_id):
+        with heartbeat(storage_of(study), trial_id_of(trial)):
             result = _train_trial(trial_cfg, run_root / f"trial-{trial.number:04d}", callback,
                                   run_name=f"{study.study_name}/trial-{trial.number}",
                                   log_extra={"trial": {"number": trial.number, "study": study.study_name, "params": values}})
     except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
-        trial.set_user_attr("fail_reason", "interrupted")
-        trial.set_user_attr("interrupted", True)
+        records.write_interrupted(trial)
         study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(values, user_attrs={"retry_of": trial.number})
+        study.enqueue_trial(values, user_attrs=records.retry_attrs(trial.number))
         if isinstance(stop, SystemExit) and stop.code not in (None, 0, 1):
             raise  # a launcher's own exit (submitit's requeue on USR2 exits 144 locally): its code is its message
         raise KeyboardInterrupt(f"trial {trial.number} interrupted") from None  # exit as interrupted (130), not 1
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
         compute = err.compute if isinstance(err, RunFailed) else None  # what the run spent before it failed
         err = err.__cause__ if isinstance(err, RunFailed) else err
-        trial.set_user_attr("fail_reason", _fail_reason(err))
-        trial.set_user_attr("flops", compute.total_flops if compute else 0.0)
-        trial.set_user_attr("wall_s", time.perf_counter() - started)
-        trial.set_user_attr("flops_per_step", compute.flops_per_step if compute else 0.0)
+        records.write_failure(trial, _fail_reason(err), flops=compute.total_flops if compute else 0.0,
+                              wall_s=time.perf_counter() - started,
+                              flops_per_step=compute.flops_per_step if compute else 0.0)
         log.debug("trial %s failed:\n%s", trial.number, traceback.format_exc())
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
@@ -290,10 +285,9 @@ def _cross_validated(results: list[RunResult]) -> RunResult:
 
 def _record(trial: optuna.Trial, result: RunResult) -> None:
     c = result.compute
-    for key, value in {"flops": c.total_flops, "train_flops": c.train_flops, "eval_flops": c.eval_flops,
-                       "wall_s": c.wall_s, "flops_per_step": c.flops_per_step, "steps": c.steps,
-                       "samples_seen": c.samples_seen}.items():
-        trial.set_user_attr(key, value)
+    records.write_compute(trial, {"flops": c.total_flops, "train_flops": c.train_flops, "eval_flops": c.eval_flops,
+                                  "wall_s": c.wall_s, "flops_per_step": c.flops_per_step, "steps": c.steps,
+                                  "samples_seen": c.samples_seen})
 
 
 def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
@@ -318,7 +312,7 @@ def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, reru
                     progress.update()
                 elif wait_for_peers and _peers_may_die(study):
                     progress.waiting()
-                    workers.pause(_poll_s(study._storage))  # looked up there: tests give it a clock
+                    workers.pause(_poll_s(storage_of(study)))  # looked up there: tests give it a clock
                 else:
                     break
     finally:

@@ -12,13 +12,8 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from harness.records import storage_of
 from harness.storage import rdb_of
-
-
-def retried_trial_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Trials of dead workers that the storage's RetryHeartbeatStaleTrialCallback re-queued (its
-    `retry_history`, read from the system attrs directly to skip the experimental warning)."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
 
 
 def _beat_once(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
@@ -71,7 +66,7 @@ def _peers_may_die(study: optuna.Study) -> bool:
     """Other workers still run trials of this spent cell, and a dead one's trial can be told from a
     slow one's (heartbeats on): worth waiting, since a trial whose worker dies now is otherwise
     left RUNNING, holding a slot of the budget that never yields a result, until the cell is tuned again."""
-    storage = rdb_of(study._storage)
+    storage = rdb_of(storage_of(study))
     return (isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
             and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
 

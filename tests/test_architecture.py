@@ -123,3 +123,62 @@ def test_cycles_are_found_and_named():
 def test_the_package_has_no_import_cycle():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+# ---------------------------------------------------------------- Optuna's private attributes
+
+# The modules allowed to reach into Optuna: the owner of the stored schema and the storage under it.
+OPTUNA_INTERNALS_ALLOWED = {"harness.records", "harness.storage"}
+
+
+def _optuna_private_names() -> set[str]:
+    """Private attribute and method names Optuna's classes define (`self._x = ...`, `def _x`)."""
+    import optuna
+
+    names: set[str] = set()
+    for path in Path(optuna.__file__).resolve().parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ClassDef):
+                names |= {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def optuna_private_uses(tree: ast.AST, private: set[str]) -> list[str]:
+    """`obj._x` for an Optuna private name (except on self/cls), `optuna._x...`, and imports of
+    private Optuna modules or names, as "line: text"."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            if (node.attr in private and owner not in ("self", "cls")) or owner == "optuna":
+                found.append(f"{node.lineno}: .{node.attr}")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            for module in modules:
+                if module.split(".")[0] == "optuna" and (any(p.startswith("_") for p in module.split("."))
+                                                        or any(n.startswith("_") for n in names)):
+                    found.append(f"{node.lineno}: import from {module}")
+    return found
+
+
+def test_the_private_use_check_finds_what_it_should():
+    private = {"_storage", "_backend"}
+    tree = ast.parse("s = study._storage\nb = rdb._backend\nself._storage = 1\nfrom optuna.storages._rdb import x\n"
+                     "import optuna._imports\nx = optuna._experimental\nfrom optuna.trial import _x\n")
+    assert sorted(int(u.split(":")[0]) for u in optuna_private_uses(tree, private)) == [1, 2, 4, 5, 6, 7]
+
+
+def test_only_records_and_storage_touch_optuna_privates():
+    private = _optuna_private_names()
+    assert {"_storage", "_backend", "_trial_id"} <= private  # the names the check exists for
+    offenders = {}
+    for module, path in _modules().items():
+        if module in OPTUNA_INTERNALS_ALLOWED:
+            continue
+        uses = optuna_private_uses(ast.parse(path.read_text(), filename=str(path)), private)
+        if uses:
+            offenders[module] = uses
+    assert not offenders, f"Optuna private attributes outside {sorted(OPTUNA_INTERNALS_ALLOWED)}: {offenders}"

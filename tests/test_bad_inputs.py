@@ -141,6 +141,7 @@ CASES = [
     ("tune", ["tune.n_trials=0"], "tune.n_trials"),
     ("tune", ["tune.n_trials=null"], "no budget"),
     ("tune", ["storage.url=foo://x"], "not a supported storage URL"),
+    ("tune", [f"storage.url=mysql://u:{SECRET}@127.0.0.1:1/db"], "MySQL is not supported; only sqlite:/// and postgresql://"),
     ("tune", [f"storage.url=postgresql://u:{SECRET}@127.0.0.1:1/db"], "cannot open storage postgresql://u:***@127.0.0.1:1/db"),
     ("tune", ["storage.url=env:HARNESS_NO_SUCH_VAR"], "HARNESS_NO_SUCH_VAR is unset"),
     ("tune", ["storage=postgres"], "HARNESS_STORAGE_URL is unset"),

@@ -27,7 +27,8 @@ from sqlalchemy.engine import make_url
 
 import harness.cli
 from harness.errors import ConfigError
-from harness.storage import open_storage, rerun_lock, study_lock
+from harness.locks import rerun_lock, study_lock
+from harness.storage import open_storage
 from harness.tuning import tune_cell
 from postgres_helpers import files_holding, postgres_url, secrets_of, text_holding
 from tuning_helpers import tiny_overrides
@@ -170,7 +171,8 @@ def _try_rerun_lock(storage, name: str) -> bool:
 
 _HOLD_LOCK = """
 import sys, time
-from harness.storage import open_storage, study_lock
+from harness.locks import study_lock
+from harness.storage import open_storage
 storage = open_storage(sys.argv[1], heartbeat_interval=None)
 with study_lock(storage, sys.argv[2]):
     print("LOCKED", flush=True)

@@ -110,6 +110,16 @@ def test_bad_scheme(url: str) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("url", [f"mysql://root:{SECRET}@localhost/optuna", f"mysql+pymysql://root:{SECRET}@db/optuna"])
+def test_mysql_is_refused_at_open(url: str) -> None:
+    """Only SQLite and PostgreSQL are tested, so only they are accepted: one line, no password."""
+    with pytest.raises(ConfigError) as info:
+        open_storage(url)
+    message = str(info.value)
+    assert "MySQL is not supported" in message and "sqlite:///" in message and "postgresql://" in message
+    assert SECRET not in message and "\n" not in message
+
+
 # ---------------------------------------------------------------- open_storage errors
 
 
@@ -259,3 +269,39 @@ def test_killed_worker_trial_failed_and_retried(tmp_path: Path) -> None:
     study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=1)
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     assert len(done) == 1 and done[0].params == orphan.params
+
+
+_HOLD_RERUN_LOCK = """
+import sys, time
+from harness.locks import rerun_lock
+from harness.storage import open_storage
+with rerun_lock(open_storage(sys.argv[1], heartbeat_interval=None), sys.argv[2], blocking=True):
+    print("LOCKED", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_sqlite_lock_of_another_process_is_refused_and_freed_when_it_dies(tmp_path: Path) -> None:
+    """The file lock beside a SQLite database: another process holding it makes a non-blocking try
+    fail, and killing that process releases it (no stale lock left behind)."""
+    from harness.locks import rerun_lock
+
+    url = _sqlite(tmp_path / "locks.db")
+    storage = open_storage(url, heartbeat_interval=None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_RERUN_LOCK, url, "cell"], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        with rerun_lock(storage, "cell", blocking=False) as held:
+            assert held is False
+        with rerun_lock(storage, "other cell", blocking=False) as held:
+            assert held is True  # one lock per cell
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with rerun_lock(storage, "cell", blocking=False) as held:
+            assert held is True
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.stdout.close()

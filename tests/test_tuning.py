@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 import harness.cli
 import harness.budget
+import harness.locks
 import harness.pruning
 import harness.rerun
 import harness.run
@@ -375,7 +376,7 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
 
     # Another worker holds the cell's re-run lock: without waiting, nothing to do here.
     study = load(tmp_path)
-    with harness.storage.rerun_lock(study._storage, study.study_name, blocking=True):
+    with harness.locks.rerun_lock(study._storage, study.study_name, blocking=True):
         assert extend(study, cfg, space, tmp_path / "runs", target=7, wait=False) is None
     # `final` of an earlier best: extending it would mix two configurations.
     study.set_user_attr("best_trial", -1)

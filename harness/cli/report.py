@@ -26,7 +26,7 @@ def _main(cfg: DictConfig) -> dict:
         margin=cfg.report.margin,
         horizon=cfg.report.horizon,
         wandb_cfg=wandb_cfg,
-        sqlite_wal=bool(cfg.storage.get("wal", True)),
+        sqlite_wal=bool(cfg.storage.wal),
     )
     print(f"report: {Path(summary['report_html']).resolve()}")
     print(summary["verdict"])

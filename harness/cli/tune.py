@@ -16,11 +16,11 @@ def _main(cfg: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
+    from harness.records import StudyRecord
     from harness.tuning import best_value, tune_cell
 
     study = tune_cell(cfg, Path(HydraConfig.get().runtime.output_dir))
-    final = study.user_attrs.get("final") or []
-    tests = [r["test_acc"] for r in final if r.get("test_acc") is not None]
+    tests = [r["test_acc"] for r in StudyRecord.of(study).final if r.get("test_acc") is not None]
     summary = f"best val_acc={best_value(study):.4f}"
     if tests:
         summary += f", re-run test_acc={sum(tests) / len(tests):.4f} over {len(tests)} seeds"

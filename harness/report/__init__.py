@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ConfigError
+from harness.records import open_existing
 from harness.report.answer import headline_line, short_headline
 from harness.report.cells import (
     LABELS,
@@ -39,7 +40,6 @@ from harness.report.cells import (
     load_cells,
     labelled_by_size,
     n_val_by_size,
-    open_existing,
     pretraining,
     probe_by_size,
     replicates_of,

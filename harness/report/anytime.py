@@ -10,9 +10,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from harness.report.cells import STRATEGIES, Cell, num
+from harness.records import TrialRecord
+from harness.report.cells import STRATEGIES, Cell
 from harness.report.verdict import EQUIVALENT, FINETUNE_BETTER, INCONCLUSIVE, MARGIN, SCRATCH_BETTER, classify
 
 BUDGET_LEVELS = 10  # rows of the winner map
@@ -45,11 +46,11 @@ class Anytime:
         return float(self.flops[hit[0]]), float(self.wall_s[hit[0]])
 
 
-def anytime_curve(trials: Iterable[FrozenTrial]) -> Anytime:
+def anytime_curve(trials: Iterable[TrialRecord]) -> Anytime:
     finished = [t for t in trials if t.state.is_finished()]
     far = datetime.max
 
-    def when(t: FrozenTrial) -> tuple[datetime, int]:
+    def when(t: TrialRecord) -> tuple[datetime, int]:
         stamp = t.datetime_complete or t.datetime_start or far
         return (stamp.replace(tzinfo=None), t.number)
 
@@ -61,8 +62,8 @@ def anytime_curve(trials: Iterable[FrozenTrial]) -> Anytime:
         out.append(best if math.isfinite(best) else math.nan)
     return Anytime(
         numbers=np.array([t.number for t in finished], dtype=int),
-        flops=np.cumsum([num(t.user_attrs.get("flops"), 0.0) for t in finished]).astype(float),
-        wall_s=np.cumsum([num(t.user_attrs.get("wall_s"), 0.0) for t in finished]).astype(float),
+        flops=np.cumsum([t.spent_flops for t in finished]).astype(float),
+        wall_s=np.cumsum([t.spent_wall_s for t in finished]).astype(float),
         best=np.array(out, dtype=float),
     )
 

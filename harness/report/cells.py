@@ -1,6 +1,6 @@
-"""Reading the storage: a study's cells (one Optuna study each, identified by its user attrs),
-their re-run results and pretraining runs, plus the constants and small value helpers the other
-report modules share."""
+"""A study's cells as the report sees them (one Optuna study each, found by its user attrs through
+harness/records.py), their re-run results and pretraining runs, plus the constants and small value
+helpers the other report modules share."""
 
 from __future__ import annotations
 
@@ -8,48 +8,53 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
-from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
+from optuna.trial import TrialState
 
 from harness.errors import ConfigError
+from harness.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, study_part
 from harness.replicates import decode_correct
 from harness.report.noise import Replicates
-from harness.storage import open_storage, redact_url, resolve_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STRATEGIES = ("finetune", "scratch")
 LABELS = {"finetune": "fine-tune", "scratch": "from scratch"}
-CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make an Optuna study a cell
 OWN = "own pretraining"  # the weights origin of harness-pretrain's checkpoints (the others: file, hub)
 UNKNOWN = "unknown"  # what the report says for FLOPs nobody measured or declared (never 0)
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell (strategy x n_train) of a study, as stored: the study's attrs and its trials."""
+    """One cell (strategy x n_train) of a study, as stored: the study's attrs and its trials (given
+    as Optuna's FrozenTrial or as records, kept as harness.records.TrialRecord)."""
 
     name: str
     strategy: str
     n_train: int
     attrs: dict[str, Any]
-    trials: list[FrozenTrial]
+    trials: list[TrialRecord]
+
+    def __post_init__(self) -> None:
+        trials = [t if isinstance(t, TrialRecord) else TrialRecord.of(t) for t in self.trials]
+        object.__setattr__(self, "trials", trials)
+
+    @property
+    def record(self) -> StudyRecord:
+        return StudyRecord(self.name, self.attrs)
 
     @property
     def n_val(self) -> int | None:
-        v = self.attrs.get("n_val")
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        return self.record.n_val
 
     @property
     def selection(self) -> str:
         """How the configuration was chosen: "holdout" (the validation split; older cells) or "cv"."""
-        return "cv" if self.attrs.get("selection") == "cv" else "holdout"
+        return self.record.selection
 
     @property
     def n_labelled(self) -> int:
@@ -65,13 +70,11 @@ class Cell:
     @property
     def final(self) -> list[dict[str, Any]]:
         """Re-runs of the best configuration (empty until tuning re-ran it)."""
-        final = self.attrs.get("final")
-        return [r for r in final if isinstance(r, Mapping)] if isinstance(final, list) else []
+        return self.record.final
 
     @property
     def pretrain(self) -> dict[str, Any] | None:
-        p = self.attrs.get("pretrain")
-        return dict(p) if isinstance(p, Mapping) else None
+        return self.record.pretrain
 
     @property
     def weights(self) -> dict[str, Any] | None:
@@ -80,9 +83,8 @@ class Cell:
         `weights` attr: own pretraining when they carry `pretrain`, else not recorded."""
         if self.strategy != "finetune":
             return None
-        stored = self.attrs.get("weights")
-        if isinstance(stored, Mapping):
-            w = dict(stored)
+        w = self.record.weights
+        if w is not None:
             w["pretrain_flops"] = known_flops(w.get("pretrain_flops"))
             return w
         if self.pretrain is not None:
@@ -99,36 +101,36 @@ class Cell:
     @property
     def spent_flops(self) -> float:
         """Training FLOPs the cell has cost: every trial (pruned and failed too) and every re-run."""
-        return float(sum(num(t.user_attrs.get("flops"), 0.0) for t in self.trials)
+        return float(sum(t.spent_flops for t in self.trials)
                      + sum(num(r.get("flops"), 0.0) for r in self.final))
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
 
-    def complete(self) -> list[FrozenTrial]:
+    def complete(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
 
-    def best_trial(self) -> FrozenTrial | None:
+    def best_trial(self) -> TrialRecord | None:
         """The trial tuning re-ran (``best_trial`` attr), else the best complete trial."""
         complete = self.complete()
-        wanted = self.attrs.get("best_trial")
+        wanted = self.record.best_trial
         for t in complete:
             if t.number == wanted:
                 return t
         return max(complete, key=lambda t: t.value, default=None)
 
     def best_params(self) -> dict[str, Any]:
-        params = self.attrs.get("best_params")
-        if isinstance(params, Mapping):
-            return dict(params)
+        params = self.record.best_params
+        if params is not None:
+            return params
         best = self.best_trial()
         return dict(best.params) if best else {}
 
     def search_space(self) -> dict[str, BaseDistribution]:
         """The space stored with the cell; failing that, the distributions the trials used."""
         space: dict[str, BaseDistribution] = {}
-        stored = self.attrs.get("search_space")
-        if isinstance(stored, Mapping):
+        stored = self.record.search_space
+        if stored is not None:
             for name, spec in stored.items():
                 try:
                     raw = spec["distribution"] if isinstance(spec, Mapping) else spec
@@ -146,28 +148,26 @@ def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str)
     """All cells of `study`, sorted by (strategy, n_train); ConfigError if there are none.
 
     A cell is identified by its Optuna study's user attrs ``study``, ``strategy`` and ``n_train``
-    (harness/tuning.py writes them when it creates the cell), never by the study's name, which is
-    for display only; a study without those attrs is not a cell. Only the matching studies' trials
-    are read: ``storage.get_all_studies()`` gives every study's attrs without its trials (one query
-    on an RDB storage; ``optuna.get_all_study_summaries`` would read every trial of every study)."""
-    studies = sorted(storage.get_all_studies(), key=lambda s: s.study_name)
-    keys = {s.study_name: cell_key(s.user_attrs) for s in studies}
+    (harness/records.py, never by the study's name, which is for display only); a study without
+    those attrs is not a cell. Only the matching studies' trials are read."""
+    found = cell_studies(storage)
     cells: list[Cell] = []
-    for name, key in keys.items():
-        if key is None or key[0] != study:
+    for record, cell in found:
+        if cell.study != study:
             continue
-        loaded = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
+        loaded = optuna.load_study(study_name=record.name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
         trials = sorted(loaded.get_trials(deepcopy=False), key=lambda t: t.number)
-        cells.append(Cell(name, key[1], key[2], dict(loaded.user_attrs), trials))
+        cells.append(Cell(record.name, cell.strategy, cell.n_train, dict(loaded.user_attrs), trials))
     if not cells:
-        present = sorted({key[0] for key in keys.values() if key is not None})
+        present = sorted({cell.study for _, cell in found})
         if present:
             raise ConfigError(
                 f"study {study!r} has no cells in storage {shown_url}; studies present: "
                 f"{', '.join(present)}: set study.name to one of them"
             )
+        studies = storage.get_all_studies()
         if studies:
-            named = sorted({s.study_name.split("/", 1)[0] for s in studies})
+            named = sorted({study_part(s.study_name) for s in studies})
             raise ConfigError(
                 f"study {study!r} has no cells in storage {shown_url}; studies present: {', '.join(named)}, "
                 f"but none carries the cell attrs ({', '.join(CELL_ATTRS)}) harness-tune writes: point "
@@ -178,36 +178,6 @@ def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str)
             "harness-tune (or harness-study) first, or point storage.url at the right database"
         )
     return sorted(cells, key=lambda c: (strategy_rank(c.strategy), c.n_train))
-
-
-def cell_key(attrs: Mapping[str, Any]) -> tuple[str, str, int] | None:
-    """(study, strategy, n_train) from a study's user attrs; None unless all three are there
-    (non-empty strings, a whole number of examples)."""
-    study, strategy, n_train = (attrs.get(k) for k in CELL_ATTRS)
-    if not (isinstance(study, str) and study and isinstance(strategy, str) and strategy):
-        return None
-    if isinstance(n_train, bool) or not isinstance(n_train, (int, float)) or not float(n_train).is_integer():
-        return None
-    return study, strategy, int(n_train)
-
-
-def open_existing(storage_url: str, sqlite_wal: bool) -> tuple[optuna.storages.BaseStorage, str]:
-    """Open an existing storage; a SQLite path that does not exist is an error, not a new file."""
-    url = resolve_url(storage_url)
-    shown = redact_url(url)
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and database not in ("", ":memory:")
-        and not database.startswith("file:")
-        and not Path(database).exists()
-    ):
-        raise ConfigError(
-            f"storage {shown}: no such database file {database!r}: point storage.url at the "
-            "database the tuning wrote (e.g. sqlite:///outputs/harness.db)"
-        )
-    return open_storage(url, heartbeat_interval=None, sqlite_wal=sqlite_wal), shown
 
 
 def final_values(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, list[float]]]:
@@ -330,16 +300,6 @@ def n_val_by_size(cells: Sequence[Cell]) -> dict[int, int | None]:
 
 
 # ============================================================================ value helpers
-
-
-def num(v: Any, default: float = math.nan) -> float:
-    if isinstance(v, bool) or v is None:
-        return default
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return default
-    return f if not math.isnan(f) else default
 
 
 def iso(d: datetime | None) -> str | None:

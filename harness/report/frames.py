@@ -15,6 +15,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.learning_curves import mean_ci95
+from harness.records import TrialRecord
 from harness.report.anytime import Anytime
 from harness.report.cells import STRATEGIES, UNKNOWN, Cell, describe, iso, num
 
@@ -78,12 +79,11 @@ def trials_frame(cells: Sequence[Cell]) -> pd.DataFrame:
             }
             for p in param_names:
                 row[f"params_{p}"] = t.params.get(p)
-            ua = t.user_attrs
             for key in ("flops", "train_flops", "eval_flops", "wall_s", "steps", "flops_per_step", "samples_seen"):
-                row[key] = num(ua.get(key))
-            row["recipe"] = bool(ua.get("recipe", False))
-            row["recipe_name"] = ua.get("recipe_name")
-            row["fail_reason"] = ua.get("fail_reason")
+                row[key] = t.compute[key]
+            row["recipe"] = t.recipe
+            row["recipe_name"] = t.recipe_name
+            row["fail_reason"] = t.fail_reason
             row["n_reports"] = len(t.intermediate_values)
             row["last_step"] = max(t.intermediate_values) if t.intermediate_values else None
             row["datetime_start"] = iso(t.datetime_start)
@@ -106,7 +106,7 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
         values = [num(r.get(metric)) for r in c.final]
         values = [v for v in values if math.isfinite(v)]
         mean, lo, hi = mean_ci95(values) if values else (math.nan, math.nan, math.nan)
-        budget = c.attrs.get("budget") if isinstance(c.attrs.get("budget"), Mapping) else {}
+        budget = c.record.budget or {}
         flags = edge_flags(c.best_params(), c.search_space())
         rows.append({
             "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
@@ -115,8 +115,8 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
             "n_pruned": c.count(TrialState.PRUNED), "n_failed": c.count(TrialState.FAIL),
             "n_unfinished": sum(not t.state.is_finished() for t in c.trials),
             "best_val": best.value if best else math.nan, "best_trial": best.number if best else None,
-            "flops_total": float(sum(num(t.user_attrs.get("flops"), 0.0) for t in c.trials)),
-            "wall_s_total": float(sum(num(t.user_attrs.get("wall_s"), 0.0) for t in c.trials)),
+            "flops_total": float(sum(t.spent_flops for t in c.trials)),
+            "wall_s_total": float(sum(t.spent_wall_s for t in c.trials)),
             "flops_to_best": flops_to_best, "wall_s_to_best": wall_to_best,
             f"{metric}_mean": mean, f"{metric}_ci95_low": lo, f"{metric}_ci95_high": hi,
             "n_seeds": len(values),
@@ -149,8 +149,7 @@ def _pretraining_text(c: Cell) -> str:
 
 
 def _pruner(c: Cell) -> dict[str, Any] | None:
-    p = c.attrs.get("pruner")
-    return dict(p) if isinstance(p, Mapping) else None
+    return c.record.pruner
 
 
 def _other(c: Cell, cells: Sequence[Cell]) -> Cell | None:
@@ -184,7 +183,7 @@ def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> dict[str, A
     return {"ratio": ratio, "flags": flags}
 
 
-def split_by_use(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str], list[str]]:
+def split_by_use(trials: Sequence[FrozenTrial | TrialRecord]) -> tuple[list[str], list[str], list[str]]:
     """(parameters every trial carries, parameters only some carry, parameters whose range differs
     between trials), each sorted. Optuna's evaluators see only the first kind (the intersection
     search space); the second are the conditional ones, absent where their condition failed; the

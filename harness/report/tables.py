@@ -160,7 +160,7 @@ def _reference_notes(cells: Sequence[Cell]) -> list[str]:
     out = []
     for n in sorted({c.n_train for c in cells}):
         refs = {json.dumps(b["reference"], sort_keys=True): b for c in cells if c.n_train == n
-                for b in [c.attrs.get("budget")] if isinstance(b, Mapping) and isinstance(b.get("reference"), Mapping)}
+                for b in [c.record.budget] if b is not None and isinstance(b.get("reference"), Mapping)}
         for b in refs.values():
             r = b["reference"]
             out.append(f"n_train={n}: FLOPs budget {num(b.get('max_flops')):.3g} = {num(b.get('max_flops')) / r['trial_flops']:.3g} "
