@@ -214,6 +214,9 @@ def _check_types(cfg: Any, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        groups = value if isinstance(value, dict) and all(dataclasses.is_dataclass(v) for v in value.values()) else {}
+        for name, group in groups.items():  # harness-study's strategies and search spaces
+            _check_types(group, f"{key}.{name}.")
         if dataclasses.is_dataclass(value):
             if not isinstance(value, GlyphSettings):
                 _check_types(value, f"{key}.")
@@ -253,9 +256,20 @@ def _pruner(raw: Any) -> PrunerConfig:
     return PrunerConfig(**raw)
 
 
+def search_space_config(raw: Any, prefix: str = "search_space") -> SearchSpaceConfig:
+    """A search space table (harness/conf/search_space/*.yaml) as settings; its entries are parsed and
+    checked against the run's keys by harness.search_space.SearchSpace.from_config."""
+    if isinstance(raw, dict) and "recipe" in raw:
+        raise ConfigError(f"{prefix}.recipe is now {prefix}.recipes, a name -> values table of standard "
+                          "first trials: rename it, e.g. recipes: {standard: {lr: 0.003}}")
+    return _build(SearchSpaceConfig, raw, f"{prefix}.")
+
+
 def _cell_fields(plain: dict) -> dict:
     out = _run_fields(plain)
-    for key in ("search_space", "storage", "study", "tune"):
+    if "search_space" in plain:
+        out["search_space"] = search_space_config(plain["search_space"])
+    for key in ("storage", "study", "tune"):
         if key in plain:
             out[key] = _build(_schema_of(key), plain[key], f"{key}.")
     if "pruner" in plain:
@@ -295,13 +309,14 @@ def load_study(cfg: DictConfig) -> StudyAppConfig:
     plain = _plain(cfg)
     out = _cell_fields(plain)
     out["strategies"] = {k: _build(StrategyConfig, v, f"strategies.{k}.") for k, v in _section(plain, "strategies").items()}
-    out["search_spaces"] = {k: _build(SearchSpaceConfig, v, f"search_spaces.{k}.")
+    out["search_spaces"] = {k: search_space_config(v, f"search_spaces.{k}")
                             for k, v in _section(plain, "search_spaces").items()}
     if "report" in plain:
         out["report"] = _build(_schema_of("report"), plain["report"], "report.")
     study = StudyAppConfig(**out)
     validate_seeds(study)
     validate_threads(study.trainer)
+    _check_types(study)
     return study
 
 

@@ -153,9 +153,6 @@ class SearchSpace:
         specs = raw.get("params") or {}
         if not specs:
             raise ConfigError("search_space.params is empty: choose a search_space or list parameters to tune")
-        if "recipe" in raw:
-            raise ConfigError("search_space.recipe is now search_space.recipes, a name -> values table of standard "
-                              "first trials: rename it, e.g. recipes: {standard: {lr: 0.003}}")
         dists: dict[str, BaseDistribution] = {}
         for name, spec in specs.items():
             if not isinstance(spec, dict) or "key" not in spec:

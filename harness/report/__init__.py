@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ConfigError
+from harness.schema import LoggerConfig
 from harness.records import open_existing
 from harness.report.answer import headline_line, short_headline
 from harness.report.cells import (
@@ -111,7 +112,7 @@ def check_report_dir(out_dir: Path) -> None:
 
 
 def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "test_acc", n_boot: int = 1000,
-                 margin: float = MARGIN, horizon: float = HORIZON, wandb_cfg: Any = None,
+                 margin: float = MARGIN, horizon: float = HORIZON, wandb_cfg: LoggerConfig | None = None,
                  sqlite_wal: bool = True) -> dict[str, Any]:
     """Read `study`'s cells from the storage at `storage_url` and write the report into `out_dir`.
 
