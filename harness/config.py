@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from harness.augment import LEVELS
 from harness.errors import ConfigError
 from harness.glyphs import GlyphSettings
 from harness.schema import (CellConfig, DataConfig, PretrainConfig, PrunerConfig, ReportAppConfig, RunConfig,
-                            SearchSpaceConfig, StrategyConfig, StudyAppConfig, TrainConfig, TrainerConfig)
+                            SearchSpaceConfig, StrategyConfig, StudyAppConfig, StudyConfig, TrainConfig, TrainerConfig)
 from harness.strategies import MODES
 
 T = TypeVar("T")
@@ -148,6 +149,47 @@ def validate_run(cfg: RunConfig) -> None:
     validate_train(cfg.pretrain.train, "pretrain.train")
 
 
+def validate_study(study: StudyConfig) -> None:
+    """harness-study's own settings: the grid, the workers, the top-up and the refinement."""
+    validate_study_name(study.name)
+    sizes = study.n_train
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+        raise ConfigError(f"study.n_train={list(sizes) if isinstance(sizes, (list, tuple)) else sizes} must be a non-empty list of integers, e.g. study.n_train=[10,20,40]")
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"study.n_train={list(sizes)} repeats a size: list each size once")
+    strategies = list(study.strategies)
+    if not strategies or len(set(strategies)) != len(strategies):
+        raise ConfigError(f"study.strategies={strategies} must list distinct strategies, e.g. [finetune, scratch]")
+    workers = study.workers
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"study.workers={workers} must be a positive integer")
+    seeds, cap, step = study.seeds, study.max_seeds, study.topup_step
+    if isinstance(cap, bool) or not isinstance(cap, int) or (isinstance(seeds, int) and cap < seeds):
+        raise ConfigError(f"study.max_seeds={cap} must be an integer >= study.seeds ({seeds}): the most replicates a "
+                          "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
+    _validate_adaptive(study)
+
+
+def _validate_adaptive(study: StudyConfig) -> None:
+    adaptive = study.adaptive
+    if not isinstance(adaptive, bool):
+        raise ConfigError(f"study.adaptive={adaptive} must be true or false")
+    ratio = study.bracket
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1 or not math.isfinite(ratio):
+        raise ConfigError(f"study.bracket={ratio} must be a number > 1: how close (as a factor) the measured sizes "
+                          "either side of n* must be, e.g. study.bracket=1.5")
+    cells = study.max_cells
+    if cells is not None and (isinstance(cells, bool) or not isinstance(cells, int) or cells < 0):
+        raise ConfigError(f"study.max_cells={cells} must be null or an integer >= 0: the most cells the refinement "
+                          "adds to the grid (0 turns it off)")
+    flops = study.max_flops
+    if flops is not None and (isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0):
+        raise ConfigError(f"study.max_flops={flops} must be null or a positive number: the study's training FLOPs "
+                          "after which the refinement adds no size, e.g. study.max_flops=2e13")
+
+
 def validate_cell(cfg: CellConfig) -> None:
     """A tuning cell: one run's settings plus the study name its Optuna study is named after."""
     validate_run(cfg)
@@ -249,9 +291,30 @@ def _schema_of(key: str) -> type:
             "search_space": SearchSpaceConfig}[key]
 
 
-def _pruner(raw: Any) -> PrunerConfig:
-    from harness.pruning import check_pruner
+# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
+PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
+                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
+                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
+_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
 
+
+def check_pruner(p: dict[str, Any]) -> None:
+    """The `pruner` group as composed: a known name and only its own settings, each an integer."""
+    name = p.get("name")
+    if name not in PRUNER_SETTINGS:
+        raise ConfigError(f"pruner={name} is unknown: use hyperband, asha, median or none")
+    settings = PRUNER_SETTINGS[str(name)]
+    unknown = sorted(set(p) - {"name"} - set(settings))
+    if unknown:
+        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
+        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={name}: remove it (known: {known})")
+    for key, least in settings.items():
+        if key in _NULLABLE and p.get(key) is None:
+            continue
+        require_int(p.get(key), f"pruner.{key}", least)
+
+
+def _pruner(raw: Any) -> PrunerConfig:
     check_pruner(raw)
     return PrunerConfig(**raw)
 
@@ -314,6 +377,7 @@ def load_study(cfg: DictConfig) -> StudyAppConfig:
     if "report" in plain:
         out["report"] = _build(_schema_of("report"), plain["report"], "report.")
     study = StudyAppConfig(**out)
+    validate_study(study.study)
     validate_seeds(study)
     validate_threads(study.trainer)
     _check_types(study)

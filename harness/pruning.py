@@ -7,32 +7,9 @@ from typing import Any
 import optuna
 import pytorch_lightning as pl
 from harness.budget import steps_bounds
-from harness.config import require_int
+from harness.config import PRUNER_SETTINGS, check_pruner
 from harness.errors import ConfigError
 from harness.schema import CellConfig, PrunerConfig
-
-
-# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
-_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
-                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
-                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
-_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
-
-
-def check_pruner(p: dict[str, Any]) -> None:
-    """The `pruner` group as composed: a known name and only its own settings, each an integer."""
-    name = p.get("name")
-    if name not in _PRUNER_SETTINGS:
-        raise ConfigError(f"pruner={name} is unknown: use hyperband, asha, median or none")
-    settings = _PRUNER_SETTINGS[str(name)]
-    unknown = sorted(set(p) - {"name"} - set(settings))
-    if unknown:
-        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
-        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={name}: remove it (known: {known})")
-    for key, least in settings.items():
-        if key in _NULLABLE and p.get(key) is None:
-            continue
-        require_int(p.get(key), f"pruner.{key}", least)
 
 
 def max_resource(cfg: CellConfig) -> int | None:
@@ -47,7 +24,7 @@ def max_resource(cfg: CellConfig) -> int | None:
 def pruner_attrs(cfg: CellConfig) -> dict[str, Any]:
     """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
     p = cfg.pruner
-    settings = {k: getattr(p, k) for k in _PRUNER_SETTINGS[str(p.name)]}
+    settings = {k: getattr(p, k) for k in PRUNER_SETTINGS[str(p.name)]}
     return {"name": str(p.name), **settings, "max_resource": max_resource(cfg),
             "max_resource_from": None if p.name != "hyperband" else
             ("pruner.max_resource" if p.max_resource is not None else "steps.high")}
@@ -55,7 +32,7 @@ def pruner_attrs(cfg: CellConfig) -> dict[str, Any]:
 
 def make_pruner(cfg: CellConfig) -> optuna.pruners.BasePruner:
     p: PrunerConfig = cfg.pruner
-    check_pruner({k: v for k, v in vars(p).items() if k == "name" or k in _PRUNER_SETTINGS.get(p.name, vars(p))})
+    check_pruner({k: v for k, v in vars(p).items() if k == "name" or k in PRUNER_SETTINGS.get(p.name, vars(p))})
     if p.name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
                                               reduction_factor=int(p.reduction_factor))

@@ -45,46 +45,8 @@ def steps_range(cfg: StudyAppConfig) -> tuple[int, int]:
 
 
 def grid(cfg: StudyAppConfig) -> list[tuple[str, int]]:
-    from harness.config import validate_study_name
-
-    validate_study_name(cfg.study.name)
-    sizes = cfg.study.n_train
-    if not isinstance(sizes, (list, tuple)) or not sizes or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
-        raise ConfigError(f"study.n_train={sizes} must be a non-empty list of integers, e.g. study.n_train=[10,20,40]")
-    if len(set(sizes)) != len(sizes):
-        raise ConfigError(f"study.n_train={list(sizes)} repeats a size: list each size once")
-    strategies = list(cfg.study.strategies)
-    if not strategies or len(set(strategies)) != len(strategies):
-        raise ConfigError(f"study.strategies={strategies} must list distinct strategies, e.g. [finetune, scratch]")
-    workers = cfg.study.workers
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"study.workers={workers} must be a positive integer")
-    seeds, cap, step = cfg.study.seeds, cfg.study.max_seeds, cfg.study.topup_step
-    if isinstance(cap, bool) or not isinstance(cap, int) or (isinstance(seeds, int) and cap < seeds):
-        raise ConfigError(f"study.max_seeds={cap} must be an integer >= study.seeds ({seeds}): the most replicates a "
-                          "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
-    check_adaptive(cfg.study)
-    return [(s, int(n)) for n in sorted(sizes) for s in strategies]
-
-
-def check_adaptive(study: StudyConfig) -> None:
-    adaptive = study.adaptive
-    if not isinstance(adaptive, bool):
-        raise ConfigError(f"study.adaptive={adaptive} must be true or false")
-    ratio = study.bracket
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1 or not math.isfinite(ratio):
-        raise ConfigError(f"study.bracket={ratio} must be a number > 1: how close (as a factor) the measured sizes "
-                          "either side of n* must be, e.g. study.bracket=1.5")
-    cells = study.max_cells
-    if cells is not None and (isinstance(cells, bool) or not isinstance(cells, int) or cells < 0):
-        raise ConfigError(f"study.max_cells={cells} must be null or an integer >= 0: the most cells the refinement "
-                          "adds to the grid (0 turns it off)")
-    flops = study.max_flops
-    if flops is not None and (isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0):
-        raise ConfigError(f"study.max_flops={flops} must be null or a positive number: the study's training FLOPs "
-                          "after which the refinement adds no size, e.g. study.max_flops=2e13")
+    """Every (strategy, n_train) cell of the grid (settings checked at the door: harness.config.validate_study)."""
+    return [(s, int(n)) for n in sorted(cfg.study.n_train) for s in cfg.study.strategies]
 
 
 def check_study(cfg: StudyAppConfig) -> list[CellConfig]:

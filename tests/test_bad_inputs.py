@@ -261,6 +261,7 @@ def test_unreadable_images_are_left_out_and_counted_when_asked(tmp_path, capsys)
     (root / "bee" / "empty.jpg").write_bytes(b"")
     cfg = compose_entry("train", tmp_path, "data=imagefolder", f"data.root={root}", "data.image_size=12", "data.n_val=3",
                         "data.n_test=3", "data.n_train=6", "data.source_n_val=3", "data.skip_bad_files=true")
+    cfg = load_run(cfg)
     result = run_training(cfg, tmp_path / "run")
     err = capsys.readouterr().err
     assert f"data: skipped 2 unreadable file(s) under data.root={root}" in err, err
