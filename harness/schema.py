@@ -238,7 +238,7 @@ def has_path(cfg: Any, path: str) -> bool:
 
 
 def as_dict(cfg: Any) -> Any:
-    """Plain dicts and lists (W&B's config, hashes, JSON): what OmegaConf.to_container gave before."""
+    """Plain dicts and lists, every setting (W&B's config, the source cache's hash, JSON)."""
     if dataclasses.is_dataclass(cfg):
         return {f.name: as_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, dict):
