@@ -8,11 +8,11 @@ from typing import Any
 import optuna
 import torch
 
-from harness.schema import CellConfig, SearchSpaceConfig, TuneConfig
 from harness.config import require_int
 from harness.errors import ConfigError
-from harness.run import resolve_device
 from harness.records import spent
+from harness.run import resolve_device
+from harness.schema import CellConfig, SearchSpaceConfig, TuneConfig
 
 BUDGET_KINDS = ("trials", "flops")
 # With tune.budget=flops, tune.n_trials sizes the FLOPs budget and is no cap; a cell still stops after

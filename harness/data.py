@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from harness.errors import ConfigError
-from harness.schema import DataConfig
 from harness.pools import IDENTITY, LabelledImages, Standardise, _Pool, load_pool
+from harness.schema import DataConfig
 from harness.sources import glyph_pool, glyph_settings, source_kind
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.schema import TrainConfig
 from harness.augment import augment_batch
+from harness.schema import TrainConfig
 from harness.strategies import Phase, apply_phase, hold_frozen_norms
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.schema import DataConfig
 from harness.errors import ConfigError
 from harness.image_files import ReadableImages
+from harness.schema import DataConfig
 
 
 @dataclass

@@ -8,7 +8,6 @@ import optuna
 import pytorch_lightning as pl
 from harness.budget import steps_bounds
 from harness.config import PRUNER_SETTINGS, check_pruner
-from harness.errors import ConfigError
 from harness.schema import CellConfig, PrunerConfig
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.schema import CellConfig, replace_path
 from harness.config import require_int
 from harness.data import cv_folds_for
-from harness.replicates import make_record, replicate_overrides
-from harness.run import run_training
-from harness.search_space import SearchSpace
 from harness.locks import rerun_lock
 from harness.records import StudyRecord, storage_of, write_final
+from harness.replicates import make_record, replicate_overrides
+from harness.run import run_training
+from harness.schema import CellConfig, replace_path
+from harness.search_space import SearchSpace
 from harness.weights import resolve_weights
 
 

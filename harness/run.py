@@ -19,7 +19,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from harness.schema import RunConfig, TrainerConfig, as_dict
 from harness.compute import Compute, ComputeMeter, PhaseCost, eval_flops_per_sample, train_step_flops
 from harness.config import validate_run
 from harness.data import Task, build_task, eval_batches, one_batch, train_batches
@@ -27,6 +26,7 @@ from harness.errors import ConfigError
 from harness.loggers import finish_logger, make_logger
 from harness.models import classifier_names, create_backbone
 from harness.module import Classifier, accuracy, accuracy_of, correct_per_example
+from harness.schema import RunConfig, TrainerConfig, as_dict
 from harness.strategies import Phase, apply_phase, optimizer_groups, plan_phases
 from harness.weights import InitialWeights, check_fits, read_state_dict, resolve_weights
 

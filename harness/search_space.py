@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from harness.schema import RunConfig, SearchSpaceConfig, T, has_path, replace_path
 from harness.errors import ConfigError
+from harness.schema import RunConfig, SearchSpaceConfig, T, has_path, replace_path
 
 TYPES = ("float", "int", "categorical")
 
@@ -167,10 +167,6 @@ class SearchSpace:
         recipes = [Recipe(name, {k: v for k, v in values.items() if k in dists})
                    for name, values in _recipe_table(raw.get("recipes"))]
         return cls(params, recipes)
-
-    @property
-    def distributions(self) -> dict[str, BaseDistribution]:
-        return {p.name: p.distribution for p in self.params}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample in dependency order; a parameter whose condition fails is not suggested at all,

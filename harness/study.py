@@ -7,14 +7,13 @@ is missing runs."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
 
-from harness.schema import CellConfig, StudyAppConfig, StudyConfig
 from harness.errors import ConfigError
+from harness.schema import CellConfig, StudyAppConfig
 
 
 def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int) -> CellConfig:

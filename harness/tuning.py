@@ -23,24 +23,24 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from harness.schema import CellConfig
+from harness import records
+from harness import workers
 from harness.budget import Budget, resolve_budget
 from harness.compute import Compute
 from harness.config import require_int, validate_cell
 from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
+from harness.locks import study_lock
 from harness.module import TrainingDiverged
 from harness.pretrain import ensure_pretrained, ensure_source
 from harness.progress import Progress
 from harness.pruning import PruningCallback, make_pruner, pruner_attrs
+from harness.records import CellId, storage_of, trial_id_of
 from harness.rerun import rerun_best
 from harness.run import RunFailed, RunResult, resolve_device, run_training
+from harness.schema import CellConfig
 from harness.search_space import Recipe, SearchSpace
-from harness import records
-from harness.locks import study_lock
-from harness.records import CellId, storage_of, trial_id_of
 from harness.storage import fail_stale_trials, redact_url
-from harness import workers
 from harness.workers import _beat_once, _peers_may_die, _poll_s, _sigterm_as_interrupt, heartbeat
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -523,6 +523,11 @@ def _expected(spec: dict):
     return FloatDistribution(spec["low"], spec["high"], log=spec.get("log", False), step=spec.get("step"))
 
 
+def distributions(space: SearchSpace) -> dict:
+    """name -> distribution, in the order the table declares them."""
+    return {p.name: p.distribution for p in space.params}
+
+
 @pytest.mark.parametrize("strategy", ["scratch", "finetune"])
 def test_search_space_files_parse_into_their_distributions(strategy):
     raw = yaml.safe_load((CONF / "search_space" / f"{strategy}.yaml").read_text())
@@ -530,9 +535,9 @@ def test_search_space_files_parse_into_their_distributions(strategy):
         cfg = load_cell(compose(config_name="tune", overrides=[f"strategy={strategy}"]))
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
 
-    assert list(space.distributions) == list(raw["params"])
+    assert list(distributions(space)) == list(raw["params"])
     for name, spec in raw["params"].items():
-        assert space.distributions[name] == _expected(spec), name
+        assert distributions(space)[name] == _expected(spec), name
         assert [p.key for p in space.params if p.name == name] == [spec["key"]]
         assert has_path(cfg, spec["key"])
     assert {p.name: {k: list(v) for k, v in p.when.items()} for p in space.params if p.when} == {
@@ -543,7 +548,7 @@ def test_search_space_files_parse_into_their_distributions(strategy):
     assert [(r.name, r.values) for r in space.recipes_within_space()] == list(raw["recipes"].items())
     for recipe, values in raw["recipes"].items():
         for name, value in values.items():
-            d = space.distributions[name]
+            d = distributions(space)[name]
             assert d._contains(d.to_internal_repr(value)), (recipe, name)
         used = [p.name for p in space.order if p.applies(values)]
         assert sorted(used) == sorted(values), f"{recipe} must set exactly the parameters its values use"
@@ -557,10 +562,10 @@ def test_search_space_shell_overrides():
                                                                "~search_space.params.warmup"]))
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
     declared = yaml.safe_load((CONF / "search_space" / "scratch.yaml").read_text())["params"]
-    assert space.distributions["lr"] == FloatDistribution(declared["lr"]["low"], 0.5, log=True)
-    assert space.distributions["steps"] == IntDistribution(declared["steps"]["low"], declared["steps"]["high"], step=25)
-    assert space.distributions["augment"] == CategoricalDistribution(["off", "strong"])
-    assert "warmup" not in space.distributions
+    assert distributions(space)["lr"] == FloatDistribution(declared["lr"]["low"], 0.5, log=True)
+    assert distributions(space)["steps"] == IntDistribution(declared["steps"]["low"], declared["steps"]["high"], step=25)
+    assert distributions(space)["augment"] == CategoricalDistribution(["off", "strong"])
+    assert "warmup" not in distributions(space)
     assert all("warmup" not in r.values for r in space.recipes_within_space())
 
     # A narrowed range moves the recipes inside it.
@@ -761,9 +766,9 @@ def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental
     rng = np.random.default_rng(0)
     for i in range(8):  # complete trials, half of them with the conditional parameter
         params = {"optimizer": ["adamw", "sgd"][i % 2], "lr": float(10 ** rng.uniform(-3, -2))}
-        dists = {k: space.distributions[k] for k in params}
+        dists = {k: distributions(space)[k] for k in params}
         if params["optimizer"] == "sgd":
-            params["momentum"], dists["momentum"] = float(rng.uniform(0.5, 0.99)), space.distributions["momentum"]
+            params["momentum"], dists["momentum"] = float(rng.uniform(0.5, 0.99)), distributions(space)["momentum"]
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(rng.uniform())))
 
     with warnings.catch_warnings(record=True) as caught:

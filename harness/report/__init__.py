@@ -30,7 +30,6 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.schema import LoggerConfig
 from harness.records import open_existing
 from harness.report.answer import headline_line, short_headline
 from harness.report.cells import (
@@ -60,6 +59,7 @@ from harness.report.frames import (
 )
 from harness.report.verdict import HORIZON, MARGIN, Comparison, compare
 from harness.report.wandb_run import log_to_wandb
+from harness.schema import LoggerConfig
 
 __all__ = [
     "EDGE_FRACTION", "HORIZON", "LABELS", "MARGIN", "METRICS", "PLOT_FILES", "STRATEGIES",
