@@ -62,11 +62,13 @@ def compose_cell(cell: dict, overrides: list[str] = ()):
 
     import harness.cli
 
+    from harness.config import load_cell
+
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="tune", overrides=[
+        return load_cell(compose(config_name="tune", overrides=[
             f"strategy={cell['strategy']}", "data=digits", f"data.n_train={cell['n_train']}", f"data.n_val={cell['n_val']}",
             "logger=none", "tune.progress=false", "trainer.threads=1", f"pretrain.cache_dir={cell['cache']}",
-            *cell["overrides"], *overrides])
+            *cell["overrides"], *overrides]))
 
 
 # --- collect -------------------------------------------------------------------------------------
@@ -89,11 +91,9 @@ def holdout_split(cfg, size: int):
     """The benchmark's own held-out examples: up to `size` examples of the cell's training pool that
     follow its n_train (training subsets are nested prefixes of one order), so they are none of the
     cell's training, validation or test examples. Standardised as the cell's data are."""
-    import copy
-
     import numpy as np
-    from omegaconf import open_dict
 
+    from harness.schema import replace_path
     from harness.data import build_task, split_classes
     from harness.pools import LabelledImages, load_pool
 
@@ -103,9 +103,8 @@ def holdout_split(cfg, size: int):
     left = members - int(d.n_val) - (0 if pool.test is not None else int(d.n_test)) - int(d.n_train)
     if left < 1:
         raise SystemExit("no examples are left in the training pool for a held-out split: lower --n-train or --n-val")
-    n_train, wider = int(d.n_train), copy.deepcopy(cfg)
-    with open_dict(wider):
-        wider.data.n_train = n_train + min(size, left)
+    n_train = int(d.n_train)
+    wider = replace_path(cfg, "data.n_train", n_train + min(size, left))
     train = build_task(wider.data).train
     if train.in_memory:
         return LabelledImages(y=train.y[n_train:], x=train.x[n_train:])
@@ -116,17 +115,16 @@ def train_to_the_end(cell: dict, params: dict) -> dict:
     """One configuration trained to the end of its schedule, validated every cell['grain'] steps,
     then scored on the benchmark's held-out split (never on the test split)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
-    from omegaconf import open_dict
 
     from harness.data import eval_batches
     from harness.module import accuracy
     from harness.run import resolve_device, run_training
+    from harness.schema import replace_path
     from harness.search_space import SearchSpace
 
     cfg = compose_cell(cell)
-    run_cfg = SearchSpace.from_config(cfg.search_space, base=cfg).apply(cfg, params)
-    with open_dict(run_cfg):
-        run_cfg.train.val_every = cell["grain"]
+    run_cfg = replace_path(SearchSpace.from_config(cfg.search_space, base=cfg).apply(cfg, params), "train.val_every",
+                           cell["grain"])
     with tempfile.TemporaryDirectory() as run_dir:
         result = run_training(run_cfg, Path(run_dir), evaluate_test=False)
     c = result.compute
@@ -358,18 +356,17 @@ def replay_against_harness(path: str, pruner: str, pruner_overrides: list[str], 
     """One order, replayed and run for real by harness.tuning.tune_cell (the order enqueued into
     the cell's study, so the sampler does not choose), side by side per trial."""
     import optuna
-    from omegaconf import open_dict
 
     from harness.records import TrialRecord, open_storage
+    from harness.schema import replace_path
     from harness.tuning import cell_study_name, tune_cell
 
     cell, cfg, configs, _, make_pruner = load(path, pruner, pruner_overrides, None)
     order = draw_order(configs, n_trials, recipe_first=True, rng=random.Random(seed))[:n_trials]
     replayed = search_with_pruner(order, make_pruner(), math.inf, cell_study_name(cfg), max_trials=n_trials)
-    with open_dict(cfg):
-        cfg.storage.url = f"sqlite:///{root / 'verify.db'}"
-        cfg.pretrain.cache_dir = str(root / "pretrained")
-        cfg.tune.n_trials, cfg.tune.enqueue_recipe, cfg.study.seeds = n_trials, False, 1
+    for key, value in {"storage.url": f"sqlite:///{root / 'verify.db'}", "pretrain.cache_dir": str(root / "pretrained"),
+                       "tune.n_trials": n_trials, "tune.enqueue_recipe": False, "study.seeds": 1}.items():
+        cfg = replace_path(cfg, key, value)
     storage = open_storage(cfg.storage, heartbeats=False)
     study = optuna.create_study(study_name=cell_study_name(cfg), storage=storage, direction="maximize")
     for config in order:

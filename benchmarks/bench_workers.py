@@ -32,11 +32,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: str) -> dict:
+def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: str):
+    import dataclasses
+
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from harness.cli import CONFIG_DIR
+    from harness.config import load_cell
+    from harness.schema import SearchSpaceConfig
 
     overrides = [
         f"storage.url=sqlite:///{tmp}/bench.db", f"study.name={name}", f"tune.n_trials={n_trials}",
@@ -45,27 +48,24 @@ def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: st
         f"train.val_every={steps}", "train.batch_size=16", f"pretrain.cache_dir={tmp}/pretrained",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="tune", overrides=overrides)
-    plain = OmegaConf.to_container(cfg, resolve=True)
+        cfg = load_cell(compose(config_name="tune", overrides=overrides))
     # Every trial costs the same: only the learning rate is tuned (batch size and steps are fixed).
-    plain["search_space"] = {"params": {"lr": {"key": "train.lr", "type": "float", "low": 1e-3, "high": 1e-2,
-                                               "log": True}}, "recipes": {}}
-    plain["tune"]["enqueue_recipe"] = False
-    return plain
+    lr = {"key": "train.lr", "type": "float", "low": 1e-3, "high": 1e-2, "log": True}
+    return dataclasses.replace(cfg, search_space=SearchSpaceConfig(params={"lr": lr}),
+                               tune=dataclasses.replace(cfg.tune, enqueue_recipe=False))
 
 
-def worker(cfg: dict, run_root: str, barrier, errors, cpu) -> None:
+def worker(cfg, run_root: str, barrier, errors, cpu) -> None:
     os.environ["WANDB_MODE"] = "disabled"
     try:
         import torch
-        from omegaconf import OmegaConf
 
         from harness.tuning import tune_cell
 
         torch.set_num_threads(1)
         barrier.wait()
         started = time.process_time()  # this process's CPU seconds, every thread
-        tune_cell(OmegaConf.create(cfg), Path(run_root), rerun=False)  # no re-run of the best: no test split read
+        tune_cell(cfg, Path(run_root), rerun=False)  # no re-run of the best: no test split read
         cpu.put(time.process_time() - started)
     except BaseException:  # noqa: BLE001 - reported to the parent
         errors.put(traceback.format_exc())

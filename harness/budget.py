@@ -7,12 +7,12 @@ from typing import Any
 
 import optuna
 import torch
-from omegaconf import DictConfig
 
 from harness.config import require_int
 from harness.errors import ConfigError
-from harness.run import resolve_device
 from harness.records import spent
+from harness.run import resolve_device
+from harness.schema import CellConfig, SearchSpaceConfig, TuneConfig
 
 BUDGET_KINDS = ("trials", "flops")
 # With tune.budget=flops, tune.n_trials sizes the FLOPs budget and is no cap; a cell still stops after
@@ -29,21 +29,21 @@ class Budget:
     reference: dict | None = None  # kind flops: the reference trial the FLOPs budget was sized with
 
     @classmethod
-    def from_config(cls, tune: DictConfig) -> "Budget":
+    def from_config(cls, tune: TuneConfig) -> "Budget":
         """The configured limits, checked (tune.budget=flops is resolved by resolve_budget)."""
         def value(key: str, kind):
-            v = tune.get(key)
+            v = getattr(tune, key)
             if v is None:
                 return None
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"tune.{key}={v} must be a positive number or null: fix the budget")
             return kind(v)
 
-        kind = tune.get("budget", "trials")
+        kind = tune.budget
         if kind not in BUDGET_KINDS:
             raise ConfigError(f"tune.budget={kind} is not one of {', '.join(BUDGET_KINDS)}: set tune.budget=trials "
                               "(equal trial counts) or tune.budget=flops (equal FLOPs)")
-        reference_steps = tune.get("reference_steps")
+        reference_steps = tune.reference_steps
         if reference_steps is not None:
             require_int(reference_steps, "tune.reference_steps", 1)
         budget = cls(value("n_trials", int), value("max_flops", float), value("max_wall_s", float), str(kind))
@@ -71,27 +71,27 @@ class Budget:
                 or (self.max_wall_s is not None and s["wall_s"] >= self.max_wall_s))
 
 
-def steps_bounds(space: DictConfig | None, default: int) -> tuple[int, int]:
+def steps_bounds(space: SearchSpaceConfig | None, default: int) -> tuple[int, int]:
     """(low, high) of the train.steps a search space tunes (its `steps` range), else (default, default)."""
-    steps = space.params.get("steps") if space is not None and space.get("params") else None
+    steps = space.params.get("steps") if space is not None and space.params else None
     if steps is not None and "low" in steps and "high" in steps:
-        return int(steps.low), int(steps.high)
+        return int(steps["low"]), int(steps["high"])
     if steps is not None and "high" in steps:
-        return int(steps.high), int(steps.high)
+        return int(steps["high"]), int(steps["high"])
     return default, default
 
 
-def reference_steps(cfg: DictConfig) -> tuple[int, str]:
+def reference_steps(cfg: CellConfig) -> tuple[int, str]:
     """The steps of the reference trial: tune.reference_steps (harness-study sets it to the midpoint
     of the widest steps range across its strategies), else the midpoint of this cell's own range."""
-    given = cfg.tune.get("reference_steps")
+    given = cfg.tune.reference_steps
     if given is not None:
         return int(given), "tune.reference_steps"
-    low, high = steps_bounds(cfg.get("search_space"), int(cfg.train.steps))
+    low, high = steps_bounds(cfg.search_space, int(cfg.train.steps))
     return int(round((low + high) / 2)), f"midpoint of this cell's steps range {low}-{high}"
 
 
-def reference_trial(cfg: DictConfig, task) -> dict[str, Any]:
+def reference_trial(cfg: CellConfig, task) -> dict[str, Any]:
     """What one trial costs, for sizing a FLOPs budget, from what every strategy at this size shares:
     one step of the whole model trained from a random start (harness.compute's counter on a real batch
     of train.batch_size), times the reference steps, plus the validations such a trial makes."""
@@ -115,7 +115,7 @@ def reference_trial(cfg: DictConfig, task) -> dict[str, Any]:
             "batch_size": min(batch, len(task.train)), "model": str(cfg.model.name)}
 
 
-def resolve_budget(cfg: DictConfig, task) -> Budget:
+def resolve_budget(cfg: CellConfig, task) -> Budget:
     """tune.budget=trials: the limits as configured. flops: one FLOPs limit, tune.max_flops or else
     tune.n_trials x reference_trial(); n_trials then only guards (FLOPS_TRIAL_GUARD x)."""
     budget = Budget.from_config(cfg.tune)

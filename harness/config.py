@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, TypeVar
+
 from omegaconf import DictConfig, OmegaConf
 
 from harness.augment import LEVELS
 from harness.errors import ConfigError
+from harness.glyphs import GlyphSettings
+from harness.schema import (CellConfig, DataConfig, PretrainConfig, PrunerConfig, ReportAppConfig, RunConfig,
+                            SearchSpaceConfig, StrategyConfig, StudyAppConfig, StudyConfig, TrainConfig, TrainerConfig)
 from harness.strategies import MODES
+
+T = TypeVar("T")
 
 OPTIMIZERS = ("adamw", "sgd")
 STRATEGIES = ("scratch", "finetune")
@@ -40,14 +51,13 @@ def _fraction(value, key: str, low_open: bool, high_open: bool) -> None:
         raise ConfigError(f"{key}={value} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}: set it inside that range")
 
 
-def validate_seeds(cfg: DictConfig) -> None:
-    """`seed` and `pretrain.seed` (when there is one): integers >= 0, as seed_everything takes them."""
+def validate_seeds(cfg: RunConfig) -> None:
+    """`seed` and `pretrain.seed`: integers >= 0, as seed_everything takes them."""
     require_int(cfg.seed, "seed", 0)
-    if "pretrain" in cfg and "seed" in cfg.pretrain:
-        require_int(cfg.pretrain.seed, "pretrain.seed", 0)
+    require_int(cfg.pretrain.seed, "pretrain.seed", 0)
 
 
-def validate_threads(trainer: DictConfig) -> None:
+def validate_threads(trainer: TrainerConfig) -> None:
     threads = trainer.threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"trainer.threads={threads} must be an integer >= 0 (torch CPU threads per process; 0 = torch's "
@@ -65,7 +75,7 @@ def validate_study_name(name) -> None:
                           "and of folder names: use letters, digits, '-', '_' or '.', e.g. study.name=my-study")
 
 
-def validate_train(train: DictConfig, prefix: str = "train") -> None:
+def validate_train(train: TrainConfig, prefix: str = "train") -> None:
     _positive(train.steps, f"{prefix}.steps", int)
     _positive(train.batch_size, f"{prefix}.batch_size", int)
     _positive(train.lr, f"{prefix}.lr")
@@ -90,7 +100,7 @@ def _pretrain_flops(value, weights: str) -> None:
                           "(strategy.weights=source) is measured: remove strategy.pretrain_flops")
 
 
-def validate_source(data: DictConfig, fonts: bool = False) -> None:
+def validate_source(data: DataConfig, fonts: bool = False) -> None:
     """`data.source` and, for glyphs, every `data.glyphs` setting; with fonts=True also that some
     font draws the characters (a second's rendering: done before a pretraining, not every run)."""
     from harness.sources import glyph_settings, source_kind
@@ -103,13 +113,8 @@ def validate_source(data: DictConfig, fonts: bool = False) -> None:
             font_templates(settings.chars, settings.fonts)
 
 
-def validate_run(cfg: DictConfig) -> None:
+def validate_run(cfg: RunConfig) -> None:
     """Everything one training run reads; data sizes are checked against the data when loaded."""
-    try:
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as err:  # omegaconf's MissingMandatoryValue / InterpolationResolutionError
-        key = getattr(err, "full_key", "") or ""
-        raise ConfigError(f"config value {key or ''} is missing or unresolvable ({str(err).splitlines()[0]}): set it on the command line, e.g. {key or 'data.root'}=...") from None
     validate_train(cfg.train)
     validate_seeds(cfg)
     validate_threads(cfg.trainer)
@@ -118,8 +123,8 @@ def validate_run(cfg: DictConfig) -> None:
     _one_of(cfg.logger.name, LOGGERS, "logger")
     _one_of(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
     require_int(cfg.data.split_seed, "data.split_seed", 0)
-    require_int(cfg.data.get("subset", 0), "data.subset", 0)  # absent in configs from before replicates: 0
-    folds, fold = cfg.data.get("cv_folds", 0), cfg.data.get("cv_fold", 0)
+    require_int(cfg.data.subset, "data.subset", 0)
+    folds, fold = cfg.data.cv_folds, cfg.data.cv_fold
     require_int(folds, "data.cv_folds", 0)
     require_int(fold, "data.cv_fold", -1)
     if folds == 1:
@@ -127,8 +132,8 @@ def validate_run(cfg: DictConfig) -> None:
     if folds and fold >= folds:
         raise ConfigError(f"data.cv_fold={fold} but there are {folds} folds: use 0..{folds - 1}, or -1 for none held out")
     for key in ("n_train", "n_val", "n_test"):
-        _positive(cfg.data[key], f"data.{key}", int)
-    if not isinstance(cfg.data.get("skip_bad_files", False), bool):
+        _positive(getattr(cfg.data, key), f"data.{key}", int)
+    if not isinstance(cfg.data.skip_bad_files, bool):
         raise ConfigError(f"data.skip_bad_files={cfg.data.skip_bad_files} must be true or false: fix data.skip_bad_files")
     validate_source(cfg.data)
     if cfg.strategy.name == "finetune":
@@ -140,11 +145,249 @@ def validate_run(cfg: DictConfig) -> None:
             raise ConfigError(f"strategy.freeze_stages={s.freeze_stages} must be >= 0: count stages from the stem")
         if not str(s.weights):
             raise ConfigError("strategy.weights is empty: use source, hub, or a path to a weights file")
-        _pretrain_flops(s.get("pretrain_flops"), str(s.weights))
+        _pretrain_flops(s.pretrain_flops, str(s.weights))
     validate_train(cfg.pretrain.train, "pretrain.train")
 
 
-def validate_cell(cfg: DictConfig) -> None:
+def validate_study(study: StudyConfig) -> None:
+    """harness-study's own settings: the grid, the workers, the top-up and the refinement."""
+    validate_study_name(study.name)
+    sizes = study.n_train
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+        raise ConfigError(f"study.n_train={list(sizes) if isinstance(sizes, (list, tuple)) else sizes} must be a non-empty list of integers, e.g. study.n_train=[10,20,40]")
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"study.n_train={list(sizes)} repeats a size: list each size once")
+    strategies = list(study.strategies)
+    if not strategies or len(set(strategies)) != len(strategies):
+        raise ConfigError(f"study.strategies={strategies} must list distinct strategies, e.g. [finetune, scratch]")
+    workers = study.workers
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"study.workers={workers} must be a positive integer")
+    seeds, cap, step = study.seeds, study.max_seeds, study.topup_step
+    if isinstance(cap, bool) or not isinstance(cap, int) or (isinstance(seeds, int) and cap < seeds):
+        raise ConfigError(f"study.max_seeds={cap} must be an integer >= study.seeds ({seeds}): the most replicates a "
+                          "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
+    _validate_adaptive(study)
+
+
+def _validate_adaptive(study: StudyConfig) -> None:
+    adaptive = study.adaptive
+    if not isinstance(adaptive, bool):
+        raise ConfigError(f"study.adaptive={adaptive} must be true or false")
+    ratio = study.bracket
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1 or not math.isfinite(ratio):
+        raise ConfigError(f"study.bracket={ratio} must be a number > 1: how close (as a factor) the measured sizes "
+                          "either side of n* must be, e.g. study.bracket=1.5")
+    cells = study.max_cells
+    if cells is not None and (isinstance(cells, bool) or not isinstance(cells, int) or cells < 0):
+        raise ConfigError(f"study.max_cells={cells} must be null or an integer >= 0: the most cells the refinement "
+                          "adds to the grid (0 turns it off)")
+    flops = study.max_flops
+    if flops is not None and (isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0):
+        raise ConfigError(f"study.max_flops={flops} must be null or a positive number: the study's training FLOPs "
+                          "after which the refinement adds no size, e.g. study.max_flops=2e13")
+
+
+def validate_cell(cfg: CellConfig) -> None:
     """A tuning cell: one run's settings plus the study name its Optuna study is named after."""
     validate_run(cfg)
     validate_study_name(cfg.study.name)
+
+
+# ------------------------------------------------------------------------------- the door
+def _plain(cfg: DictConfig) -> dict:
+    """The composed config as plain values, every interpolation resolved (or one line naming the key)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except Exception as err:  # omegaconf's MissingMandatoryValue / InterpolationResolutionError
+        key = getattr(err, "full_key", "") or ""
+        raise ConfigError(f"config value {key or ''} is missing or unresolvable ({str(err).splitlines()[0]}): set it "
+                          f"on the command line, e.g. {key or 'data.root'}=...") from None
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a plain value fits a field's annotation (int is not bool; an int fits float)."""
+    if kind is Any:
+        return True
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return any(_fits(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    origin = typing.get_origin(kind) or kind
+    return isinstance(value, origin) if isinstance(origin, type) else True
+
+
+def _build(cls: type[T], raw: Any, prefix: str) -> T:
+    """A dataclass from a plain mapping: unknown keys refused, nested groups built, lists as tuples
+    where the field is a tuple. Values are taken as they are: the checks below name bad ones."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.')}={raw!r} must be a group of settings: set its keys, e.g. {prefix}<key>=...")
+    if cls is GlyphSettings:
+        return GlyphSettings.from_config(raw)  # type: ignore[return-value]
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]} is not a setting: remove it or fix its spelling "
+                          f"(settings of {prefix.rstrip('.')}: {', '.join(names)})")
+    values = {}
+    for name in names:
+        if name not in raw:
+            continue
+        value, kind = raw[name], hints[name]
+        if dataclasses.is_dataclass(kind):
+            value = _build(kind, value, f"{prefix}{name}.")
+        elif (kind is tuple or typing.get_origin(kind) is tuple or tuple in typing.get_args(kind)) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+def _check_types(cfg: Any, prefix: str = "") -> None:
+    """What no range check above looked at still has the type its field says (one line per mistake)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        groups = value if isinstance(value, dict) and all(dataclasses.is_dataclass(v) for v in value.values()) else {}
+        for name, group in groups.items():  # harness-study's strategies and search spaces
+            _check_types(group, f"{key}.{name}.")
+        if dataclasses.is_dataclass(value):
+            if not isinstance(value, GlyphSettings):
+                _check_types(value, f"{key}.")
+        elif not _fits(value, hints[f.name]):
+            kind = str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise ConfigError(f"{key}={value!r} must be of type {kind}: fix {key}")
+
+
+def _section(plain: dict, key: str) -> dict:
+    value = plain.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _run_fields(plain: dict) -> dict:
+    out: dict[str, Any] = {k: plain[k] for k in ("seed", "study_name") if k in plain}
+    for key, cls in (("data", DataConfig), ("model", None), ("strategy", StrategyConfig), ("train", TrainConfig),
+                     ("trainer", TrainerConfig), ("logger", None), ("pretrain", PretrainConfig)):
+        if key in plain:
+            out[key] = _build(cls or _schema_of(key), plain[key], f"{key}.")
+    if isinstance(out.get("study_name"), (int, float)) and not isinstance(out.get("study_name"), bool):
+        out["study_name"] = str(out["study_name"])
+    return out
+
+
+def _schema_of(key: str) -> type:
+    from harness import schema
+
+    return {"model": schema.ModelConfig, "logger": schema.LoggerConfig, "storage": schema.StorageConfig,
+            "tune": schema.TuneConfig, "study": schema.StudyConfig, "report": schema.ReportConfig,
+            "search_space": SearchSpaceConfig}[key]
+
+
+# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
+PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
+                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
+                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
+_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
+
+
+def check_pruner(p: dict[str, Any]) -> None:
+    """The `pruner` group as composed: a known name and only its own settings, each an integer."""
+    name = p.get("name")
+    if name not in PRUNER_SETTINGS:
+        raise ConfigError(f"pruner={name} is unknown: use hyperband, asha, median or none")
+    settings = PRUNER_SETTINGS[str(name)]
+    unknown = sorted(set(p) - {"name"} - set(settings))
+    if unknown:
+        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
+        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={name}: remove it (known: {known})")
+    for key, least in settings.items():
+        if key in _NULLABLE and p.get(key) is None:
+            continue
+        require_int(p.get(key), f"pruner.{key}", least)
+
+
+def _pruner(raw: Any) -> PrunerConfig:
+    check_pruner(raw)
+    return PrunerConfig(**raw)
+
+
+def search_space_config(raw: Any, prefix: str = "search_space") -> SearchSpaceConfig:
+    """A search space table (harness/conf/search_space/*.yaml) as settings; its entries are parsed and
+    checked against the run's keys by harness.search_space.SearchSpace.from_config."""
+    if isinstance(raw, dict) and "recipe" in raw:
+        raise ConfigError(f"{prefix}.recipe is now {prefix}.recipes, a name -> values table of standard "
+                          "first trials: rename it, e.g. recipes: {standard: {lr: 0.003}}")
+    return _build(SearchSpaceConfig, raw, f"{prefix}.")
+
+
+def _cell_fields(plain: dict) -> dict:
+    out = _run_fields(plain)
+    if "search_space" in plain:
+        out["search_space"] = search_space_config(plain["search_space"])
+    for key in ("storage", "study", "tune"):
+        if key in plain:
+            out[key] = _build(_schema_of(key), plain[key], f"{key}.")
+    if "pruner" in plain:
+        out["pruner"] = _pruner(plain["pruner"])
+    return out
+
+
+def load_run(cfg: DictConfig) -> RunConfig:
+    """harness-train's and harness-pretrain's settings, checked once."""
+    run = RunConfig(**_run_fields(_plain(cfg)))
+    validate_run(run)
+    _check_types(run)
+    return run
+
+
+def load_pretrain(cfg: DictConfig) -> RunConfig:
+    """harness-pretrain's settings (no target strategy or schedule: those keep their defaults)."""
+    run = RunConfig(**_run_fields(_plain(cfg)))
+    validate_train(run.pretrain.train, "pretrain.train")
+    validate_seeds(run)
+    validate_threads(run.trainer)
+    validate_source(run.data)
+    _check_types(run)
+    return run
+
+
+def load_cell(cfg: DictConfig) -> CellConfig:
+    """harness-tune's settings (one cell), checked once."""
+    cell = CellConfig(**_cell_fields(_plain(cfg)))
+    validate_cell(cell)
+    _check_types(cell)
+    return cell
+
+
+def load_study(cfg: DictConfig) -> StudyAppConfig:
+    """harness-study's settings: a strategy and a search space per strategy, the grid, the report."""
+    plain = _plain(cfg)
+    out = _cell_fields(plain)
+    out["strategies"] = {k: _build(StrategyConfig, v, f"strategies.{k}.") for k, v in _section(plain, "strategies").items()}
+    out["search_spaces"] = {k: search_space_config(v, f"search_spaces.{k}")
+                            for k, v in _section(plain, "search_spaces").items()}
+    if "report" in plain:
+        out["report"] = _build(_schema_of("report"), plain["report"], "report.")
+    study = StudyAppConfig(**out)
+    validate_study(study.study)
+    validate_seeds(study)
+    validate_threads(study.trainer)
+    _check_types(study)
+    return study
+
+
+def load_report(cfg: DictConfig) -> ReportAppConfig:
+    plain = _plain(cfg)
+    out = {key: _build(_schema_of(key), plain[key], f"{key}.") for key in ("storage", "logger", "study", "report")
+           if key in plain}
+    report = ReportAppConfig(**out)
+    validate_study_name(report.study.name)
+    return report

@@ -19,6 +19,7 @@ source classes or printed glyphs) is chosen in harness/sources.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,11 +27,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from harness.errors import ConfigError
 from harness.pools import IDENTITY, LabelledImages, Standardise, _Pool, load_pool
+from harness.schema import DataConfig
 from harness.sources import glyph_pool, glyph_settings, source_kind
 
 
@@ -68,7 +69,7 @@ def _resolve_classes(spec: Sequence | None, names: list[str], what: str) -> list
     return out
 
 
-def split_classes(cfg: DictConfig, names: list[str]) -> tuple[list[int] | None, list[int]]:
+def split_classes(cfg: DataConfig, names: list[str]) -> tuple[list[int] | None, list[int]]:
     """Disjoint source and target classes (Yosinski et al. 2014)."""
     source = _resolve_classes(cfg.source_classes, names, "source_classes")
     target = _resolve_classes(cfg.target_classes, names, "target_classes")
@@ -112,15 +113,15 @@ def subset_seed(split_seed: int, subset: int) -> int:
     return int(np.random.SeedSequence([split_seed, subset]).generate_state(1, dtype=np.uint64)[0])
 
 
-def split_digest(cfg: DictConfig, class_names: list[str], test_idx: np.ndarray, official: bool) -> str:
+def split_digest(cfg: DataConfig, class_names: list[str], test_idx: np.ndarray, official: bool) -> str:
     """A short name for the test examples: which dataset, which target classes, which images in
     which order. Runs with equal digests were scored on the same examples, position by position."""
-    text = json.dumps({"data": str(cfg.name), "dataset": cfg.get("dataset"), "classes": list(class_names),
+    text = json.dumps({"data": str(cfg.name), "dataset": cfg.dataset, "classes": list(class_names),
                        "official_test": official, "test": [int(i) for i in test_idx]}, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _glyph_task(cfg: DictConfig, target: _Pool) -> Task:
+def _glyph_task(cfg: DataConfig, target: _Pool) -> Task:
     """The glyph source task: a stratified validation split of data.glyphs.n_val, the rest trains."""
     pool = glyph_pool(cfg, target)
     settings = glyph_settings(cfg)
@@ -134,7 +135,7 @@ def _glyph_task(cfg: DictConfig, target: _Pool) -> Task:
                 pool.in_chans, pool.image_size, norm=norm)
 
 
-def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None) -> Task:
+def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None) -> Task:
     """The target task (train/val/test) or the source task (train/val, no test): the dataset's
     source classes, or rendered glyphs shaped like the target (data.source=glyphs)."""
     pool = pool or load_pool(cfg)
@@ -178,15 +179,15 @@ def build_task(cfg: DictConfig, role: str = "target", pool: _Pool | None = None)
     val_idx = rest[:n_val]
     # Every subset orders the same training pool (what validation and test left), so val/test never move;
     # subset 0 keeps the order tuning has always used. Its statistics standardise every split.
-    subset = int(cfg.get("subset", 0))
+    subset = int(cfg.subset)
     train_pool = rest[n_val:]
     norm = pool.statistics(np.sort(train_pool))
     train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2 if subset == 0 else subset_seed(seed, subset))]
     _check_size("training set", n_train, len(train_pool), k, "data.n_train")
     train_idx = train_pool[:n_train]
-    folds = int(cfg.get("cv_folds", 0))
+    folds = int(cfg.cv_folds)
     if folds:  # cross-validation inside n_train: the validation split is never read
-        train_idx, val_idx = cross_validation_fold(train_idx, pool.labels, folds, int(cfg.get("cv_fold", 0)))
+        train_idx, val_idx = cross_validation_fold(train_idx, pool.labels, folds, int(cfg.cv_fold))
     train = pool.take(train_idx, label_map, norm)
     val = pool.take(val_idx, label_map, norm)
     test = test_pool.take(test_idx, label_map, norm)
@@ -208,15 +209,13 @@ def cross_validation_fold(train_idx: np.ndarray, labels: np.ndarray, folds: int,
     return train_idx[~held], train_idx[held]
 
 
-def unvalidated(cfg: DictConfig) -> DictConfig:
+def unvalidated(cfg: DataConfig) -> DataConfig:
     """`cfg` with every n_train example training and no split read for validation: what checks and
     fold counting use under cross-validated selection, which must not touch the validation split."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.merge(cfg, {"cv_folds": max(2, int(cfg.get("cv_folds", 0))), "cv_fold": -1})
+    return dataclasses.replace(cfg, cv_folds=max(2, int(cfg.cv_folds)), cv_fold=-1)
 
 
-def cv_folds_for(cfg: DictConfig, most: int) -> int:
+def cv_folds_for(cfg: DataConfig, most: int) -> int:
     """k = min(most, smallest class count in the n_train examples): every fold holds out each class."""
     task = build_task(unvalidated(cfg), "target")
     smallest = int(np.bincount(task.train.y.numpy(), minlength=task.num_classes).min())

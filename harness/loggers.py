@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from harness.schema import LoggerConfig, RunConfig, as_dict
 
 
-def wandb_mode(logger_cfg: DictConfig) -> str:
-    return str(logger_cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline")
+def wandb_mode(logger_cfg: LoggerConfig) -> str:
+    return str(logger_cfg.mode or os.environ.get("WANDB_MODE") or "offline")
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, role: str = "target", name: str | None = None, extra_config: dict | None = None):
+def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str | None = None, extra_config: dict | None = None):
     kind = str(cfg.logger.name)
     if kind == "none":
         return None
@@ -24,7 +24,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, role: str = "target", name: str 
 
     strategy = "pretrain" if role == "source" else str(cfg.strategy.name)
     n_train = cfg.data.n_train
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = as_dict(cfg)
     config.pop("storage", None)  # may carry a database password
     config.update(extra_config or {})
     save_dir = Path(str(cfg.logger.dir))

@@ -8,10 +8,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 from harness.augment import augment_batch
+from harness.schema import TrainConfig
 from harness.strategies import Phase, apply_phase, hold_frozen_norms
 
 
@@ -32,7 +32,7 @@ def warmup_cosine(steps: int, warmup_frac: float):
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, model: nn.Module, train: DictConfig, augment: str, phases: list[Phase],
+    def __init__(self, model: nn.Module, train: TrainConfig, augment: str, phases: list[Phase],
                  groups: list[dict], channels_last: bool = False):
         super().__init__()
         self.model, self.cfg, self.augment, self.phases = model, train, augment, phases

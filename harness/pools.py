@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from harness.errors import ConfigError
 from harness.image_files import ReadableImages
+from harness.schema import DataConfig
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _statistics(x: torch.Tensor) -> Standardise:
 # --------------------------------------------------------------------------------------- loading
 
 
-def _load_digits(cfg: DictConfig) -> _Pool:
+def _load_digits(cfg: DataConfig) -> _Pool:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -158,7 +158,7 @@ def _finish_pool(dataset: Dataset, labels: np.ndarray, class_names: list[str], i
     return _Pool(labels, class_names, in_chans, image_size, dataset=dataset)
 
 
-def _load_imagefolder(cfg: DictConfig) -> _Pool:
+def _load_imagefolder(cfg: DataConfig) -> _Pool:
     from torchvision.datasets import ImageFolder
 
     root = Path(str(cfg.root)).expanduser()
@@ -170,12 +170,12 @@ def _load_imagefolder(cfg: DictConfig) -> _Pool:
         folder = ImageFolder(str(root), transform=_image_transform(size, 3), is_valid_file=readable)
     except (FileNotFoundError, RuntimeError) as err:
         raise ConfigError(f"data.root={root} holds no images in class sub-folders ({err}): lay it out as root/<class>/<image>") from None
-    readable.settle(root, bool(cfg.get("skip_bad_files", False)))
+    readable.settle(root, bool(cfg.skip_bad_files))
     labels = np.asarray(folder.targets, dtype=np.int64)
     return _finish_pool(folder, labels, list(folder.classes), size, 3, float(cfg.on_device_max_mb))
 
 
-def _load_torchvision(cfg: DictConfig) -> _Pool:
+def _load_torchvision(cfg: DataConfig) -> _Pool:
     import torchvision.datasets as tvd
 
     name = str(cfg.dataset)
@@ -211,13 +211,13 @@ _POOL_KEYS = ("name", "root", "dataset", "download", "image_size", "on_device_ma
 _pools: dict[str, _Pool] = {}
 
 
-def load_pool(cfg: DictConfig) -> _Pool:
+def load_pool(cfg: DataConfig) -> _Pool:
     """A dataset is read once per process: every trial of a cell (and every cell of a worker)
     shares it; splits and subsets are cut from it without changing it."""
     loader = _LOADERS.get(str(cfg.name))
     if loader is None:
         raise ConfigError(f"data.name={cfg.name} is unknown: use one of {sorted(_LOADERS)}")
-    key = repr([cfg.get(k) for k in _POOL_KEYS])
+    key = repr([getattr(cfg, k) for k in _POOL_KEYS])
     if key not in _pools:
         _pools.clear()  # one dataset at a time: a worker moves between cells of one study
         _pools[key] = loader(cfg)

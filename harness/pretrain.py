@@ -4,13 +4,14 @@ safetensors checkpoint with what it cost, and reuse it. The one place a pretrain
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 from filelock import FileLock
-from omegaconf import DictConfig, OmegaConf
 
+from harness.schema import RunConfig, StrategyConfig
 from harness.source_cache import (META_FILE, WEIGHTS_FILE, Pretrained, cache_dir, config_hash, find_pretrained,
                                   source_config)
 
@@ -25,7 +26,7 @@ def _locked(folder: Path) -> FileLock:
     return FileLock(folder / ".lock")
 
 
-def check_pretrain_config(cfg: DictConfig) -> None:
+def check_pretrain_config(cfg: RunConfig) -> None:
     """What the source model's cache key and training read, checked before the key is computed."""
     from harness.config import validate_seeds, validate_source, validate_train
 
@@ -34,7 +35,7 @@ def check_pretrain_config(cfg: DictConfig) -> None:
     validate_source(cfg.data)
 
 
-def ensure_pretrained(cfg: DictConfig) -> Pretrained:
+def ensure_pretrained(cfg: RunConfig) -> Pretrained:
     """The cached source model for this config, made first when missing."""
     check_pretrain_config(cfg)
     found = find_pretrained(cfg)
@@ -47,14 +48,14 @@ def ensure_pretrained(cfg: DictConfig) -> Pretrained:
         return find_pretrained(cfg) or pretrain(cfg)
 
 
-def ensure_source(cfg: DictConfig) -> Pretrained | None:
+def ensure_source(cfg: RunConfig) -> Pretrained | None:
     """What an entry point calls before training: the source model a fine-tune from
     strategy.weights=source needs (the trainer only reads the cache), made once per config and only
     after the target config and data were checked, so that a bad input starts no pretraining."""
     from harness.config import validate_run
     from harness.data import build_task
 
-    if cfg.strategy.name != "finetune" or str(cfg.strategy.get("weights")) != "source":
+    if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) != "source":
         return None
     validate_run(cfg)
     found = find_pretrained(cfg)
@@ -64,7 +65,7 @@ def ensure_source(cfg: DictConfig) -> Pretrained | None:
     return ensure_pretrained(cfg)
 
 
-def pretrain(cfg: DictConfig) -> Pretrained:
+def pretrain(cfg: RunConfig) -> Pretrained:
     from safetensors.torch import save_file
 
     from harness.sources import source_kind
@@ -72,11 +73,8 @@ def pretrain(cfg: DictConfig) -> Pretrained:
     from harness.weights import InitialWeights
 
     folder = cache_dir(cfg)
-    source_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    source_cfg.strategy = {"name": "scratch"}
-    source_cfg.train = cfg.pretrain.train
-    source_cfg.data.augment = cfg.pretrain.augment
-    source_cfg.seed = cfg.pretrain.seed
+    source_cfg = dataclasses.replace(cfg, strategy=StrategyConfig(name="scratch"), train=cfg.pretrain.train,
+                                     data=dataclasses.replace(cfg.data, augment=cfg.pretrain.augment), seed=cfg.pretrain.seed)
     result = run_training(source_cfg, folder / "run", role="source", weights=InitialWeights())  # from scratch
     model = result.model
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

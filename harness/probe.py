@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from harness.schema import RunConfig
 
 from harness.data import Task, build_task, eval_batches
 from harness.pools import LabelledImages
@@ -40,7 +40,7 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test
     return float(clf.score(scaler.transform(test_x), test_y))
 
 
-def probe_accuracy(cfg: DictConfig, task: Task | None = None) -> float:
+def probe_accuracy(cfg: RunConfig, task: Task | None = None) -> float:
     """The probe's test accuracy for `cfg`'s training set (n_train, data.subset) and source weights."""
     from harness.run import build_model, resolve_device
 

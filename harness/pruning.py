@@ -6,55 +6,32 @@ from typing import Any
 
 import optuna
 import pytorch_lightning as pl
-from omegaconf import DictConfig
-
 from harness.budget import steps_bounds
-from harness.config import require_int
-from harness.errors import ConfigError
+from harness.config import PRUNER_SETTINGS, check_pruner
+from harness.schema import CellConfig, PrunerConfig
 
 
-# Each pruner's settings and the least value each takes (all integers; max_resource may be null).
-_PRUNER_SETTINGS = {"hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
-                    "asha": {"min_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0},
-                    "median": {"n_startup_trials": 0, "n_warmup_steps": 0}, "none": {}}
-_NULLABLE = {"max_resource"}  # null = the cell's own steps.high
-
-
-def _check_pruner(p: DictConfig) -> None:
-    if p.name not in _PRUNER_SETTINGS:
-        raise ConfigError(f"pruner={p.name} is unknown: use hyperband, asha, median or none")
-    settings = _PRUNER_SETTINGS[str(p.name)]
-    unknown = sorted(set(p) - {"name"} - set(settings))
-    if unknown:
-        known = ", ".join(f"pruner.{k}" for k in settings) or "no settings"
-        raise ConfigError(f"pruner.{unknown[0]} is not a setting of pruner={p.name}: remove it (known: {known})")
-    for key, least in settings.items():
-        if key in _NULLABLE and p.get(key) is None:
-            continue
-        require_int(p.get(key), f"pruner.{key}", least)
-
-
-def max_resource(cfg: DictConfig) -> int | None:
+def max_resource(cfg: CellConfig) -> int | None:
     """The most steps the pruner plans for (Hyperband's brackets): pruner.max_resource, else the
     cell's own steps.high; None for pruners that take no maximum."""
     p = cfg.pruner
     if p.name != "hyperband":
         return None
-    return int(p.max_resource) if p.get("max_resource") is not None else _max_steps(cfg)
+    return int(p.max_resource) if p.max_resource is not None else _max_steps(cfg)
 
 
-def pruner_attrs(cfg: DictConfig) -> dict[str, Any]:
+def pruner_attrs(cfg: CellConfig) -> dict[str, Any]:
     """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
     p = cfg.pruner
-    settings = {k: p.get(k) for k in _PRUNER_SETTINGS[str(p.name)]}
+    settings = {k: getattr(p, k) for k in PRUNER_SETTINGS[str(p.name)]}
     return {"name": str(p.name), **settings, "max_resource": max_resource(cfg),
             "max_resource_from": None if p.name != "hyperband" else
-            ("pruner.max_resource" if p.get("max_resource") is not None else "steps.high")}
+            ("pruner.max_resource" if p.max_resource is not None else "steps.high")}
 
 
-def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    p = cfg.pruner
-    _check_pruner(p)
+def make_pruner(cfg: CellConfig) -> optuna.pruners.BasePruner:
+    p: PrunerConfig = cfg.pruner
+    check_pruner({k: v for k, v in vars(p).items() if k == "name" or k in PRUNER_SETTINGS.get(p.name, vars(p))})
     if p.name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
                                               reduction_factor=int(p.reduction_factor))
@@ -64,11 +41,11 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
                                                       min_early_stopping_rate=int(p.min_early_stopping_rate))
     if p.name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
-    return optuna.pruners.NopPruner()  # pruner=none (_check_pruner refused any other name)
+    return optuna.pruners.NopPruner()  # pruner=none (check_pruner refused any other name)
 
 
-def _max_steps(cfg: DictConfig) -> int:
-    return steps_bounds(cfg.get("search_space"), int(cfg.train.steps))[1]
+def _max_steps(cfg: CellConfig) -> int:
+    return steps_bounds(cfg.search_space, int(cfg.train.steps))[1]
 
 
 class PruningCallback(pl.Callback):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from harness.errors import ConfigError
+from harness.schema import StorageConfig
 from harness.storage import open_storage as open_storage_url
 from harness.storage import redact_url, resolve_url
 
@@ -336,17 +337,7 @@ def trial_id_of(trial: optuna.Trial) -> int:
 # ============================================================================ opening from config
 
 
-class StorageSettings(Protocol):
-    """The storage config group (harness/conf/storage/*.yaml)."""
-
-    url: Any
-    wal: bool
-    heartbeat_interval: int | None
-    grace_period: int | None
-    max_retry: int
-
-
-def open_storage(settings: StorageSettings, *, heartbeats: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(settings: StorageConfig, *, heartbeats: bool = True) -> optuna.storages.RDBStorage:
     """The storage the config names. A tuning worker opens it with heartbeats (dead peers' trials are
     failed and retried); everything else, `heartbeats=False`."""
     if not heartbeats:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from harness.config import require_int
 from harness.data import cv_folds_for
-from harness.replicates import make_record, replicate_overrides
-from harness.run import run_training
-from harness.search_space import SearchSpace
 from harness.locks import rerun_lock
 from harness.records import StudyRecord, storage_of, write_final
+from harness.replicates import make_record, replicate_overrides
+from harness.run import run_training
+from harness.schema import CellConfig, replace_path
+from harness.search_space import SearchSpace
 from harness.weights import resolve_weights
 
 
@@ -23,15 +23,15 @@ def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(complete, key=lambda t: t.value) if complete else None
 
 
-def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path) -> dict:
+def _run_replicate(best_cfg: CellConfig, base_seed: int, r: int, run_root: Path) -> dict:
     """Replicate r of the best configuration (harness/replicates.py): its seed and its own training
     subset, the same validation and test splits; the only place tuning reads the test split."""
     overrides = replicate_overrides(r, base_seed)
     for key, value in overrides.items():
-        OmegaConf.update(best_cfg, key, value, merge=False)
+        best_cfg = replace_path(best_cfg, key, value)
     if str(best_cfg.tune.selection) == "cv":  # train on all n_train examples; nothing held out, no validation split
-        best_cfg.data.cv_folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
-        best_cfg.data.cv_fold = -1
+        folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
+        best_cfg = replace_path(replace_path(best_cfg, "data.cv_folds", folds), "data.cv_fold", -1)
     seed = overrides["seed"]
     result = run_training(best_cfg, run_root / f"final-seed{seed}", weights=resolve_weights(best_cfg))
     probe = None
@@ -42,7 +42,7 @@ def _run_replicate(best_cfg: DictConfig, base_seed: int, r: int, run_root: Path)
     return make_record(r, seed, result, probe)
 
 
-def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path,
+def rerun_best(study: optuna.Study, cfg: CellConfig, space: SearchSpace, run_root: Path,
                wait: bool = True) -> list[dict] | None:
     """Train the best parameters again as study.seeds replicates (r = 1..study.seeds), each with
     seed + r on training subset r, and store their records as `final`.
@@ -66,7 +66,7 @@ def rerun_best(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_roo
         return final
 
 
-def extend_replicates(study: optuna.Study, cfg: DictConfig, space: SearchSpace, run_root: Path, target: int,
+def extend_replicates(study: optuna.Study, cfg: CellConfig, space: SearchSpace, run_root: Path, target: int,
                       wait: bool = True) -> list[dict] | None:
     """Add replicates of the cell's current best until `final` holds `target` of them.
 

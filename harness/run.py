@@ -18,7 +18,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from harness.compute import Compute, ComputeMeter, PhaseCost, eval_flops_per_sample, train_step_flops
 from harness.config import validate_run
@@ -27,6 +26,7 @@ from harness.errors import ConfigError
 from harness.loggers import finish_logger, make_logger
 from harness.models import classifier_names, create_backbone
 from harness.module import Classifier, accuracy, accuracy_of, correct_per_example
+from harness.schema import RunConfig, TrainerConfig, as_dict
 from harness.strategies import Phase, apply_phase, optimizer_groups, plan_phases
 from harness.weights import InitialWeights, check_fits, read_state_dict, resolve_weights
 
@@ -102,20 +102,20 @@ def _accounted(meter: ComputeMeter) -> Iterator[None]:
         raise RunExited(err.code, meter.spent()) from err
 
 
-def resolve_device(trainer_cfg: DictConfig) -> torch.device:
+def resolve_device(trainer_cfg: TrainerConfig) -> torch.device:
     want = str(trainer_cfg.accelerator)
     if want == "gpu" and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator=gpu but no CUDA device is visible: use trainer.accelerator=cpu or auto")
     return torch.device("cuda" if want in ("gpu", "auto") and torch.cuda.is_available() else "cpu")
 
 
-def _precision(trainer_cfg: DictConfig, device: torch.device) -> str:
+def _precision(trainer_cfg: TrainerConfig, device: torch.device) -> str:
     if str(trainer_cfg.precision) != "auto":
         return str(trainer_cfg.precision)
     return "bf16-mixed" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def build_model(cfg: DictConfig, task: Task, weights: InitialWeights | None = None) -> torch.nn.Module:
+def build_model(cfg: RunConfig, task: Task, weights: InitialWeights | None = None) -> torch.nn.Module:
     """The model `weights` start (resolved from cfg when not given: the probe, tests)."""
     args = (cfg.model, task.num_classes, task.in_chans, task.image_size)
     if cfg.strategy.name == "scratch":
@@ -128,7 +128,7 @@ def build_model(cfg: DictConfig, task: Task, weights: InitialWeights | None = No
     return create_backbone(*args, pretrained_file=weights.file)
 
 
-def check_weights_fit(cfg: DictConfig, task: Task, path: Path) -> None:
+def check_weights_fit(cfg: RunConfig, task: Task, path: Path) -> None:
     """Read the file safely and check it against a fresh model before timm loads it non-strictly."""
     reference = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size)
     check_fits(read_state_dict(path), reference, classifier_names(reference),
@@ -146,7 +146,7 @@ def _phase_costs(model: torch.nn.Module, phases: Sequence[Phase], task: Task, ba
     return costs
 
 
-def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callbacks: Sequence[pl.Callback] = (),
+def run_training(cfg: RunConfig, run_dir: Path, *, role: str = "target", callbacks: Sequence[pl.Callback] = (),
                  evaluate_test: bool = True, run_name: str | None = None, log_extra: dict | None = None,
                  weights: InitialWeights | None = None) -> RunResult:
     """Train one model as `cfg` says and measure it. role="source" trains on the source classes
@@ -164,7 +164,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
     model = build_model(cfg, task, weights)
     train = cfg.train
     phases = plan_phases(model, cfg.strategy, int(train.steps))
-    layer_decay = float(cfg.strategy.get("layer_decay", 1.0))
+    layer_decay = float(cfg.strategy.layer_decay)
     groups = optimizer_groups(model, float(train.lr), float(train.weight_decay), layer_decay)
     # Counting runs a real forward and backward: on the training device, not on one CPU thread.
     model.to(device)
@@ -215,5 +215,5 @@ def run_training(cfg: DictConfig, run_dir: Path, *, role: str = "target", callba
             meter.count_evaluated(len(task.test))
     return RunResult(strategy=str(cfg.strategy.name), n_train=len(task.train), val_acc=history[-1][1] if history else None, test_acc=test_acc,
                      compute=meter.spent(), val_history=history, stopped_early=stopped_early,
-                     config=OmegaConf.to_container(cfg, resolve=True), class_names=task.class_names, model=model,
+                     config=as_dict(cfg), class_names=task.class_names, model=model,
                      test_correct=test_correct, test_split=task.test_split)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from harness.errors import ConfigError
+from harness.schema import RunConfig, SearchSpaceConfig, T, has_path, replace_path
 
 TYPES = ("float", "int", "categorical")
 
@@ -147,20 +147,17 @@ class SearchSpace:
         self.recipes = recipes or []
 
     @classmethod
-    def from_config(cls, node: DictConfig, base: DictConfig | None = None) -> "SearchSpace":
+    def from_config(cls, node: SearchSpaceConfig | None, base: RunConfig | None = None) -> "SearchSpace":
         """Parse and check the table; with `base`, every key must exist in the run config."""
-        raw = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        raw = {"params": node.params, "recipes": node.recipes} if node is not None else {}
         specs = raw.get("params") or {}
         if not specs:
             raise ConfigError("search_space.params is empty: choose a search_space or list parameters to tune")
-        if "recipe" in raw:
-            raise ConfigError("search_space.recipe is now search_space.recipes, a name -> values table of standard "
-                              "first trials: rename it, e.g. recipes: {standard: {lr: 0.003}}")
         dists: dict[str, BaseDistribution] = {}
         for name, spec in specs.items():
             if not isinstance(spec, dict) or "key" not in spec:
                 raise ConfigError(f"search_space.params.{name} needs a key (the config value it sets, e.g. train.lr)")
-            if base is not None and OmegaConf.select(base, spec["key"], default="__absent__") == "__absent__":
+            if base is not None and not has_path(base, str(spec["key"])):
                 raise ConfigError(f"search_space.params.{name}.key={spec['key']} is not a config key of this run: fix the key")
             dists[name] = _distribution(name, spec)
         params = [Param(name, str(spec["key"]), dists[name], _when(name, spec.get("when"), dists))
@@ -170,10 +167,6 @@ class SearchSpace:
         recipes = [Recipe(name, {k: v for k, v in values.items() if k in dists})
                    for name, values in _recipe_table(raw.get("recipes"))]
         return cls(params, recipes)
-
-    @property
-    def distributions(self) -> dict[str, BaseDistribution]:
-        return {p.name: p.distribution for p in self.params}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample in dependency order; a parameter whose condition fails is not suggested at all,
@@ -217,13 +210,12 @@ class SearchSpace:
         fitted = [Recipe(r.name, self.fit(r.values)) for r in self.recipes]
         return [r for r in fitted if r.values]
 
-    def apply(self, cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    def apply(self, cfg: T, values: dict[str, Any]) -> T:
         """A copy of `cfg` with the sampled values written to their keys (others keep the config's own)."""
-        out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
         for p in self.params:
             if p.name in values:
-                OmegaConf.update(out, p.key, values[p.name], merge=False)
-        return out
+                cfg = replace_path(cfg, p.key, values[p.name])
+        return cfg
 
     def to_json(self) -> dict:
         """The space as stored with the study, so the report can flag bests at an edge."""

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from harness.schema import DataConfig, RunConfig, as_dict
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
@@ -20,7 +20,7 @@ class Pretrained:
     meta: dict
 
 
-def _source_data(data: DictConfig) -> dict:
+def _source_data(data: DataConfig) -> dict:
     """The data settings the source task depends on. Source classes: the dataset, its split and
     classes (the same keys as before glyphs existed, so cached checkpoints keep their hash). Glyphs:
     every effective glyph setting, plus what fixes the target's image size and channels, and not
@@ -29,7 +29,7 @@ def _source_data(data: DictConfig) -> dict:
 
     from harness.sources import glyph_settings, source_kind
 
-    plain = OmegaConf.to_container(data, resolve=True)
+    plain = as_dict(data)
     if source_kind(data) == "glyphs":
         return {**{k: plain.get(k) for k in ("name", "root", "dataset", "image_size")},
                 "source": "glyphs", "glyphs": asdict(glyph_settings(data))}
@@ -37,12 +37,12 @@ def _source_data(data: DictConfig) -> dict:
     return {k: plain.get(k) for k in keys}
 
 
-def source_config(cfg: DictConfig) -> dict:
+def source_config(cfg: RunConfig) -> dict:
     """Everything that changes the source model, and nothing that doesn't (n_train, target strategy)."""
     return {
         "data": _source_data(cfg.data),
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "train": OmegaConf.to_container(cfg.pretrain.train, resolve=True),
+        "model": as_dict(cfg.model),
+        "train": as_dict(cfg.pretrain.train),
         "augment": str(cfg.pretrain.augment),
         "seed": int(cfg.pretrain.seed),
         # Standardised with the source task's own training part (checkpoints made with whole-pool
@@ -51,16 +51,16 @@ def source_config(cfg: DictConfig) -> dict:
     }
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: RunConfig) -> str:
     text = json.dumps(source_config(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cache_dir(cfg: DictConfig) -> Path:
+def cache_dir(cfg: RunConfig) -> Path:
     return Path(str(cfg.pretrain.cache_dir)).expanduser() / f"{cfg.model.name}-{config_hash(cfg)}"
 
 
-def find_pretrained(cfg: DictConfig) -> Pretrained | None:
+def find_pretrained(cfg: RunConfig) -> Pretrained | None:
     folder = cache_dir(cfg)
     weights, meta = folder / WEIGHTS_FILE, folder / META_FILE
     if weights.is_file() and meta.is_file():

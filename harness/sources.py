@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from omegaconf import DictConfig
-
 from harness.errors import ConfigError
 from harness.pools import _Pool
+from harness.schema import DataConfig
 
 if TYPE_CHECKING:
     from harness.glyphs import GlyphSettings
@@ -18,26 +17,21 @@ if TYPE_CHECKING:
 SOURCES = ("classes", "glyphs")
 
 
-def source_kind(cfg: DictConfig) -> str:
-    """`data.source`: what pretraining learns from. classes = data.source_classes of this dataset
-    (absent in configs from before glyphs: classes); glyphs = printed characters (harness/glyphs.py)."""
-    kind = cfg.get("source", "classes")
+def source_kind(cfg: DataConfig) -> str:
+    """`data.source`: what pretraining learns from. classes = data.source_classes of this dataset;
+    glyphs = printed characters (harness/glyphs.py)."""
+    kind = cfg.source
     if kind not in SOURCES:
         raise ConfigError(f"data.source={kind} is not one of {', '.join(SOURCES)}: set data.source=classes (the dataset's source classes) or data.source=glyphs (printed letters)")
     return str(kind)
 
 
-def glyph_settings(cfg: DictConfig) -> "GlyphSettings":
-    """The checked `data.glyphs` settings (harness.glyphs.GlyphSettings)."""
-    from omegaconf import OmegaConf
-
-    from harness.glyphs import GlyphSettings
-
-    raw = cfg.get("glyphs")
-    return GlyphSettings.from_config(OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else raw)
+def glyph_settings(cfg: DataConfig) -> "GlyphSettings":
+    """The `data.glyphs` settings (checked when the config was loaded: harness.config)."""
+    return cfg.glyphs
 
 
-def glyph_pool(cfg: DictConfig, target: _Pool) -> _Pool:
+def glyph_pool(cfg: DataConfig, target: _Pool) -> _Pool:
     """The rendered glyphs shaped like the target: its image size (unless data.glyphs.image_size
     says otherwise) and channels, scaled as the digits loader scales its 0..16 grid (divide by the
     top value, resize bilinearly, standardise with the pool's own statistics)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
+from harness.schema import StrategyConfig
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
@@ -25,7 +25,7 @@ class Phase:
     trainable: frozenset[str]
 
 
-def plan_phases(model: nn.Module, strategy: DictConfig, steps: int) -> list[Phase]:
+def plan_phases(model: nn.Module, strategy: StrategyConfig, steps: int) -> list[Phase]:
     everything = frozenset(n for n, _ in model.named_parameters())
     if strategy.name == "scratch" or strategy.mode == "full":
         return [Phase("full", 0, everything)]

@@ -6,91 +6,49 @@ is missing runs."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from harness.errors import ConfigError
+from harness.schema import CellConfig, StudyAppConfig
 
 
-def cell_config(cfg: DictConfig, strategy: str, n_train: int) -> DictConfig:
+def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int) -> CellConfig:
     """The harness-tune config of one cell, cut from the study config. What the strategies must share
     to be compared at equal effort is set from all of them: the reference trial's steps (for
     tune.budget=flops) and the pruner's maximum resource, unless the study config sets them."""
-    cell = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    if strategy not in cell.strategies:
+    if strategy not in cfg.strategies:
         raise ConfigError(f"study.strategies names {strategy}, which has no strategy config: use finetune and/or scratch")
     low, high = steps_range(cfg)
-    cell.strategy = cell.strategies[strategy]
-    cell.search_space = cell.search_spaces[strategy]
-    cell.data.n_train = int(n_train)
-    if cell.tune.get("reference_steps") is None:
-        cell.tune.reference_steps = int(round((low + high) / 2))
-    if "max_resource" in cell.pruner and cell.pruner.max_resource is None:
-        cell.pruner.max_resource = high
-    for key in ("strategies", "search_spaces", "report"):
-        cell.pop(key, None)
-    return cell
+    tune, pruner = cfg.tune, cfg.pruner
+    if tune.reference_steps is None:
+        tune = dataclasses.replace(tune, reference_steps=int(round((low + high) / 2)))
+    if pruner.name == "hyperband" and pruner.max_resource is None:
+        pruner = dataclasses.replace(pruner, max_resource=high)
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CellConfig)}
+    return CellConfig(**{**shared, "strategy": cfg.strategies[strategy], "search_space": cfg.search_spaces[strategy],
+                         "data": dataclasses.replace(cfg.data, n_train=int(n_train)), "tune": tune, "pruner": pruner})
 
 
-def steps_range(cfg: DictConfig) -> tuple[int, int]:
+def steps_range(cfg: StudyAppConfig) -> tuple[int, int]:
     """The widest train.steps range across the study's strategies' search spaces: the lowest low,
     the highest high (a strategy that does not tune steps contributes train.steps)."""
     from harness.budget import steps_bounds
 
-    spaces = cfg.get("search_spaces") or {}
+    spaces = cfg.search_spaces
     bounds = [steps_bounds(spaces.get(s), int(cfg.train.steps)) for s in cfg.study.strategies]
     return min(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
-def grid(cfg: DictConfig) -> list[tuple[str, int]]:
-    from harness.config import validate_study_name
-
-    validate_study_name(cfg.study.name)
-    sizes = cfg.study.n_train
-    if not OmegaConf.is_list(sizes) or not sizes or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
-        raise ConfigError(f"study.n_train={sizes} must be a non-empty list of integers, e.g. study.n_train=[10,20,40]")
-    if len(set(sizes)) != len(sizes):
-        raise ConfigError(f"study.n_train={list(sizes)} repeats a size: list each size once")
-    strategies = list(cfg.study.strategies)
-    if not strategies or len(set(strategies)) != len(strategies):
-        raise ConfigError(f"study.strategies={strategies} must list distinct strategies, e.g. [finetune, scratch]")
-    workers = cfg.study.workers
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"study.workers={workers} must be a positive integer")
-    seeds, cap, step = cfg.study.seeds, cfg.study.max_seeds, cfg.study.topup_step
-    if isinstance(cap, bool) or not isinstance(cap, int) or (isinstance(seeds, int) and cap < seeds):
-        raise ConfigError(f"study.max_seeds={cap} must be an integer >= study.seeds ({seeds}): the most replicates a "
-                          "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
-    check_adaptive(cfg.study)
-    return [(s, int(n)) for n in sorted(sizes) for s in strategies]
+def grid(cfg: StudyAppConfig) -> list[tuple[str, int]]:
+    """Every (strategy, n_train) cell of the grid (settings checked at the door: harness.config.validate_study)."""
+    return [(s, int(n)) for n in sorted(cfg.study.n_train) for s in cfg.study.strategies]
 
 
-def check_adaptive(study: DictConfig) -> None:
-    adaptive = study.get("adaptive", False)
-    if not isinstance(adaptive, bool):
-        raise ConfigError(f"study.adaptive={adaptive} must be true or false")
-    ratio = study.get("bracket", 1.5)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1 or not math.isfinite(ratio):
-        raise ConfigError(f"study.bracket={ratio} must be a number > 1: how close (as a factor) the measured sizes "
-                          "either side of n* must be, e.g. study.bracket=1.5")
-    cells = study.get("max_cells")
-    if cells is not None and (isinstance(cells, bool) or not isinstance(cells, int) or cells < 0):
-        raise ConfigError(f"study.max_cells={cells} must be null or an integer >= 0: the most cells the refinement "
-                          "adds to the grid (0 turns it off)")
-    flops = study.get("max_flops")
-    if flops is not None and (isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0):
-        raise ConfigError(f"study.max_flops={flops} must be null or a positive number: the study's training FLOPs "
-                          "after which the refinement adds no size, e.g. study.max_flops=2e13")
-
-
-def check_study(cfg: DictConfig) -> list[DictConfig]:
+def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
     """Every cell's config checked before any training or storage write."""
     from harness import records
     from harness.report import check_report_dir, check_report_settings
@@ -106,7 +64,7 @@ def check_study(cfg: DictConfig) -> list[DictConfig]:
     return cells
 
 
-def _worker(cells: list[dict], offset: int, run_root: str) -> None:
+def _worker(cells: list[CellConfig], offset: int, run_root: str) -> None:
     """One process: tunes the cells starting from its own offset, joining any cell still open.
 
     The first pass moves on as soon as a cell's budget is spent; the second waits for the other
@@ -116,19 +74,17 @@ def _worker(cells: list[dict], offset: int, run_root: str) -> None:
 
     order = cells[offset:] + cells[:offset]
     for wait_for_peers in (False, True):
-        for cell in order:
-            cfg = OmegaConf.create(cell)
+        for cfg in order:
             tune_cell(cfg, Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", wait_for_peers=wait_for_peers)
 
 
-def _topup_worker(jobs: list[tuple[dict, int]], offset: int, run_root: str) -> None:
+def _topup_worker(jobs: list[tuple[CellConfig, int]], offset: int, run_root: str) -> None:
     """One process: adds replicates to the cells of `jobs` (config, target), from its own offset;
     the cell's re-run lock keeps two workers off one cell."""
     from harness.rerun import extend_replicates
     from harness.tuning import check_cell_config, open_cell
 
-    for cell, target in jobs[offset:] + jobs[:offset]:
-        cfg = OmegaConf.create(cell)
+    for cfg, target in jobs[offset:] + jobs[:offset]:
         space, budget = check_cell_config(cfg)
         extend_replicates(open_cell(cfg, space, budget), cfg, space,
                           Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", target)
@@ -159,18 +115,18 @@ def _in_workers(target, jobs: list, workers: int, run_root: Path, tick) -> None:
         raise RuntimeError(f"{len(failed)} study worker(s) failed (exit codes {failed}); run the same command again to resume")
 
 
-def _say(cfg: DictConfig, text: str) -> None:
+def _say(cfg: StudyAppConfig, text: str) -> None:
     print(f"[{cfg.study.name}] {text}", file=sys.stderr, flush=True)
 
 
-def _open(cfg: DictConfig):
+def _open(cfg: StudyAppConfig):
     """The study's storage, for reading what the workers wrote."""
     from harness import records
 
     return records.open_storage(cfg.storage, heartbeats=False)
 
 
-def _progress(cfg: DictConfig, storage, n_cells: int, started: float) -> tuple[int, int]:
+def _progress(cfg: StudyAppConfig, storage, n_cells: int, started: float) -> tuple[int, int]:
     from harness.records import cell_studies, n_trials_of
 
     done = trials = 0
@@ -178,13 +134,13 @@ def _progress(cfg: DictConfig, storage, n_cells: int, started: float) -> tuple[i
         trials += n_trials_of(storage, record.name)
         done += record.has_final
     elapsed = time.perf_counter() - started
-    budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.get("budget", "trials") == "trials" else 0  # flops: no count
+    budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.budget == "trials" else 0  # flops: no count
     eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
     _say(cfg, f"cells done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}")
     return done, trials
 
 
-def _stored(cfg: DictConfig) -> list:
+def _stored(cfg: StudyAppConfig) -> list:
     """The study's cells as stored (harness.report.cells.Cell)."""
     from harness.records import open_existing
     from harness.report.cells import load_cells
@@ -193,7 +149,7 @@ def _stored(cfg: DictConfig) -> list:
     return load_cells(storage, str(cfg.study.name), shown)
 
 
-def _comparison(cfg: DictConfig, stored: list | None = None):
+def _comparison(cfg: StudyAppConfig, stored: list | None = None):
     """The verdict as the report will state it, from the storage."""
     from harness.report import study_comparison
 
@@ -203,7 +159,7 @@ def _comparison(cfg: DictConfig, stored: list | None = None):
     return comparison, {(c.strategy, c.n_train): len(c.final) for c in cells}
 
 
-def stored_sizes(cfg: DictConfig) -> list[int]:
+def stored_sizes(cfg: StudyAppConfig) -> list[int]:
     """Sizes the storage holds cells of under study.name for the study's strategies (an earlier
     adaptive run's, a shell multirun's), finished or not; [] when the storage has none."""
     wanted = set(cfg.study.strategies)
@@ -212,15 +168,14 @@ def stored_sizes(cfg: DictConfig) -> list[int]:
     return sorted({cell.n_train for _, cell in cell_studies(_open(cfg), str(cfg.study.name)) if cell.strategy in wanted})
 
 
-def _tune(cfg: DictConfig, cells: list[DictConfig], run_root: Path, n_cells: int) -> None:
-    plain = [OmegaConf.to_container(c, resolve=True) for c in cells]
+def _tune(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path, n_cells: int) -> None:
     started = time.perf_counter()
     storage = _open(cfg)  # one connection pool for every poll, not one per poll
-    _in_workers(_worker, plain, int(cfg.study.workers), run_root, lambda: _progress(cfg, storage, n_cells, started))
+    _in_workers(_worker, list(cells), int(cfg.study.workers), run_root, lambda: _progress(cfg, storage, n_cells, started))
     _progress(cfg, storage, n_cells, started)
 
 
-def refine(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> list[DictConfig]:
+def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list[CellConfig]:
     """Add sizes between the two measured sizes that bracket n* (harness/adaptive.py), each with both
     strategies and the full tuning budget, then top them up, until the bracket is within
     study.bracket or study.max_cells / study.max_flops is spent. Returns every cell, added ones too."""
@@ -229,12 +184,12 @@ def refine(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> list[Dic
 
     grid_sizes = {int(n) for n in cfg.study.n_train}
     strategies = list(cfg.study.strategies)
-    cap_cells, cap_flops = cfg.study.get("max_cells"), cfg.study.get("max_flops")
+    cap_cells, cap_flops = cfg.study.max_cells, cfg.study.max_flops
     tried: set[int] = set()
     while True:
         stored = _stored(cfg)
         comparison, _ = _comparison(cfg, stored)
-        plan = adaptive.next_size(comparison, float(cfg.study.get("bracket", 1.5)))
+        plan = adaptive.next_size(comparison, float(cfg.study.bracket))
         if plan.size is None:
             _say(cfg, f"refinement done: {plan.reason}")
             return cells
@@ -263,7 +218,7 @@ def refine(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> list[Dic
         top_up(cfg, cells, run_root)
 
 
-def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
+def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> None:
     """Replicates where they matter: while sizes that decide the headline are undecided, their
     cells get `study.topup_step` more replicates, a round at a time, up to `study.max_seeds`.
     Every round re-reads the storage, so a rerun (or another machine) continues where it stopped."""
@@ -274,7 +229,7 @@ def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
     started = time.perf_counter()
     while True:
         comparison, counts = _comparison(cfg)
-        jobs = [(OmegaConf.to_container(by_key[(s, n)], resolve=True), target)
+        jobs = [(by_key[(s, n)], target)
                 for s, n, target in topup_targets(comparison.needs, counts, list(cfg.study.strategies), cap, step)
                 if (s, n) in by_key]
         if not jobs:
@@ -291,7 +246,7 @@ def top_up(cfg: DictConfig, cells: list[DictConfig], run_root: Path) -> None:
             return  # nothing could be added (a cell's best changed since its re-run): leave it to the next run
 
 
-def run_study(cfg: DictConfig, run_root: Path) -> dict:
+def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
     """Pretrain when needed, tune every cell, re-run the bests; with study.adaptive, add replicates
     where the verdict needs them and sizes where n* is not yet bracketed; build the report; returns
     its summary."""
@@ -304,7 +259,7 @@ def run_study(cfg: DictConfig, run_root: Path) -> dict:
 
         pretrained = ensure_pretrained(needs_source[0])
         _say(cfg, f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
-    adaptive = bool(cfg.study.get("adaptive", False))
+    adaptive = bool(cfg.study.adaptive)
     if adaptive:  # sizes an earlier run added are finished and counted like the grid's
         known = {(c.strategy.name, int(c.data.n_train)) for c in cells}
         extra = [cell_config(cfg, s, n) for n in stored_sizes(cfg) for s in cfg.study.strategies if (s, n) not in known]

@@ -21,26 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from harness import records
+from harness import workers
 from harness.budget import Budget, resolve_budget
 from harness.compute import Compute
 from harness.config import require_int, validate_cell
 from harness.data import cv_folds_for, unvalidated
 from harness.errors import ConfigError
+from harness.locks import study_lock
 from harness.module import TrainingDiverged
 from harness.pretrain import ensure_pretrained, ensure_source
 from harness.progress import Progress
 from harness.pruning import PruningCallback, make_pruner, pruner_attrs
+from harness.records import CellId, storage_of, trial_id_of
 from harness.rerun import rerun_best
 from harness.run import RunFailed, RunResult, resolve_device, run_training
+from harness.schema import CellConfig
 from harness.search_space import Recipe, SearchSpace
-from harness import records
-from harness.locks import study_lock
-from harness.records import CellId, storage_of, trial_id_of
 from harness.storage import fail_stale_trials, redact_url
-from harness import workers
 from harness.workers import _beat_once, _peers_may_die, _poll_s, _sigterm_as_interrupt, heartbeat
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,15 +48,15 @@ warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used w
 log = logging.getLogger(__name__)
 
 
-def cell_of(cfg: DictConfig) -> CellId:
+def cell_of(cfg: CellConfig) -> CellId:
     return CellId(str(cfg.study.name), str(cfg.strategy.name), int(cfg.data.n_train))
 
 
-def cell_study_name(cfg: DictConfig) -> str:
+def cell_study_name(cfg: CellConfig) -> str:
     return cell_of(cfg).name
 
 
-def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
+def check_cell_config(cfg: CellConfig) -> tuple[SearchSpace, Budget]:
     """All config errors surface here, before any trial or storage write."""
     validate_cell(cfg)
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
@@ -70,9 +70,9 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
     from harness.models import check_model_name
 
     for key in ("sampler_seed", "n_startup_trials"):
-        require_int(cfg.tune[key], f"tune.{key}", 0)
+        require_int(getattr(cfg.tune, key), f"tune.{key}", 0)
     _check_selection(cfg)
-    task = build_task(unvalidated(cfg.data) if cfg.tune.get("selection") == "cv" else cfg.data, "target")
+    task = build_task(unvalidated(cfg.data) if cfg.tune.selection == "cv" else cfg.data, "target")
     check_model_name(str(cfg.model.name))
     resolve_device(cfg.trainer)
     _check_weights(cfg, task)
@@ -82,21 +82,21 @@ def check_cell_config(cfg: DictConfig) -> tuple[SearchSpace, Budget]:
 SELECTIONS = ("holdout", "cv")
 
 
-def _check_selection(cfg: DictConfig) -> None:
+def _check_selection(cfg: CellConfig) -> None:
     """tune.selection=cv needs two examples of every class in n_train, so each fold holds each out."""
-    selection = cfg.tune.get("selection", "holdout")
+    selection = cfg.tune.selection
     if selection not in SELECTIONS:
         raise ConfigError(f"tune.selection={selection} is not one of {', '.join(SELECTIONS)}: holdout selects on the "
                           "validation split, cv by k-fold cross-validation inside n_train")
     if selection == "cv":
-        require_int(cfg.tune.get("cv_folds"), "tune.cv_folds", 2)
+        require_int(cfg.tune.cv_folds, "tune.cv_folds", 2)
         folds = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
         if folds < 2:
             raise ConfigError(f"tune.selection=cv needs >= 2 examples of every class, but data.n_train={cfg.data.n_train} "
                               "has a class with 1: raise data.n_train or use tune.selection=holdout")
 
 
-def _check_weights(cfg: DictConfig, task) -> None:
+def _check_weights(cfg: CellConfig, task) -> None:
     """A weights file or hub tag that cannot be used fails here, not once per trial (as a FAIL
     that spends the budget): the file is read safely and checked against the model."""
     if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) == "source":
@@ -109,7 +109,7 @@ def _check_weights(cfg: DictConfig, task) -> None:
         check_weights_fit(cfg, task, weights.file)
 
 
-def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
+def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
     attrs = {**cell_of(cfg).attrs(), "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
              "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name),
              "selection": str(cfg.tune.selection), "pruner": pruner_attrs(cfg)}
@@ -124,7 +124,7 @@ def _cell_attrs(cfg: DictConfig, space: SearchSpace, budget: Budget) -> dict[str
     return attrs
 
 
-def weights_attrs(cfg: DictConfig, pretrain: dict[str, Any] | None) -> dict[str, Any] | None:
+def weights_attrs(cfg: CellConfig, pretrain: dict[str, Any] | None) -> dict[str, Any] | None:
     """Where a fine-tune cell's weights came from and what their pretraining cost: measured for our
     own pretraining, declared (strategy.pretrain_flops) for a file or a hub tag, else unknown."""
     if cfg.strategy.name != "finetune":
@@ -134,13 +134,13 @@ def weights_attrs(cfg: DictConfig, pretrain: dict[str, Any] | None) -> dict[str,
         assert pretrain is not None
         return {"origin": "own pretraining", "ref": pretrain["config_hash"], "pretrain_flops": float(pretrain["flops"]),
                 "pretrain_flops_from": "measured"}
-    declared = cfg.strategy.get("pretrain_flops")
+    declared = cfg.strategy.pretrain_flops
     origin, ref = ("hub", str(cfg.model.name)) if weights == "hub" else ("file", str(Path(weights).expanduser()))
     return {"origin": origin, "ref": ref, "pretrain_flops": None if declared is None else float(declared),
             "pretrain_flops_from": "unknown" if declared is None else "declared"}
 
 
-def open_cell(cfg: DictConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
+def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
     storage = records.open_storage(cfg.storage)
     cell = cell_of(cfg)
     name = cell.name
@@ -174,7 +174,7 @@ def enqueue_recipes(study: optuna.Study, recipes: list[Recipe]) -> None:
         study.enqueue_trial(r.values, user_attrs=records.recipe_attrs(r.name), skip_if_exists=True)
 
 
-def cell_sampler_seed(cfg: DictConfig) -> int:
+def cell_sampler_seed(cfg: CellConfig) -> int:
     """The cell's own sampler seed, from the study name, strategy, n_train and tune.sampler_seed:
     one seed for every cell would make all of a study's searches one correlated draw. A stable hash
     (sha256, not hash(), which changes per process) so a resumed or repeated cell draws the same."""
@@ -193,7 +193,7 @@ def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True)
 
 
-def _take_trial(study: optuna.Study, cfg: DictConfig, budget: Budget) -> optuna.Trial | None:
+def _take_trial(study: optuna.Study, cfg: CellConfig, budget: Budget) -> optuna.Trial | None:
     """Under the study lock: fail dead workers' trials, check the budget, take the next trial."""
     with study_lock(storage_of(study), study.study_name):
         fail_stale_trials(study)
@@ -215,7 +215,7 @@ def _fail_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: SearchSpace, run_root: Path) -> TrialState:
+def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: CellConfig, space: SearchSpace, run_root: Path) -> TrialState:
     values = space.suggest(trial)
     trial_cfg = space.apply(cfg, values)
     callback = PruningCallback(trial)
@@ -252,7 +252,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, space: 
     return TrialState.COMPLETE
 
 
-def _train_trial(trial_cfg: DictConfig, run_dir: Path, callback: PruningCallback, **kwargs: Any) -> RunResult:
+def _train_trial(trial_cfg: CellConfig, run_dir: Path, callback: PruningCallback, **kwargs: Any) -> RunResult:
     """One trial's training. Holdout selection: one run, scored on the validation split. Cross-
     validation (tune.selection=cv): k runs, fold i held out of the n_train examples, scored by the
     mean over folds, the validation split never read; the pruner watches fold 0 (its curve is the
@@ -262,8 +262,7 @@ def _train_trial(trial_cfg: DictConfig, run_dir: Path, callback: PruningCallback
     folds = cv_folds_for(trial_cfg.data, int(trial_cfg.tune.cv_folds))
     results: list[RunResult] = []
     for fold in range(folds):
-        fold_cfg = OmegaConf.create(OmegaConf.to_container(trial_cfg, resolve=False))
-        fold_cfg.data.cv_folds, fold_cfg.data.cv_fold = folds, fold
+        fold_cfg = dataclasses.replace(trial_cfg, data=dataclasses.replace(trial_cfg.data, cv_folds=folds, cv_fold=fold))
         results.append(run_training(fold_cfg, run_dir / f"fold-{fold}", callbacks=[callback] if fold == 0 else [],
                                     evaluate_test=False, **kwargs))
         if results[0].stopped_early:
@@ -290,7 +289,7 @@ def _record(trial: optuna.Trial, result: RunResult) -> None:
                                   "samples_seen": c.samples_seen})
 
 
-def tune_cell(cfg: DictConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
+def tune_cell(cfg: CellConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
     """Create or continue one cell's study, run trials until the budget is spent, re-run the best.
 
     With `wait_for_peers`, a worker that finds the budget spent stays until the other workers'

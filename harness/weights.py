@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from harness.errors import ConfigError
+from harness.schema import RunConfig
 from harness.source_cache import cache_dir, find_pretrained
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -32,7 +32,7 @@ class InitialWeights:
     hub: bool = False
 
 
-def resolve_weights(cfg: DictConfig) -> InitialWeights:
+def resolve_weights(cfg: RunConfig) -> InitialWeights:
     """Where strategy.weights points: harness-pretrain's cache (read, never made here: the entry
     points make it first, see harness.pretrain.ensure_source), a file, or the hub (checked reachable)."""
     if cfg.strategy.name == "scratch":

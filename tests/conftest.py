@@ -46,15 +46,27 @@ SMALL = (
 )
 
 
-def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True, cache_dir: Path | None = None) -> DictConfig:
-    """A real config from harness/conf/ as the console scripts would see it (later overrides win)."""
+def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True, cache_dir: Path | None = None,
+                typed: bool = True):
+    """A real config from harness/conf/ as the console scripts would see it (later overrides win):
+    with typed=True, the checked settings its entry point builds (harness.config.load_*), else the
+    composed DictConfig."""
     base = list(SMALL) if small else []
     if cache_dir is not None:
         base.append(f"pretrain.cache_dir={cache_dir}")
     if config_name == "pretrain":
         base = [o for o in base if not o.startswith("train.")]  # harness-pretrain has no train group
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=base + list(overrides))
+        composed = compose(config_name=config_name, overrides=base + list(overrides))
+    return load_settings(composed, config_name) if typed else composed
+
+
+def load_settings(composed: DictConfig, config_name: str):
+    """What the entry point named `config_name` builds from its composed config."""
+    from harness import config
+
+    return {"train": config.load_run, "pretrain": config.load_pretrain, "tune": config.load_cell,
+            "study": config.load_study, "report": config.load_report}[config_name](composed)
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +76,11 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def make_cfg(cache_dir) -> Callable[..., DictConfig]:
+def make_cfg(cache_dir) -> Callable[..., object]:
     """make_cfg("strategy=finetune", "data.n_train=40") -> a composed, small config."""
 
-    def make(*overrides: str, config_name: str = "train", cache: Path | None = None) -> DictConfig:
-        return compose_cfg(*overrides, config_name=config_name, cache_dir=cache or cache_dir)
+    def make(*overrides: str, config_name: str = "train", cache: Path | None = None, typed: bool = True):
+        return compose_cfg(*overrides, config_name=config_name, cache_dir=cache or cache_dir, typed=typed)
 
     return make
 

@@ -16,6 +16,7 @@ from harness.report.verdict import Comparison, SizeVerdict
 from harness.study import check_study
 
 sys.path.insert(0, str(Path(__file__).parent))
+from harness.config import load_study  # noqa: E402
 from test_study import compose_study  # noqa: E402
 
 
@@ -63,9 +64,9 @@ def test_no_whole_size_between_neighbours_stops_the_refinement():
     ("study.adaptive=maybe", "study.adaptive=maybe must be true or false"),
 ])
 def test_adaptive_settings_are_checked_before_any_training(tmp_path, override, fix):
-    cfg = compose_study(override, f"storage.url=sqlite:///{tmp_path}/s.db")
+    cfg = compose_study(override, f"storage.url=sqlite:///{tmp_path}/s.db", typed=False)
     with pytest.raises(ConfigError, match=fix.replace(".", r"\.").replace("+", r"\+")):
-        check_study(cfg)
+        check_study(load_study(cfg))
     assert not (tmp_path / "s.db").exists()
 
 

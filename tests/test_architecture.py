@@ -182,3 +182,19 @@ def test_only_records_and_storage_touch_optuna_privates():
         if uses:
             offenders[module] = uses
     assert not offenders, f"Optuna private attributes outside {sorted(OPTUNA_INTERNALS_ALLOWED)}: {offenders}"
+
+
+def test_only_the_entry_points_and_the_config_module_see_the_composed_config():
+    """Hydra's DictConfig stops at the door: harness.config checks it once and builds the typed
+    settings (harness.schema) every other module takes."""
+    allowed = {"harness.config"}
+    offenders = []
+    for module, path in _modules().items():
+        if module in allowed or module.startswith("harness.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = _imported(node, module, path.name == "__init__.py")
+            hydra_shell = module == "harness.errors"  # hydra_app: the console scripts' shell around Hydra
+            if any(n.split(".")[0] == "omegaconf" or (n.split(".")[0] == "hydra" and not hydra_shell) for n in names):
+                offenders.append(f"{module}:{node.lineno}")
+    assert not offenders, f"omegaconf/hydra imported below the entry points: {offenders}"

@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 import harness.cli
 from conftest import IMAGE_SIZES
+from harness.config import load_cell, load_run, load_study
 from harness.errors import ConfigError
 from harness.run import run_training
 from harness.study import run_study
@@ -187,6 +188,10 @@ CASES = [
     ("tune", ["seed=abc"], "seed=abc must be an integer >= 0"),
     ("study", ["seed=abc"], "seed=abc must be an integer >= 0"),
     ("train", ["trainer.threads=-3"], "trainer.threads=-3 must be an integer >= 0"),
+    ("train", ["+train.stepz=5"], "train.stepz is not a setting"),
+    ("study", ["+strategies.finetune.moed=full"], "strategies.finetune.moed is not a setting"),
+    ("tune", ["model.drop_rate=x"], "model.drop_rate='x' must be of type float"),
+    ("study", ["storage.wal=sometimes"], "storage.wal='sometimes' must be of type bool"),
     ("tune", ["trainer.threads=-3"], "trainer.threads=-3 must be an integer >= 0"),
     ("train", ["trainer.threads=null"], "trainer.threads=None must be an integer >= 0"),
     ("tune", ["study.name=a/b"], "study.name='a/b' contains '/'"),
@@ -234,13 +239,13 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
     before = dump(storage)
     cfg = compose_entry(entry, tmp_path, *_fill(overrides, tmp_path, weights_files))
 
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(ConfigError) as raised:  # the entry point's door (harness.config.load_*) included
         if entry == "tune":
-            tune_cell(cfg, tmp_path / "runs")
+            tune_cell(load_cell(cfg), tmp_path / "runs")
         elif entry == "study":
-            run_study(cfg, tmp_path / "study")
+            run_study(load_study(cfg), tmp_path / "study")
         else:
-            run_training(cfg, tmp_path / "run")
+            run_training(load_run(cfg), tmp_path / "run")
 
     message = str(raised.value)
     assert words in message, message
@@ -260,6 +265,7 @@ def test_unreadable_images_are_left_out_and_counted_when_asked(tmp_path, capsys)
     (root / "bee" / "empty.jpg").write_bytes(b"")
     cfg = compose_entry("train", tmp_path, "data=imagefolder", f"data.root={root}", "data.image_size=12", "data.n_val=3",
                         "data.n_test=3", "data.n_train=6", "data.source_n_val=3", "data.skip_bad_files=true")
+    cfg = load_run(cfg)
     result = run_training(cfg, tmp_path / "run")
     err = capsys.readouterr().err
     assert f"data: skipped 2 unreadable file(s) under data.root={root}" in err, err

@@ -40,7 +40,8 @@ def test_tune_gets_the_tune_defaults():
 @pytest.mark.parametrize("recipe", ["digits", "digits_split", "cifar10_gpu"])
 def test_study_overrides_only_trials_startup_and_progress_of_the_tune_block(recipe):
     cfg = composed("study", f"recipe={recipe}")
-    assert cfg["tune"] == {**TUNE_DEFAULTS, "n_trials": 10, "n_startup_trials": 4, "progress": False}
+    trials = {"cifar10_gpu": 30}.get(recipe, 10)  # a recipe's own n_trials wins over study.yaml's (recipe after _self_)
+    assert cfg["tune"] == {**TUNE_DEFAULTS, "n_trials": trials, "n_startup_trials": 4, "progress": False}
     assert cfg["report"] == REPORT_DEFAULTS
     assert cfg["study"]["name"] == {"digits": "digits", "digits_split": "digits_split", "cifar10_gpu": "cifar10"}[recipe]
 
@@ -49,6 +50,12 @@ def test_study_recipes_set_their_grids():
     assert composed("study")["study"]["n_train"] == [10, 20, 40, 80, 160, 320, 640]
     assert composed("study", "recipe=digits_split")["study"]["n_train"] == [10, 20, 40, 80, 160, 320]
     assert composed("study", "recipe=cifar10_gpu")["train"]["val_every"] == 500
+
+
+def test_every_data_option_gets_the_one_glyph_block():
+    blocks = [composed("train", f"data={d}", "data.root=/x")["data"]["glyphs"] for d in ("digits", "imagefolder", "torchvision")]
+    assert blocks[0] == blocks[1] == blocks[2] and blocks[0]["n"] == 20000 and blocks[0]["grid"] == 8
+    assert composed("train", "data.glyphs.n=500")["data"]["glyphs"]["n"] == 500
 
 
 def test_report_gets_the_report_defaults():

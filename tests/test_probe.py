@@ -53,8 +53,7 @@ def test_fit_probe_separates_separable_features() -> None:
 
 @pytest.mark.slow
 def test_each_fine_tune_replicate_stores_the_probe_of_its_own_training_subset(tmp_path) -> None:
-    from omegaconf import OmegaConf
-
+    from harness.schema import replace_path
     from harness.tuning import tune_cell
     from tuning_helpers import compose_tune, load
 
@@ -62,6 +61,5 @@ def test_each_fine_tune_replicate_stores_the_probe_of_its_own_training_subset(tm
     tune_cell(cfg, tmp_path / "runs")
     final = load(tmp_path, "digits/finetune/n10").user_attrs["final"]
     for r in final:
-        replicate = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        replicate.data.subset = r["subset"]
+        replicate = replace_path(cfg, "data.subset", r["subset"])
         assert r["probe_acc"] == pytest.approx(probe_accuracy(replicate))

@@ -90,7 +90,9 @@ def test_linear_probe_leaves_backbone_unchanged(runs, pretrained_state):
 
 def _initial_state(result) -> dict:
     """The model exactly as run_training made it before training (same config, same seeding)."""
-    cfg = OmegaConf.create(result.config)
+    from harness.config import load_run
+
+    cfg = load_run(OmegaConf.create(result.config))
     task = build_task(cfg.data)
     pl.seed_everything(int(cfg.seed), verbose=False)
     return build_model(cfg, task).state_dict()

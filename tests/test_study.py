@@ -8,25 +8,28 @@ import math
 import os
 import subprocess
 import sys
+from operator import attrgetter
 from pathlib import Path
 
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from harness.cli import CONFIG_DIR
+from harness.config import load_study
 from harness.errors import ConfigError
 from harness.study import cell_config, check_study, grid
 
 STUDY = str(Path(sys.executable).with_name("harness-study"))
 
 
-def compose_study(*overrides: str, recipe: str = "digits"):
+def compose_study(*overrides: str, recipe: str = "digits", typed: bool = True):
+    """harness-study's settings as it builds them (harness.config.load_study), or with typed=False
+    the composed DictConfig."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("study", overrides=[f"recipe={recipe}", *overrides],
-                       return_hydra_config=False)
+        composed = compose("study", overrides=[f"recipe={recipe}", *overrides], return_hydra_config=False)
+    return load_study(composed) if typed else composed
 
 
 def test_digits_recipe_is_a_geometric_grid_over_about_one_and_a_half_decades():
@@ -43,24 +46,24 @@ def test_a_cell_gets_its_own_strategy_and_search_space():
     cfg = compose_study()
     cell = cell_config(cfg, "finetune", 40)
     assert cell.strategy.name == "finetune" and cell.data.n_train == 40
-    assert "mode" in cell.search_space.params and "strategies" not in cell
+    assert "mode" in cell.search_space.params and not hasattr(cell, "strategies")
     scratch = cell_config(cfg, "scratch", 40)
     assert "mode" not in scratch.search_space.params
-    assert scratch.search_space.params.lr.high > cell.search_space.params.lr.low
+    assert scratch.search_space.params["lr"]["high"] > cell.search_space.params["lr"]["low"]
 
 
 def test_gpu_recipe_composes_with_hub_weights_and_longer_scratch_schedules():
     cfg = compose_study(recipe="cifar10_gpu")
     assert cfg.data.name == "torchvision" and cfg.data.dataset == "CIFAR10"
-    assert cfg.strategies.finetune.weights == "hub" and "." in cfg.model.name
-    ft = cell_config(cfg, "finetune", 1000).search_space.params.steps
-    sc = cell_config(cfg, "scratch", 1000).search_space.params.steps
-    assert sc.high > ft.high
+    assert cfg.strategies["finetune"].weights == "hub" and "." in cfg.model.name
+    ft = cell_config(cfg, "finetune", 1000).search_space.params["steps"]
+    sc = cell_config(cfg, "scratch", 1000).search_space.params["steps"]
+    assert sc["high"] > ft["high"]
     # The recipe's recipes merge into the search space's, key by key: the rest of each recipe stays.
     ft_recipes = cell_config(cfg, "finetune", 1000).search_space.recipes
     assert list(ft_recipes) == ["bit_sgd", "adamw_full", "lp_ft"]
-    assert ft_recipes.lp_ft.steps == 500 and ft_recipes.lp_ft.mode == "lp_ft" and ft_recipes.bit_sgd.lr == 0.003
-    assert cell_config(cfg, "scratch", 1000).search_space.recipes.adamw_long.steps == 20000
+    assert ft_recipes["lp_ft"]["steps"] == 500 and ft_recipes["lp_ft"]["mode"] == "lp_ft" and ft_recipes["bit_sgd"]["lr"] == 0.003
+    assert cell_config(cfg, "scratch", 1000).search_space.recipes["adamw_long"]["steps"] == 20000
 
 
 def test_digits_recipe_pretrains_on_glyphs_and_targets_every_digit_from_one_per_class(tmp_path):
@@ -86,13 +89,13 @@ def test_digits_split_recipe_keeps_the_split_class_study_with_the_defaults_budge
     assert list(split.data.source_classes) == [0, 1, 2, 3, 4] and list(split.data.target_classes) == [5, 6, 7, 8, 9]
     assert list(split.study.n_train) == [10, 20, 40, 80, 160, 320]
     for key in ("study.seeds", "tune.n_trials", "data.n_val", "data.n_test", "model.name", "data.name", "study.adaptive"):
-        assert OmegaConf.select(split, key) == OmegaConf.select(digits, key), key
+        assert attrgetter(key)(split) == attrgetter(key)(digits), key
 
 
 @pytest.mark.parametrize("sizes", ["[]", "[10,10]", "[10,abc]"])
 def test_bad_grid_is_refused(sizes):
     with pytest.raises(ConfigError, match="study.n_train"):
-        grid(compose_study(f"study.n_train={sizes}"))
+        grid(load_study(compose_study(f"study.n_train={sizes}", typed=False)))
 
 
 def test_grid_value_beyond_the_data_is_refused_before_anything_runs(tmp_path):
@@ -114,7 +117,7 @@ def test_both_strategies_of_a_size_share_the_reference_trial_and_the_pruners_max
     assert cell_config(kept, "finetune", 10).tune.reference_steps == 200  # a study's own setting is kept
     assert cell_config(kept, "scratch", 10).pruner.max_resource == 1000
     asha = cell_config(compose_study("pruner=asha"), "scratch", 10)
-    assert "max_resource" not in asha.pruner  # successive halving takes no maximum
+    assert asha.pruner.max_resource is None  # successive halving takes no maximum
 
 
 def test_a_flops_budget_gives_both_strategies_of_a_size_the_same_compute(tmp_path):
@@ -239,7 +242,7 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     dead = tuning._take_trial(tuning.open_cell(dead_cell, space, budget), dead_cell, budget)
     space.suggest(dead)
 
-    _worker([OmegaConf.to_container(c, resolve=True) for c in cells], 0, str(tmp_path / "runs"))
+    _worker(cells, 0, str(tmp_path / "runs"))
 
     storage = f"sqlite:///{tmp_path}/study.db"
     held = optuna.load_study(study_name="digits/scratch/n10", storage=storage)

@@ -21,7 +21,8 @@ import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from harness.config import load_cell, search_space_config
+from harness.schema import SearchSpaceConfig, has_path
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -139,7 +140,7 @@ def test_a_finetune_cell_runs_its_recipes_and_each_trial_carries_only_what_its_m
                                     ["pruner=asha", "pruner.min_resource=5"]], ids=["median", "asha"])
 def test_pruning_prunes_a_learning_rate_that_cannot_learn(tmp_path, pruner):
     cfg = compose_tune(tmp_path, "tune.n_trials=5", "train.steps=30", *pruner)
-    set_space(cfg, _lr_space(SANE_LR, DEAD_LR), recipe={"lr": SANE_LR})
+    cfg = set_space(cfg, _lr_space(SANE_LR, DEAD_LR), recipe={"lr": SANE_LR})
     tune_cell(cfg, tmp_path / "runs")
 
     trials = load(tmp_path).trials
@@ -221,7 +222,7 @@ def test_a_trial_taken_by_a_worker_that_dies_before_training_is_still_retried(tm
 
 def test_a_diverging_trial_fails_and_the_study_continues(tmp_path):
     cfg = compose_tune(tmp_path, "tune.n_trials=5", "train.steps=10", "study.seeds=1")
-    set_space(cfg, _lr_space(SANE_LR, EXPLODING_LR), recipe={"lr": SANE_LR})
+    cfg = set_space(cfg, _lr_space(SANE_LR, EXPLODING_LR), recipe={"lr": SANE_LR})
     tune_cell(cfg, tmp_path / "runs")
 
     study = load(tmp_path)
@@ -253,9 +254,9 @@ def test_a_diverging_trial_fails_and_the_study_continues(tmp_path):
     (["model.name=no_such_model_xyz"], "no_such_model_xyz"),
 ])
 def test_config_errors_fail_before_any_trial(tmp_path, overrides, words):
-    cfg = compose_tune(tmp_path, *overrides)
+    cfg = compose_tune(tmp_path, *overrides, typed=False)
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")) as err:
-        tune_cell(cfg, tmp_path / "runs")
+        tune_cell(load_cell(cfg), tmp_path / "runs")
     assert "\n" not in str(err.value)
     assert study_names(tmp_path) == []  # no study, hence no trial, for this (or any) cell
     assert not (tmp_path / "runs").exists() and not (tmp_path / "pretrained").exists()
@@ -489,9 +490,9 @@ def test_tune_max_flops_is_the_flops_budget_and_trials_is_the_default(tmp_path):
     (["strategy=finetune", "strategy.pretrain_flops=1e18"], "own pretraining .* is measured: remove strategy.pretrain_flops"),
 ])
 def test_budget_pruner_and_pretraining_settings_are_checked_at_start_up(tmp_path, overrides, words):
-    cfg = compose_tune(tmp_path, *overrides, pruner="hyperband")
+    cfg = compose_tune(tmp_path, *overrides, pruner="hyperband", typed=False)
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")) as err:
-        tune_cell(cfg, tmp_path / "runs")
+        tune_cell(load_cell(cfg), tmp_path / "runs")
     assert "\n" not in str(err.value)
     assert study_names(tmp_path) == [] and not (tmp_path / "pretrained").exists()
 
@@ -522,18 +523,23 @@ def _expected(spec: dict):
     return FloatDistribution(spec["low"], spec["high"], log=spec.get("log", False), step=spec.get("step"))
 
 
+def distributions(space: SearchSpace) -> dict:
+    """name -> distribution, in the order the table declares them."""
+    return {p.name: p.distribution for p in space.params}
+
+
 @pytest.mark.parametrize("strategy", ["scratch", "finetune"])
 def test_search_space_files_parse_into_their_distributions(strategy):
     raw = yaml.safe_load((CONF / "search_space" / f"{strategy}.yaml").read_text())
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="tune", overrides=[f"strategy={strategy}"])
+        cfg = load_cell(compose(config_name="tune", overrides=[f"strategy={strategy}"]))
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
 
-    assert list(space.distributions) == list(raw["params"])
+    assert list(distributions(space)) == list(raw["params"])
     for name, spec in raw["params"].items():
-        assert space.distributions[name] == _expected(spec), name
+        assert distributions(space)[name] == _expected(spec), name
         assert [p.key for p in space.params if p.name == name] == [spec["key"]]
-        assert OmegaConf.select(cfg, spec["key"], default="absent") != "absent"
+        assert has_path(cfg, spec["key"])
     assert {p.name: {k: list(v) for k, v in p.when.items()} for p in space.params if p.when} == {
         name: {k: v if isinstance(v, list) else [v] for k, v in spec["when"].items()}
         for name, spec in raw["params"].items() if "when" in spec}
@@ -542,7 +548,7 @@ def test_search_space_files_parse_into_their_distributions(strategy):
     assert [(r.name, r.values) for r in space.recipes_within_space()] == list(raw["recipes"].items())
     for recipe, values in raw["recipes"].items():
         for name, value in values.items():
-            d = space.distributions[name]
+            d = distributions(space)[name]
             assert d._contains(d.to_internal_repr(value)), (recipe, name)
         used = [p.name for p in space.order if p.applies(values)]
         assert sorted(used) == sorted(values), f"{recipe} must set exactly the parameters its values use"
@@ -550,21 +556,21 @@ def test_search_space_files_parse_into_their_distributions(strategy):
 
 def test_search_space_shell_overrides():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="tune", overrides=["search_space.params.lr.high=0.5",
-                                                     "search_space.params.steps.step=25",
-                                                     "search_space.params.augment.choices=[off,strong]",
-                                                     "~search_space.params.warmup"])
+        cfg = load_cell(compose(config_name="tune", overrides=["search_space.params.lr.high=0.5",
+                                                               "search_space.params.steps.step=25",
+                                                               "search_space.params.augment.choices=[off,strong]",
+                                                               "~search_space.params.warmup"]))
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
     declared = yaml.safe_load((CONF / "search_space" / "scratch.yaml").read_text())["params"]
-    assert space.distributions["lr"] == FloatDistribution(declared["lr"]["low"], 0.5, log=True)
-    assert space.distributions["steps"] == IntDistribution(declared["steps"]["low"], declared["steps"]["high"], step=25)
-    assert space.distributions["augment"] == CategoricalDistribution(["off", "strong"])
-    assert "warmup" not in space.distributions
+    assert distributions(space)["lr"] == FloatDistribution(declared["lr"]["low"], 0.5, log=True)
+    assert distributions(space)["steps"] == IntDistribution(declared["steps"]["low"], declared["steps"]["high"], step=25)
+    assert distributions(space)["augment"] == CategoricalDistribution(["off", "strong"])
+    assert "warmup" not in distributions(space)
     assert all("warmup" not in r.values for r in space.recipes_within_space())
 
     # A narrowed range moves the recipes inside it.
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="tune", overrides=["search_space.params.lr.low=0.01"])
+        cfg = load_cell(compose(config_name="tune", overrides=["search_space.params.lr.low=0.01"]))
     fitted = {r.name: r.values["lr"] for r in SearchSpace.from_config(cfg.search_space, base=cfg).recipes_within_space()}
     assert fitted == {"adamw": 0.01, "sgd": 0.025, "adamw_long": 0.01}
 
@@ -583,14 +589,14 @@ def test_search_space_shell_overrides():
 ])
 def test_bad_search_space_entries_raise_config_errors(tmp_path, spec, words):
     cfg = compose_tune(tmp_path)
-    node = OmegaConf.create({"params": {"lr": spec}})
+    node = SearchSpaceConfig(params={"lr": spec})
     with pytest.raises(ConfigError, match=words):
         SearchSpace.from_config(node, base=cfg)
 
 
 def test_an_empty_search_space_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="empty"):
-        SearchSpace.from_config(OmegaConf.create({"params": {}}), base=compose_tune(tmp_path))
+        SearchSpace.from_config(SearchSpaceConfig(params={}), base=compose_tune(tmp_path))
 
 
 # ------------------------------------------------------- conditional spaces, recipes, sampler seeds
@@ -604,12 +610,12 @@ COND = {  # a crafted conditional space on keys every run config has
 
 def _space(params: dict, recipes: dict | list | None = None, base=None) -> SearchSpace:
     node = {"params": params} if recipes is None else {"params": params, "recipes": recipes}
-    return SearchSpace.from_config(OmegaConf.create(node), base=base)
+    return SearchSpace.from_config(SearchSpaceConfig(**node), base=base)
 
 
 def _finetune_space() -> tuple[SearchSpace, object]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="tune", overrides=["strategy=finetune"])
+        cfg = load_cell(compose(config_name="tune", overrides=["strategy=finetune"]))
     return SearchSpace.from_config(cfg.search_space, base=cfg), cfg
 
 
@@ -677,7 +683,7 @@ def test_a_cycle_of_conditions_is_a_config_error():
 
 def test_the_old_single_recipe_key_is_refused_with_the_new_name():
     with pytest.raises(ConfigError, match="search_space.recipe is now search_space.recipes"):
-        SearchSpace.from_config(OmegaConf.create({"params": COND, "recipe": {"lr": 0.003}}))
+        search_space_config({"params": COND, "recipe": {"lr": 0.003}})
 
 
 def test_recipes_are_a_named_table_or_a_list_and_are_fitted_to_the_space():
@@ -754,15 +760,15 @@ def test_the_cell_seed_is_a_stable_hash_of_study_strategy_size_and_sampler_seed(
 
 def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental_warnings(tmp_path):
     cfg = compose_tune(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=20", "tune.n_startup_trials=4")
-    set_space(cfg, COND)
+    cfg = set_space(cfg, COND)
     space, budget = harness.tuning.check_cell_config(cfg)
     study = harness.tuning.open_cell(cfg, space, budget)
     rng = np.random.default_rng(0)
     for i in range(8):  # complete trials, half of them with the conditional parameter
         params = {"optimizer": ["adamw", "sgd"][i % 2], "lr": float(10 ** rng.uniform(-3, -2))}
-        dists = {k: space.distributions[k] for k in params}
+        dists = {k: distributions(space)[k] for k in params}
         if params["optimizer"] == "sgd":
-            params["momentum"], dists["momentum"] = float(rng.uniform(0.5, 0.99)), space.distributions["momentum"]
+            params["momentum"], dists["momentum"] = float(rng.uniform(0.5, 0.99)), distributions(space)["momentum"]
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(rng.uniform())))
 
     with warnings.catch_warnings(record=True) as caught:

@@ -34,7 +34,7 @@ def test_one_wandb_run_per_trial_with_params_and_final_state(tmp_path, monkeypat
     cfg = compose_tune(tmp_path, "tune.n_trials=3", "train.steps=10", "study.seeds=1", "logger=wandb",
                        f"logger.dir={tmp_path / 'wb'}", "study.name=wbstudy")
     space = {"lr": {"key": "train.lr", "type": "categorical", "choices": [0.003, 1e6]}}
-    set_space(cfg, space, recipe={"lr": 1e6})  # the first trial diverges
+    cfg = set_space(cfg, space, recipe={"lr": 1e6})  # the first trial diverges
     tune_cell(cfg, tmp_path / "runs")
 
     trials = load(tmp_path, "wbstudy/scratch/n10").trials

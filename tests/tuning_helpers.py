@@ -3,6 +3,7 @@ of the Optuna storage (the single source of truth the tests assert on)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -12,10 +13,11 @@ from typing import Any
 
 import optuna
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import FrozenTrial, TrialState
 
 import harness.cli
+from harness.config import load_cell
+from harness.schema import CellConfig, SearchSpaceConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 TUNE = str(Path(sys.executable).with_name("harness-tune"))
@@ -46,22 +48,23 @@ def tiny_overrides(tmp: Path, pruner: str = "none", n_train: int | None = 10) ->
     return out
 
 
-def compose_tune(tmp: Path, *overrides: str, pruner: str = "none") -> DictConfig:
-    """harness/conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first."""
+def compose_tune(tmp: Path, *overrides: str, pruner: str = "none", typed: bool = True):
+    """harness/conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first: the
+    checked settings harness-tune builds from it (harness.config.load_cell), or with typed=False the
+    composed DictConfig."""
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="tune", overrides=[*tiny_overrides(tmp, pruner), *overrides])
+        composed = compose(config_name="tune", overrides=[*tiny_overrides(tmp, pruner), *overrides])
+    return load_cell(composed) if typed else composed
 
 
-def set_space(cfg: DictConfig, params: dict[str, dict], recipe: dict[str, Any] | None = None,
-              recipes: dict[str, dict[str, Any]] | None = None) -> DictConfig:
-    """Replace the search space of a composed config (a crafted space for one test); `recipe` is
-    one recipe named "standard", `recipes` a name -> values table."""
+def set_space(cfg: CellConfig, params: dict[str, dict], recipe: dict[str, Any] | None = None,
+              recipes: dict[str, dict[str, Any]] | None = None) -> CellConfig:
+    """The cell's settings with a crafted search space (for one test); `recipe` is one recipe
+    named "standard", `recipes` a name -> values table."""
     table = dict(recipes or {})
     if recipe:
         table = {"standard": recipe, **table}
-    with open_dict(cfg):
-        cfg.search_space = OmegaConf.create({"params": params, "recipes": table})
-    return cfg
+    return dataclasses.replace(cfg, search_space=SearchSpaceConfig(params=params, recipes=table))
 
 
 def storage_url(tmp: Path) -> str:

@@ -11,9 +11,11 @@ from harness.errors import exits_cleanly, hydra_app
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 @exits_cleanly
-def _main(cfg: DictConfig) -> float:
+def _main(composed: DictConfig) -> float:
+    from harness.config import load_pretrain
     from harness.pretrain import check_pretrain_config, ensure_pretrained, find_pretrained
 
+    cfg = load_pretrain(composed)
     check_pretrain_config(cfg)
     cached = find_pretrained(cfg)
     made = cached or ensure_pretrained(cfg)

@@ -11,10 +11,13 @@ from harness.errors import exits_cleanly, hydra_app
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
 @exits_cleanly
-def _main(cfg: DictConfig) -> dict:
+def _main(composed: DictConfig) -> dict:
     from pathlib import Path
 
+    from harness.config import load_report
     from harness.report import build_report
+
+    cfg = load_report(composed)
 
     wandb_cfg = cfg.logger if str(cfg.logger.name) == "wandb" else None
     summary = build_report(

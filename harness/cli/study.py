@@ -11,14 +11,15 @@ from harness.errors import exits_cleanly, hydra_app
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="study")
 @exits_cleanly
-def _study(cfg: DictConfig) -> float:
+def _study(composed: DictConfig) -> float:
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
 
+    from harness.config import load_study
     from harness.study import run_study
 
-    summary = run_study(cfg, Path(HydraConfig.get().runtime.output_dir))
+    summary = run_study(load_study(composed), Path(HydraConfig.get().runtime.output_dir))
     print(summary.get("verdict", ""))
     print(f"report: {summary.get('report_html')}")
     return float(summary.get("n_star") or 0.0)

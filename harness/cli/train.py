@@ -14,13 +14,15 @@ from harness.errors import exits_cleanly, hydra_app
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exits_cleanly
-def _main(cfg: DictConfig) -> float:
+def _main(composed: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from harness.config import load_run
     from harness.pretrain import ensure_source
     from harness.run import run_training
     from harness.weights import resolve_weights
 
+    cfg = load_run(composed)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ensure_source(cfg)  # the trainer only reads the source model: made here when missing
     result = run_training(cfg, run_dir, weights=resolve_weights(cfg))

@@ -11,15 +11,16 @@ from harness.errors import exits_cleanly, hydra_app
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune")
 @exits_cleanly
-def _main(cfg: DictConfig) -> float:
+def _main(composed: DictConfig) -> float:
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
 
     from harness.records import StudyRecord
+    from harness.config import load_cell
     from harness.tuning import best_value, tune_cell
 
-    study = tune_cell(cfg, Path(HydraConfig.get().runtime.output_dir))
+    study = tune_cell(load_cell(composed), Path(HydraConfig.get().runtime.output_dir))
     tests = [r["test_acc"] for r in StudyRecord.of(study).final if r.get("test_acc") is not None]
     summary = f"best val_acc={best_value(study):.4f}"
     if tests:

@@ -59,6 +59,7 @@ from harness.report.frames import (
 )
 from harness.report.verdict import HORIZON, MARGIN, Comparison, compare
 from harness.report.wandb_run import log_to_wandb
+from harness.schema import LoggerConfig
 
 __all__ = [
     "EDGE_FRACTION", "HORIZON", "LABELS", "MARGIN", "METRICS", "PLOT_FILES", "STRATEGIES",
@@ -111,7 +112,7 @@ def check_report_dir(out_dir: Path) -> None:
 
 
 def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "test_acc", n_boot: int = 1000,
-                 margin: float = MARGIN, horizon: float = HORIZON, wandb_cfg: Any = None,
+                 margin: float = MARGIN, horizon: float = HORIZON, wandb_cfg: LoggerConfig | None = None,
                  sqlite_wal: bool = True) -> dict[str, Any]:
     """Read `study`'s cells from the storage at `storage_url` and write the report into `out_dir`.
 

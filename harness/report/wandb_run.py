@@ -7,10 +7,11 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.schema import LoggerConfig
 import pandas as pd
 
 
-def log_to_wandb(wandb_cfg: Any, study: str, out_dir: Path, frames: Mapping[str, pd.DataFrame],
+def log_to_wandb(wandb_cfg: LoggerConfig, study: str, out_dir: Path, frames: Mapping[str, pd.DataFrame],
                  crossover: Mapping[str, Any], plots: Mapping[str, Path]) -> str | None:
     """One W&B run (job_type "report", group = study): tables, plots, the report folder as an
     artifact of type "report". Returns the run's local directory."""
@@ -18,10 +19,9 @@ def log_to_wandb(wandb_cfg: Any, study: str, out_dir: Path, frames: Mapping[str,
 
     from harness.loggers import wandb_mode
 
-    get = wandb_cfg.get if hasattr(wandb_cfg, "get") else (lambda k, d=None: getattr(wandb_cfg, k, d))
-    save_dir = Path(str(get("dir") or "outputs"))
+    save_dir = Path(str(wandb_cfg.dir or "outputs"))
     save_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=str(get("project") or "harness"), entity=get("entity"), mode=wandb_mode(wandb_cfg),
+    run = wandb.init(project=str(wandb_cfg.project or "harness"), entity=wandb_cfg.entity, mode=wandb_mode(wandb_cfg),
                      dir=str(save_dir), job_type="report", group=study, name=f"report-{study}",
                      config={"study": study, "crossover": dict(crossover)}, reinit="finish_previous")
     try:
