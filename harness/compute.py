@@ -112,24 +112,29 @@ class ComputeMeter(pl.Callback):
         self.samples_per_step, self.device, self.started = samples_per_step, device, started
         self.steps = 0
         self.evaluated = 0  # examples run through the model to score it
+        self.trainer: pl.Trainer | None = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self.steps = int(trainer.global_step)
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.trainer = trainer  # its global_step is read when asked: no work per step
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps finished (a fault's step, if it broke one, not counted)."""
+        return int(self.trainer.global_step) if self.trainer is not None else self.steps
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.evaluated += self.n_val
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.steps = int(trainer.global_step)  # the steps finished before the fault, not the one it broke
 
     def count_evaluated(self, n: int) -> None:
         """Examples scored after training (the last validation, the test split)."""
         self.evaluated += n
 
     def spent(self) -> Compute:
-        train_flops, rows = phase_flops(self.phases, self.steps)
+        steps = self.steps_done
+        train_flops, rows = phase_flops(self.phases, steps)
         return Compute(train_flops=train_flops, eval_flops=self.eval_flops_per_sample * self.evaluated,
-                       wall_s=time.perf_counter() - self.started, samples_seen=self.steps * self.samples_per_step,
-                       steps=self.steps, flops_per_step=self.phases[-1].flops_per_step,
+                       wall_s=time.perf_counter() - self.started, samples_seen=steps * self.samples_per_step,
+                       steps=steps, flops_per_step=self.phases[-1].flops_per_step,
                        peak_mem_bytes=peak_memory_bytes(self.device), phases=rows)

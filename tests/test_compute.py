@@ -132,9 +132,9 @@ def test_the_finished_runs_compute_is_the_meters_count(finished):
     meter = ComputeMeter([PhaseCost("full", 0, c.flops_per_step)], c.eval_flops / ((STEPS // VAL_EVERY + 2) * N_VAL),
                          n_val=N_VAL, samples_per_step=16, device=torch.device("cpu"), started=0.0)
     trainer = SimpleNamespace(global_step=0, sanity_checking=False)
+    meter.on_fit_start(trainer, None)
     for step in range(1, STEPS + 1):
-        trainer.global_step = step
-        meter.on_train_batch_end(trainer, None, None, None, step - 1)
+        trainer.global_step = step  # the meter reads it when asked
         if step % VAL_EVERY == 0:
             meter.on_validation_end(trainer, None)
     meter.count_evaluated(2 * N_VAL)  # the last validation and the test split
