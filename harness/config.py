@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from harness.augment import LEVELS
 from harness.errors import ConfigError
 from harness.glyphs import GlyphSettings
-from harness.schema import (CellConfig, DataConfig, PretrainConfig, PrunerConfig, ReportAppConfig, RunConfig,
-                            SearchSpaceConfig, StrategyConfig, StudyAppConfig, StudyConfig, TrainConfig, TrainerConfig)
+from harness.schema import (CellConfig, DataConfig, LoggerConfig, ModelConfig, PretrainConfig, PrunerConfig,
+                            ReportAppConfig, ReportConfig, RunConfig, SearchSpaceConfig, StorageConfig, StrategyConfig,
+                            StudyAppConfig, StudyConfig, TrainConfig, TrainerConfig, TuneConfig)
 from harness.strategies import MODES
 
 T = TypeVar("T")
@@ -272,23 +273,23 @@ def _section(plain: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# The groups built the same way at every door (search_space, pruner, strategies: their own builders).
+_GROUPS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "strategy": StrategyConfig, "train": TrainConfig,
+                            "trainer": TrainerConfig, "logger": LoggerConfig, "pretrain": PretrainConfig,
+                            "storage": StorageConfig, "study": StudyConfig, "tune": TuneConfig, "report": ReportConfig}
+
+
+def _groups(plain: dict, *keys: str) -> dict[str, Any]:
+    """The named groups the composed config has, each built into its dataclass."""
+    return {key: _build(_GROUPS[key], plain[key], f"{key}.") for key in keys if key in plain}
+
+
 def _run_fields(plain: dict) -> dict:
     out: dict[str, Any] = {k: plain[k] for k in ("seed", "study_name") if k in plain}
-    for key, cls in (("data", DataConfig), ("model", None), ("strategy", StrategyConfig), ("train", TrainConfig),
-                     ("trainer", TrainerConfig), ("logger", None), ("pretrain", PretrainConfig)):
-        if key in plain:
-            out[key] = _build(cls or _schema_of(key), plain[key], f"{key}.")
+    out.update(_groups(plain, "data", "model", "strategy", "train", "trainer", "logger", "pretrain"))
     if isinstance(out.get("study_name"), (int, float)) and not isinstance(out.get("study_name"), bool):
         out["study_name"] = str(out["study_name"])
     return out
-
-
-def _schema_of(key: str) -> type:
-    from harness import schema
-
-    return {"model": schema.ModelConfig, "logger": schema.LoggerConfig, "storage": schema.StorageConfig,
-            "tune": schema.TuneConfig, "study": schema.StudyConfig, "report": schema.ReportConfig,
-            "search_space": SearchSpaceConfig}[key]
 
 
 # Each pruner's settings and the least value each takes (all integers; max_resource may be null).
@@ -332,9 +333,7 @@ def _cell_fields(plain: dict) -> dict:
     out = _run_fields(plain)
     if "search_space" in plain:
         out["search_space"] = search_space_config(plain["search_space"])
-    for key in ("storage", "study", "tune"):
-        if key in plain:
-            out[key] = _build(_schema_of(key), plain[key], f"{key}.")
+    out.update(_groups(plain, "storage", "study", "tune"))
     if "pruner" in plain:
         out["pruner"] = _pruner(plain["pruner"])
     return out
@@ -374,8 +373,7 @@ def load_study(cfg: DictConfig) -> StudyAppConfig:
     out["strategies"] = {k: _build(StrategyConfig, v, f"strategies.{k}.") for k, v in _section(plain, "strategies").items()}
     out["search_spaces"] = {k: search_space_config(v, f"search_spaces.{k}")
                             for k, v in _section(plain, "search_spaces").items()}
-    if "report" in plain:
-        out["report"] = _build(_schema_of("report"), plain["report"], "report.")
+    out.update(_groups(plain, "report"))
     study = StudyAppConfig(**out)
     validate_study(study.study)
     validate_seeds(study)
@@ -385,9 +383,8 @@ def load_study(cfg: DictConfig) -> StudyAppConfig:
 
 
 def load_report(cfg: DictConfig) -> ReportAppConfig:
+    """harness-report's settings (report.* checked by harness.report, which library callers use too)."""
     plain = _plain(cfg)
-    out = {key: _build(_schema_of(key), plain[key], f"{key}.") for key in ("storage", "logger", "study", "report")
-           if key in plain}
-    report = ReportAppConfig(**out)
+    report = ReportAppConfig(**_groups(plain, "storage", "logger", "study", "report"))
     validate_study_name(report.study.name)
     return report
