@@ -98,3 +98,23 @@ def test_every_config_file_is_package_data():
     assert on_disk and on_disk <= shipped, sorted(str(p) for p in on_disk - shipped)
     assert package / "report" / "templates" / "report.html.j2" in shipped  # the report page's template
     assert Path(CONFIG_DIR) == package / "conf"
+
+
+def test_the_typed_settings_are_changed_by_copy_only():
+    """A trial's settings are made from the cell's with replace_path; the cell's stay as loaded."""
+    import dataclasses
+
+    from conftest import compose_cfg
+    from harness.schema import as_dict, has_path, replace_path
+
+    cell = compose_cfg(config_name="tune")
+    trial = replace_path(replace_path(cell, "train.lr", 0.5), "search_space.params.lr.high", 0.9)
+    assert (trial.train.lr, trial.search_space.params["lr"]["high"]) == (0.5, 0.9)
+    assert cell.train.lr == 0.003 and cell.search_space.params["lr"]["high"] == 0.3  # untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cell.train.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(KeyError):
+        replace_path(cell, "train.learning_rate", 0.1)
+    assert has_path(cell, "strategy.name") and not has_path(cell, "train.learning_rate")
+    plain = as_dict(cell)
+    assert plain["train"]["lr"] == 0.003 and plain["data"]["glyphs"]["scale"] == [0.75, 1.0]
