@@ -31,7 +31,7 @@ def pruner_attrs(cfg: CellConfig) -> dict[str, Any]:
 
 def make_pruner(cfg: CellConfig) -> optuna.pruners.BasePruner:
     p: PrunerConfig = cfg.pruner
-    check_pruner({k: v for k, v in vars(p).items() if k == "name" or k in PRUNER_SETTINGS.get(p.name, vars(p))})
+    check_pruner({"name": p.name, **{k: getattr(p, k) for k in PRUNER_SETTINGS.get(p.name, {})}})  # built in code, too
     if p.name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
                                               reduction_factor=int(p.reduction_factor))
