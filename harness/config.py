@@ -347,13 +347,18 @@ def load_run(cfg: DictConfig) -> RunConfig:
     return run
 
 
+def validate_pretrain(cfg: RunConfig) -> None:
+    """What the source model's cache key and training read, checked before the key is computed."""
+    validate_train(cfg.pretrain.train, "pretrain.train")  # named as the user wrote it, before any folder is made
+    validate_seeds(cfg)
+    validate_source(cfg.data)
+
+
 def load_pretrain(cfg: DictConfig) -> RunConfig:
     """harness-pretrain's settings (no target strategy or schedule: those keep their defaults)."""
     run = RunConfig(**_run_fields(_plain(cfg)))
-    validate_train(run.pretrain.train, "pretrain.train")
-    validate_seeds(run)
+    validate_pretrain(run)
     validate_threads(run.trainer)
-    validate_source(run.data)
     _check_types(run)
     return run
 

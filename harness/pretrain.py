@@ -27,12 +27,10 @@ def _locked(folder: Path) -> FileLock:
 
 
 def check_pretrain_config(cfg: RunConfig) -> None:
-    """What the source model's cache key and training read, checked before the key is computed."""
-    from harness.config import validate_seeds, validate_source, validate_train
+    """What the source model's cache key and training read (library callers come here without the door)."""
+    from harness.config import validate_pretrain
 
-    validate_train(cfg.pretrain.train, "pretrain.train")  # named as the user wrote it, before any folder is made
-    validate_seeds(cfg)
-    validate_source(cfg.data)
+    validate_pretrain(cfg)
 
 
 def ensure_pretrained(cfg: RunConfig) -> Pretrained:

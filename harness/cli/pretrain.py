@@ -13,10 +13,9 @@ from harness.errors import exits_cleanly, hydra_app
 @exits_cleanly
 def _main(composed: DictConfig) -> float:
     from harness.config import load_pretrain
-    from harness.pretrain import check_pretrain_config, ensure_pretrained, find_pretrained
+    from harness.pretrain import ensure_pretrained, find_pretrained
 
-    cfg = load_pretrain(composed)
-    check_pretrain_config(cfg)
+    cfg = load_pretrain(composed)  # checked once: what the cache key reads included
     cached = find_pretrained(cfg)
     made = cached or ensure_pretrained(cfg)
     meta = made.meta
