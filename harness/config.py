@@ -125,6 +125,7 @@ def validate_run(cfg: RunConfig) -> None:
     _one_of(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
     require_int(cfg.data.split_seed, "data.split_seed", 0)
     require_int(cfg.data.subset, "data.subset", 0)
+    require_int(cfg.data.draw, "data.draw", 0)
     folds, fold = cfg.data.cv_folds, cfg.data.cv_fold
     require_int(folds, "data.cv_folds", 0)
     require_int(fold, "data.cv_fold", -1)
@@ -170,6 +171,13 @@ def validate_study(study: StudyConfig) -> None:
                           "cell gets when its verdict is undecided (= study.seeds turns the top-up off)")
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ConfigError(f"study.topup_step={step} must be a positive integer: replicates added per cell and round")
+    runs, most = study.tunings, study.max_tunings
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"study.tunings={runs} must be a positive integer: tuning runs per cell (3 measures the "
+                          "between-run variance; 1 has the report estimate it from the curves)")
+    if isinstance(most, bool) or not isinstance(most, int) or most < runs:
+        raise ConfigError(f"study.max_tunings={most} must be an integer >= study.tunings ({runs}): the most tuning "
+                          "runs the top-up gives an undecided cell (= study.tunings turns that off)")
     _validate_adaptive(study)
 
 
@@ -195,6 +203,7 @@ def validate_cell(cfg: CellConfig) -> None:
     """A tuning cell: one run's settings plus the study name its Optuna study is named after."""
     validate_run(cfg)
     validate_study_name(cfg.study.name)
+    require_int(cfg.tune.run, "tune.run", 0)
 
 
 # ------------------------------------------------------------------------------- the door
@@ -381,6 +390,9 @@ def load_study(cfg: DictConfig) -> StudyAppConfig:
     out.update(_groups(plain, "report"))
     study = StudyAppConfig(**out)
     validate_study(study.study)
+    if study.tune.run != 0:
+        raise ConfigError(f"tune.run={study.tune.run} picks one tuning run for harness-tune; harness-study runs "
+                          "study.tunings of them per cell: drop tune.run, or set study.tunings")
     validate_seeds(study)
     validate_threads(study.trainer)
     _check_types(study)

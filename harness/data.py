@@ -113,6 +113,13 @@ def subset_seed(split_seed: int, subset: int) -> int:
     return int(np.random.SeedSequence([split_seed, subset]).generate_state(1, dtype=np.uint64)[0])
 
 
+def draw_seed(split_seed: int, draw: int, subset: int | None = None) -> int:
+    """The seed of validation draw `draw` > 0 (subset None) or of its training order `subset`:
+    64 bits from (split_seed, draw, subset), so no two draws or orders share one."""
+    parts = [split_seed, 1_000_003, draw] + ([] if subset is None else [subset])
+    return int(np.random.SeedSequence(parts).generate_state(1, dtype=np.uint64)[0])
+
+
 def split_digest(cfg: DataConfig, class_names: list[str], test_idx: np.ndarray, official: bool) -> str:
     """A short name for the test examples: which dataset, which target classes, which images in
     which order. Runs with equal digests were scored on the same examples, position by position."""
@@ -173,8 +180,11 @@ def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None)
     else:
         _check_size("test split", n_test, len(order) - 2 * k, k, "data.n_test")
         test_idx, test_pool, rest = order[:n_test], pool, order[n_test:]
-    # Re-stratify what is left so validation and training prefixes both stay balanced.
-    rest = rest[stratified_order(pool.labels[rest], seed + 1)]
+    # Re-stratify what is left so validation and training prefixes both stay balanced. Draw d > 0 (a
+    # tuning run of its own, harness/replicates.py) draws its own validation split from what the
+    # test split leaves; draw 0 is the split every study before tuning runs used.
+    draw = int(cfg.draw)
+    rest = rest[stratified_order(pool.labels[rest], seed + 1 if draw == 0 else draw_seed(seed, draw))]
     _check_size("validation split", n_val, len(rest) - k, k, "data.n_val")
     val_idx = rest[:n_val]
     # Every subset orders the same training pool (what validation and test left), so val/test never move;
@@ -182,7 +192,8 @@ def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None)
     subset = int(cfg.subset)
     train_pool = rest[n_val:]
     norm = pool.statistics(np.sort(train_pool))
-    train_pool = train_pool[stratified_order(pool.labels[train_pool], seed + 2 if subset == 0 else subset_seed(seed, subset))]
+    order_seed = (seed + 2 if subset == 0 else subset_seed(seed, subset)) if draw == 0 else draw_seed(seed, draw, subset)
+    train_pool = train_pool[stratified_order(pool.labels[train_pool], order_seed)]
     _check_size("training set", n_train, len(train_pool), k, "data.n_train")
     train_idx = train_pool[:n_train]
     folds = int(cfg.cv_folds)

@@ -30,7 +30,7 @@ CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make 
 # Trials whose work is spent (and counted against the budget), unless interrupted or retried.
 SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 COMPUTE_KEYS = ("flops", "train_flops", "eval_flops", "wall_s", "flops_per_step", "steps", "samples_seen")
-_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)$")
+_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)(?:/t(?P<tuning>\d+))?$")
 
 
 # ============================================================================ cell identity
@@ -38,36 +38,49 @@ _NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)$")
 
 @dataclass(frozen=True)
 class CellId:
-    """One cell of a study: strategy x n_train. Stored as study attrs; the name is for display."""
+    """One tuning run of one cell of a study (strategy x n_train; tuning run k, 0-based): one Optuna
+    study. Stored as study attrs; the name is for display. A study stored before tuning runs
+    existed has no `tuning` attr and reads as run 0, so an old storage is a study of one run a cell."""
 
     study: str
     strategy: str
     n_train: int
+    tuning: int = 0
 
     @property
     def name(self) -> str:
-        """The Optuna study name of the cell: <study>/<strategy>/n<n_train>."""
-        return f"{self.study}/{self.strategy}/n{self.n_train}"
+        """The Optuna study name: <study>/<strategy>/n<n_train> for run 0 (the name before tuning runs
+        existed), <study>/<strategy>/n<n_train>/t<k> for run k."""
+        base = f"{self.study}/{self.strategy}/n{self.n_train}"
+        return base if self.tuning == 0 else f"{base}/t{self.tuning}"
+
+    @property
+    def cell(self) -> tuple[str, int]:
+        return self.strategy, self.n_train
 
     @classmethod
     def parse(cls, name: str) -> CellId | None:
         """The cell a study name spells, or None: for display and for stores without the attrs."""
         match = _NAME.match(name)
-        return None if match is None else cls(match["study"], match["strategy"], int(match["n_train"]))
+        return None if match is None else cls(match["study"], match["strategy"], int(match["n_train"]),
+                                              int(match["tuning"] or 0))
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> CellId | None:
         """The cell a study's user attrs name; None unless all three are there (non-empty strings,
-        a whole number of examples)."""
+        a whole number of examples); a missing `tuning` is run 0."""
         study, strategy, n_train = (attrs.get(k) for k in CELL_ATTRS)
         if not (isinstance(study, str) and study and isinstance(strategy, str) and strategy):
             return None
         if isinstance(n_train, bool) or not isinstance(n_train, (int, float)) or not float(n_train).is_integer():
             return None
-        return cls(study, strategy, int(n_train))
+        tuning = attrs.get("tuning", 0)
+        if isinstance(tuning, bool) or not isinstance(tuning, int) or tuning < 0:
+            return None
+        return cls(study, strategy, int(n_train), tuning)
 
     def attrs(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "n_train": self.n_train, "study": self.study}
+        return {"strategy": self.strategy, "n_train": self.n_train, "study": self.study, "tuning": self.tuning}
 
 
 def study_part(name: str) -> str:

@@ -1,7 +1,11 @@
-"""Replicates of a cell's best, apart from the trial loop: the one reader of the test split, and run after tuning too."""
+"""Replicates of a tuning run's best, apart from the trial loop: the one reader of the test split, and
+run after tuning too. A re-run that fails is recorded with its reason and the cell goes on."""
 
 from __future__ import annotations
 
+import logging
+import time
+import traceback
 from pathlib import Path
 
 import optuna
@@ -11,8 +15,9 @@ from harness.config import require_int
 from harness.data import cv_folds_for
 from harness.locks import rerun_lock
 from harness.records import StudyRecord, storage_of, write_final
-from harness.replicates import make_record, replicate_overrides
-from harness.run import run_training
+from harness.module import TrainingDiverged
+from harness.replicates import DIVERGED, FAILED, failure_record, make_record, replicate_overrides
+from harness.run import RunFailed, run_training
 from harness.schema import CellConfig, replace_path
 from harness.search_space import SearchSpace
 from harness.weights import resolve_weights
@@ -23,9 +28,23 @@ def _best_complete(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(complete, key=lambda t: t.value) if complete else None
 
 
+log = logging.getLogger(__name__)
+
+
+def _chance(cfg: CellConfig) -> float:
+    """Accuracy of a guess: 1 / the target's classes (what a diverged run is counted at)."""
+    from harness.data import build_task
+
+    return 1.0 / build_task(cfg.data, "target").num_classes
+
+
 def _run_replicate(best_cfg: CellConfig, base_seed: int, r: int, run_root: Path) -> dict:
     """Replicate r of the best configuration (harness/replicates.py): its seed and its own training
-    subset, the same validation and test splits; the only place tuning reads the test split."""
+    subset, the same validation and test splits; the only place tuning reads the test split.
+
+    A failure is data: a loss gone NaN/inf is stored as `diverged` (counted at chance accuracy),
+    any other error as `failed` (with its reason, left out of the statistics); a run at chance
+    accuracy is kept and marked `collapsed`. Ctrl-C and a launcher's exit still stop the cell."""
     overrides = replicate_overrides(r, base_seed)
     for key, value in overrides.items():
         best_cfg = replace_path(best_cfg, key, value)
@@ -33,13 +52,25 @@ def _run_replicate(best_cfg: CellConfig, base_seed: int, r: int, run_root: Path)
         folds = cv_folds_for(best_cfg.data, int(best_cfg.tune.cv_folds))
         best_cfg = replace_path(replace_path(best_cfg, "data.cv_folds", folds), "data.cv_fold", -1)
     seed = overrides["seed"]
-    result = run_training(best_cfg, run_root / f"final-seed{seed}", weights=resolve_weights(best_cfg))
+    chance = _chance(best_cfg)
+    started = time.perf_counter()
+    try:
+        result = run_training(best_cfg, run_root / f"final-seed{seed}", weights=resolve_weights(best_cfg))
+    except Exception as err:  # noqa: BLE001 - one re-run's failure is recorded; the cell goes on
+        compute = err.compute if isinstance(err, RunFailed) else None
+        cause = err.__cause__ if isinstance(err, RunFailed) and err.__cause__ is not None else err
+        status = DIVERGED if isinstance(cause, TrainingDiverged) else FAILED
+        log.warning("re-run %s (seed %s) %s: %s", r, seed, status, cause)
+        log.debug("%s", traceback.format_exc())
+        reason = f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
+        return failure_record(r, seed, status, reason, chance, flops=compute.total_flops if compute else 0.0,
+                              wall_s=time.perf_counter() - started)
     probe = None
     if best_cfg.strategy.name == "finetune":
         from harness.probe import probe_accuracy
 
         probe = probe_accuracy(best_cfg)  # the same training subset, the source weights frozen
-    return make_record(r, seed, result, probe)
+    return make_record(r, seed, result, probe, chance=chance)
 
 
 def rerun_best(study: optuna.Study, cfg: CellConfig, space: SearchSpace, run_root: Path,

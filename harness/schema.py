@@ -27,6 +27,7 @@ class DataConfig:
     n_test: int = 250
     split_seed: int = 0
     subset: int = 0
+    draw: int = 0
     cv_folds: int = 0
     cv_fold: int = 0
     source_classes: tuple | None = None
@@ -143,6 +144,7 @@ class TuneConfig:
     selection: str = "holdout"
     cv_folds: int = 5
     progress: bool = True
+    run: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ class StudyConfig:
 
     name: str = "digits"
     seeds: int = 3
+    tunings: int = 3
+    max_tunings: int = 6
     n_train: tuple = ()
     strategies: tuple = ("finetune", "scratch")
     max_seeds: int = 10

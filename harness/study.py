@@ -1,8 +1,9 @@
-"""A whole study: every (strategy x n_train) cell tuned on equal budgets by a few worker processes,
-each cell's best re-run as replicates; adaptive (study.adaptive), more replicates where the verdict
-is undecided and decides the headline and more sizes where n* is not yet bracketed
-(harness/adaptive.py); then the report. Re-running it resumes: the storage says what is done, so only what
-is missing runs."""
+"""A whole study: every (strategy x n_train) cell tuned study.tunings times on equal budgets by a few
+worker processes (each tuning run its own Optuna study, its own search, seeds and validation draw),
+each run's best re-run as replicates; adaptive (study.adaptive), more replicates or tuning runs
+where the verdict is undecided and decides the headline, chosen by value of information, and more
+sizes where n* is not yet bracketed (harness/adaptive.py); then the report. Re-running it resumes:
+the storage says what is done, so only what is missing runs."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from harness.errors import ConfigError
 from harness.schema import CellConfig, StudyAppConfig
 
 
-def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int) -> CellConfig:
-    """The harness-tune config of one cell, cut from the study config. What the strategies must share
-    to be compared at equal effort is set from all of them: the reference trial's steps (for
-    tune.budget=flops) and the pruner's maximum resource, unless the study config sets them."""
+def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int, run: int = 0) -> CellConfig:
+    """The harness-tune config of tuning run `run` of one cell, cut from the study config. What the
+    strategies must share to be compared at equal effort is set from all of them: the reference
+    trial's steps (for tune.budget=flops) and the pruner's maximum resource, unless the study config
+    sets them; every tuning run has the same budget."""
+    from harness.replicates import tuning_run
+
     if strategy not in cfg.strategies:
         raise ConfigError(f"study.strategies names {strategy}, which has no strategy config: use finetune and/or scratch")
     low, high = steps_range(cfg)
@@ -29,8 +33,9 @@ def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int) -> CellConfig:
     if pruner.name == "hyperband" and pruner.max_resource is None:
         pruner = dataclasses.replace(pruner, max_resource=high)
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CellConfig)}
-    return CellConfig(**{**shared, "strategy": cfg.strategies[strategy], "search_space": cfg.search_spaces[strategy],
+    cell = CellConfig(**{**shared, "strategy": cfg.strategies[strategy], "search_space": cfg.search_spaces[strategy],
                          "data": dataclasses.replace(cfg.data, n_train=int(n_train)), "tune": tune, "pruner": pruner})
+    return tuning_run(cell, run)
 
 
 def steps_range(cfg: StudyAppConfig) -> tuple[int, int]:
@@ -43,9 +48,20 @@ def steps_range(cfg: StudyAppConfig) -> tuple[int, int]:
     return min(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
-def grid(cfg: StudyAppConfig) -> list[tuple[str, int]]:
-    """Every (strategy, n_train) cell of the grid (settings checked at the door: harness.config.validate_study)."""
-    return [(s, int(n)) for n in sorted(cfg.study.n_train) for s in cfg.study.strategies]
+def grid(cfg: StudyAppConfig) -> list[tuple[str, int, int]]:
+    """Every (strategy, n_train, tuning run) of the grid (settings checked at the door:
+    harness.config.validate_study), run 0 of every cell first so a stopped study has one of each."""
+    return [(s, int(n), k) for k in range(int(cfg.study.tunings)) for n in sorted(cfg.study.n_train)
+            for s in cfg.study.strategies]
+
+
+def key_of(cell: CellConfig) -> tuple[str, int, int]:
+    return cell.strategy.name, int(cell.data.n_train), int(cell.tune.run)
+
+
+def run_dir(run_root: Path, cell: CellConfig) -> Path:
+    run = int(cell.tune.run)
+    return Path(run_root) / (f"{cell.strategy.name}-n{cell.data.n_train}" + (f"-t{run}" if run else ""))
 
 
 def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
@@ -57,7 +73,7 @@ def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
     r = cfg.report
     check_report_settings(str(r.metric), r.n_boot, r.margin, r.horizon)  # now, not after hours of training
     check_report_dir(Path(str(r.dir)))
-    cells = [cell_config(cfg, s, n) for s, n in grid(cfg)]
+    cells = [cell_config(cfg, s, n, k) for s, n, k in grid(cfg)]
     for cell in cells:
         check_cell_config(cell)
     records.open_storage(cfg.storage, heartbeats=False)
@@ -75,7 +91,7 @@ def _worker(cells: list[CellConfig], offset: int, run_root: str) -> None:
     order = cells[offset:] + cells[:offset]
     for wait_for_peers in (False, True):
         for cfg in order:
-            tune_cell(cfg, Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", wait_for_peers=wait_for_peers)
+            tune_cell(cfg, run_dir(Path(run_root), cfg), wait_for_peers=wait_for_peers)
 
 
 def _topup_worker(jobs: list[tuple[CellConfig, int]], offset: int, run_root: str) -> None:
@@ -86,8 +102,7 @@ def _topup_worker(jobs: list[tuple[CellConfig, int]], offset: int, run_root: str
 
     for cfg, target in jobs[offset:] + jobs[:offset]:
         space, budget = check_cell_config(cfg)
-        extend_replicates(open_cell(cfg, space, budget), cfg, space,
-                          Path(run_root) / f"{cfg.strategy.name}-n{cfg.data.n_train}", target)
+        extend_replicates(open_cell(cfg, space, budget), cfg, space, run_dir(Path(run_root), cfg), target)
 
 
 def _in_workers(target, jobs: list, workers: int, run_root: Path, tick) -> None:
@@ -136,7 +151,7 @@ def _progress(cfg: StudyAppConfig, storage, n_cells: int, started: float) -> tup
     elapsed = time.perf_counter() - started
     budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.budget == "trials" else 0  # flops: no count
     eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
-    _say(cfg, f"cells done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}")
+    _say(cfg, f"tuning runs done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}")
     return done, trials
 
 
@@ -149,14 +164,21 @@ def _stored(cfg: StudyAppConfig) -> list:
     return load_cells(storage, str(cfg.study.name), shown)
 
 
+def _caps(cfg: StudyAppConfig) -> dict[str, int]:
+    return {"max_tunings": int(cfg.study.max_tunings), "max_seeds": int(cfg.study.max_seeds),
+            "trials_per_run": int(cfg.tune.n_trials or 0)}
+
+
 def _comparison(cfg: StudyAppConfig, stored: list | None = None):
-    """The verdict as the report will state it, from the storage."""
+    """The verdict as the report will state it, from the storage, and the stored tuning runs
+    {(strategy, n_train, run): replicates}."""
     from harness.report import study_comparison
 
     cells = _stored(cfg) if stored is None else stored
     r = cfg.report
-    comparison = study_comparison(cells, metric=str(r.metric), n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon)
-    return comparison, {(c.strategy, c.n_train): len(c.final) for c in cells}
+    comparison = study_comparison(cells, metric=str(r.metric), n_boot=int(r.n_boot), margin=r.margin,
+                                  horizon=r.horizon, caps=_caps(cfg))
+    return comparison, {(c.strategy, c.n_train, c.tuning): len(c.final) for c in cells}
 
 
 def stored_sizes(cfg: StudyAppConfig) -> list[int]:
@@ -166,6 +188,19 @@ def stored_sizes(cfg: StudyAppConfig) -> list[int]:
     from harness.records import cell_studies
 
     return sorted({cell.n_train for _, cell in cell_studies(_open(cfg), str(cfg.study.name)) if cell.strategy in wanted})
+
+
+def stored_runs(cfg: StudyAppConfig) -> list[tuple[str, int, int]]:
+    """(strategy, n_train, tuning run) the storage holds under study.name for the study's
+    strategies, with every tuning run below the study's count at each stored size."""
+    from harness.records import cell_studies
+
+    wanted = set(cfg.study.strategies)
+    found = {(c.strategy, c.n_train, c.tuning) for _, c in cell_studies(_open(cfg), str(cfg.study.name))
+             if c.strategy in wanted}
+    sizes = {n for _, n, _ in found}
+    found |= {(s, n, k) for n in sizes for s in wanted for k in range(int(cfg.study.tunings))}
+    return sorted(found, key=lambda x: (x[2], x[1], x[0]))
 
 
 def _tune(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path, n_cells: int) -> None:
@@ -209,41 +244,72 @@ def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list
             return cells
         _say(cfg, f"refining: {plan.reason}, both strategies, the full tuning budget")
         tried.add(plan.size)
-        new = [cell_config(cfg, s, plan.size) for s in strategies]
+        new = [cell_config(cfg, s, plan.size, k) for k in range(int(cfg.study.tunings)) for s in strategies]
         for cell in new:
             check_cell_config(cell)
-        cells = cells + [c for c in new if (c.strategy.name, int(c.data.n_train))
-                         not in {(x.strategy.name, int(x.data.n_train)) for x in cells}]
+        cells = cells + [c for c in new if key_of(c) not in {key_of(x) for x in cells}]
         _tune(cfg, new, run_root, len(cells))
-        top_up(cfg, cells, run_root)
+        cells = top_up(cfg, cells, run_root)
 
 
-def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> None:
-    """Replicates where they matter: while sizes that decide the headline are undecided, their
-    cells get `study.topup_step` more replicates, a round at a time, up to `study.max_seeds`.
-    Every round re-reads the storage, so a rerun (or another machine) continues where it stopped."""
-    from harness.adaptive import topup_targets
+def _unit_costs(stored: list) -> tuple[float, float]:
+    """(FLOPs of a trial, FLOPs of a re-run), as this study measured them so far."""
+    trials = [t.spent_flops for c in stored for t in c.trials if t.spent_flops > 0]
+    reruns = [float(r.get("flops") or 0.0) for c in stored for r in c.final if r.get("flops")]
+    trial = sum(trials) / len(trials) if trials else 1.0
+    return trial, (sum(reruns) / len(reruns) if reruns else trial)
 
-    by_key = {(c.strategy.name, int(c.data.n_train)): c for c in cells}
-    cap, step = int(cfg.study.max_seeds), int(cfg.study.topup_step)
+
+def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list[CellConfig]:
+    """More measurement where it matters: while sizes that decide the headline are undecided and the
+    caps can decide them, each such size gets the addition that narrows its interval most per FLOP
+    (harness.adaptive.topup_plan): `study.topup_step` more replicates on every tuning run (up to
+    `study.max_seeds`) or one more tuning run of both strategies (up to `study.max_tunings`), a round
+    at a time. Every round re-reads the storage, so a rerun (or another machine) continues where it
+    stopped. Returns every tuning run, added ones too."""
+    from harness.adaptive import topup_plan
+    from harness.tuning import check_cell_config
+
+    strategies = list(cfg.study.strategies)
     started = time.perf_counter()
     while True:
-        comparison, counts = _comparison(cfg)
-        jobs = [(by_key[(s, n)], target)
-                for s, n, target in topup_targets(comparison.needs, counts, list(cfg.study.strategies), cap, step)
-                if (s, n) in by_key]
-        if not jobs:
-            if comparison.needs:
-                _say(cfg, f"n = {comparison.needs} still undecided at study.max_seeds={cap} replicates: "
-                          "raise study.max_seeds to decide them")
-            return
-        _say(cfg, f"verdict {comparison.status} ({comparison.reason}); n = {comparison.needs} undecided: "
-                  f"adding replicates to {len(jobs)} cell(s), up to {max(t for _, t in jobs)} each (cap {cap})")
-        before = sum(counts.values())
-        _in_workers(_topup_worker, jobs, int(cfg.study.workers), run_root,
-                    lambda: _say(cfg, f"adding replicates, elapsed {time.perf_counter() - started:.0f}s"))
-        if sum(_comparison(cfg)[1].values()) == before:
-            return  # nothing could be added (a cell's best changed since its re-run): leave it to the next run
+        stored = _stored(cfg)
+        comparison, counts = _comparison(cfg, stored)
+        runs = {n: min(sum(1 for (s2, n2, _) in counts if (s2, n2) == (s, n)) for s in strategies)
+                for n in {n for (_, n, _) in counts}}
+        reps = {n: min((v for (s2, n2, _), v in counts.items() if n2 == n and s2 in strategies), default=0)
+                for n in runs}
+        trial, rerun = _unit_costs(stored)
+        plan = topup_plan(comparison, runs, reps, max_tunings=int(cfg.study.max_tunings),
+                          max_seeds=int(cfg.study.max_seeds), step=int(cfg.study.topup_step), trial_flops=trial,
+                          replicate_flops=rerun, trials_per_run=int(cfg.tune.n_trials or 0))
+        if not plan:
+            undecided = [p.n for p in comparison.per_n if p.decide is not None]
+            if undecided:
+                _say(cfg, f"n = {undecided} undecided; what would decide them is beyond study.max_tunings="
+                          f"{cfg.study.max_tunings} / study.max_seeds={cfg.study.max_seeds} (the report says what would)")
+            return cells
+        _say(cfg, f"verdict {comparison.status} ({comparison.reason}); adding: "
+                  + "; ".join(a.reason for a in plan) + f" [elapsed {time.perf_counter() - started:.0f}s]")
+        before = sum(counts.values()) + len(counts)
+        new = [cell_config(cfg, s, a.n, k) for a in plan if a.action == "tuning_runs"
+               for k in range(runs[a.n], a.target) for s in strategies]
+        for cell in new:
+            check_cell_config(cell)
+        known = {key_of(c) for c in cells}
+        cells = cells + [c for c in new if key_of(c) not in known]
+        if new:
+            _tune(cfg, new, run_root, len(cells))
+        by_key = {key_of(c): c for c in cells}
+        jobs = [(by_key[(s, a.n, k)], a.target) for a in plan if a.action == "replicates"
+                for (s, n, k) in sorted(counts) if n == a.n and s in strategies and (s, n, k) in by_key
+                and counts[(s, n, k)] < a.target]
+        if jobs:
+            _in_workers(_topup_worker, jobs, int(cfg.study.workers), run_root,
+                        lambda: _say(cfg, f"adding replicates, elapsed {time.perf_counter() - started:.0f}s"))
+        after = _comparison(cfg)[1]
+        if sum(after.values()) + len(after) == before:
+            return cells  # nothing could be added (a run's best changed since its re-run): leave it to the next run
 
 
 def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
@@ -260,13 +326,13 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
         pretrained = ensure_pretrained(needs_source[0])
         _say(cfg, f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
     adaptive = bool(cfg.study.adaptive)
-    if adaptive:  # sizes an earlier run added are finished and counted like the grid's
-        known = {(c.strategy.name, int(c.data.n_train)) for c in cells}
-        extra = [cell_config(cfg, s, n) for n in stored_sizes(cfg) for s in cfg.study.strategies if (s, n) not in known]
+    if adaptive:  # sizes and tuning runs an earlier run added are finished and counted like the grid's
+        known = {key_of(c) for c in cells}
+        extra = [cell_config(cfg, s, n, k) for s, n, k in stored_runs(cfg) if (s, n, k) not in known]
         cells += extra
     _tune(cfg, cells, run_root, len(cells))
     if adaptive:
-        top_up(cfg, cells, run_root)
+        cells = top_up(cfg, cells, run_root)
         refine(cfg, cells, run_root)
     logger = cfg.logger if str(cfg.logger.name) == "wandb" else None
     r = cfg.report

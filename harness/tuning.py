@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def cell_of(cfg: CellConfig) -> CellId:
-    return CellId(str(cfg.study.name), str(cfg.strategy.name), int(cfg.data.n_train))
+    return CellId(str(cfg.study.name), str(cfg.strategy.name), int(cfg.data.n_train), int(cfg.tune.run))
 
 
 def cell_study_name(cfg: CellConfig) -> str:
@@ -112,7 +112,8 @@ def _check_weights(cfg: CellConfig, task) -> None:
 def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
     attrs = {**cell_of(cfg).attrs(), "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
              "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name),
-             "selection": str(cfg.tune.selection), "pruner": pruner_attrs(cfg)}
+             "selection": str(cfg.tune.selection), "pruner": pruner_attrs(cfg), "draw": int(cfg.data.draw),
+             "seed": int(cfg.seed), "caps": caps_attrs(cfg)}
     if cfg.tune.selection == "cv":
         attrs["cv_folds"] = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
     if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
@@ -122,6 +123,12 @@ def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> dict[str
     if weights is not None:
         attrs["weights"] = weights
     return attrs
+
+
+def caps_attrs(cfg: CellConfig) -> dict[str, int]:
+    """What harness-study may still add to this cell (the report's power statements name them)."""
+    return {"max_tunings": int(cfg.study.max_tunings), "max_seeds": int(cfg.study.max_seeds),
+            "trials_per_run": int(cfg.tune.n_trials or 0)}
 
 
 def weights_attrs(cfg: CellConfig, pretrain: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -148,7 +155,7 @@ def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=make_pruner(cfg))
         stored = records.StudyRecord.of(study)
-        if stored.attrs and (stored.attrs.get("strategy"), stored.attrs.get("n_train")) != (cell.strategy, cell.n_train):
+        if stored.attrs and stored.cell != cell:
             raise ConfigError(f"study {name} in {redact_url(str(cfg.storage.url))} belongs to another cell: use another study.name")
         if not stored.attrs:
             records.write_study_attrs(study, _cell_attrs(cfg, space, budget))
@@ -178,8 +185,10 @@ def cell_sampler_seed(cfg: CellConfig) -> int:
     """The cell's own sampler seed, from the study name, strategy, n_train and tune.sampler_seed:
     one seed for every cell would make all of a study's searches one correlated draw. A stable hash
     (sha256, not hash(), which changes per process) so a resumed or repeated cell draws the same."""
-    text = "\x1f".join([str(cfg.study.name), str(cfg.strategy.name), str(int(cfg.data.n_train)),
-                        str(int(cfg.tune.sampler_seed))])
+    parts = [str(cfg.study.name), str(cfg.strategy.name), str(int(cfg.data.n_train)), str(int(cfg.tune.sampler_seed))]
+    if int(cfg.tune.run):  # tuning run k > 0 draws its own search; run 0 keeps the seed cells always had
+        parts.append(f"run{int(cfg.tune.run)}")
+    text = "\x1f".join(parts)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 2**31
 
 

@@ -23,7 +23,7 @@ def composed(config_name: str, *overrides: str) -> dict:
 
 TUNE_DEFAULTS = {"budget": "trials", "n_trials": 20, "max_flops": None, "reference_steps": None, "max_wall_s": None,
                  "sampler_seed": 0, "n_startup_trials": 5, "enqueue_recipe": True, "selection": "holdout",
-                 "cv_folds": 5, "progress": True}
+                 "cv_folds": 5, "progress": True, "run": 0}
 REPORT_DEFAULTS = {"dir": "outputs/report/${study.name}", "n_boot": 1000, "metric": "test_acc", "margin": 0.01,
                    "horizon": 10}
 TRAIN_DEFAULTS = {"steps": 300, "batch_size": 64, "optimizer": "adamw", "lr": 0.003, "momentum": 0.9,
@@ -40,7 +40,7 @@ def test_tune_gets_the_tune_defaults():
 @pytest.mark.parametrize("recipe", ["digits", "digits_split", "cifar10_gpu"])
 def test_study_overrides_only_trials_startup_and_progress_of_the_tune_block(recipe):
     cfg = composed("study", f"recipe={recipe}")
-    trials = {"cifar10_gpu": 30}.get(recipe, 10)  # a recipe's own n_trials wins over study.yaml's (recipe after _self_)
+    trials = {"cifar10_gpu": 30}.get(recipe, 5)  # a recipe's own n_trials wins over study.yaml's (recipe after _self_)
     assert cfg["tune"] == {**TUNE_DEFAULTS, "n_trials": trials, "n_startup_trials": 4, "progress": False}
     assert cfg["report"] == REPORT_DEFAULTS
     assert cfg["study"]["name"] == {"digits": "digits", "digits_split": "digits_split", "cifar10_gpu": "cifar10"}[recipe]

@@ -222,7 +222,10 @@ def test_report_reads_nothing_but_the_storage(report, crafted) -> None:
     db = crafted["toy"].path.resolve()
     allowed_db = {Path(f"{db}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")}
     forbidden_repo = [REPO / "conf", REPO / "outputs", REPO / "studies"]
-    opened = [(event, Path(p) if os.path.isabs(p) else cwd / p) for event, p in seen]
+    # A relative sys.path entry (setuptools' editable finder hook) is looked up in cwd by importlib.metadata
+    # when a library scans entry points (sklearn -> narwhals): the import machinery, not a file the report reads.
+    searched = {e for e in sys.path if e and not os.path.isabs(e)}
+    opened = [(event, Path(p) if os.path.isabs(p) else cwd / p) for event, p in seen if p not in searched]
     assert any(p.resolve().is_relative_to(out) for _, p in opened), "the audit hook recorded nothing"
     assert any(event == "sqlite3.connect" for event, _ in opened)
     bad = []
@@ -568,3 +571,188 @@ def test_cells_from_before_the_weights_record_are_own_pretraining_or_unknown() -
     assert bare.pretrain_flops is None and scratch.pretrain_flops == 0.0 and scratch.weights is None
     assert source_of([bare, scratch])["pretrain_flops"] == "unknown"
     assert source_of([own])["pretrain_flops"] == 7.0
+
+
+# ------------------------------------------------------------------ issue 21: the answers, the band, the noise said
+
+
+def _row(n: int, gap: float, verdict: str, **extra) -> dict:
+    row = {"n": n, "gap": gap, "ci95": [gap - 0.01, gap + 0.01], "verdict": verdict,
+           "replicates": {"finetune": 3, "scratch": 3}, "test_noise": True, "finetune_acc": 0.9, "scratch_acc": 0.9 - gap,
+           "probe_acc": None}
+    return {**row, **extra}
+
+
+def _new_crossover(**top) -> dict:
+    """A crossover.json with every key issue 21 adds, three sizes: fine-tune better, undecided, undecided."""
+    rows = [
+        _row(80, 0.05, "finetune_better", band95=[0.035, 0.065], se=0.006, p_within_margin=0.0, upper975=0.062,
+             resolution=0.022, variance_shares={"tuning": 0.5, "replicates": 0.3, "test": 0.2},
+             tuning_runs={"finetune": 1, "scratch": 1}, decide=None, failed={"finetune": 0, "scratch": 0}),
+        _row(320, 0.012, "inconclusive", band95=[-0.004, 0.028], se=0.0066, p_within_margin=0.41, upper975=0.025,
+             resolution=0.024, variance_shares={"tuning": 0.45, "replicates": 0.35, "test": 0.2},
+             tuning_runs={"finetune": 1, "scratch": 1},
+             decide={"action": "tuning_runs", "number": 4, "text": "4 tuning runs (now 1) would show it better"},
+             failed={"finetune": 1, "scratch": 0}),
+        _row(640, 0.004, "inconclusive", band95=[-0.012, 0.020], se=0.0066, p_within_margin=0.82, upper975=0.020,
+             resolution=0.024, variance_shares={"tuning": 0.4, "replicates": 0.35, "test": 0.25},
+             tuning_runs={"finetune": 1, "scratch": 1},
+             decide={"action": "larger_test", "number": 3000,
+                     "text": "below what this design resolves: even 6 tuning runs x 10 replicates leave sd 0.0060 "
+                             "against the 0.0030 needed; with those, a test split of about 3,000 examples (now 1,000) would"},
+             failed={"finetune": 0, "scratch": 2}),
+    ]
+    out = {"metric": "test_acc", "margin": 0.01, "status": "inconclusive", "reason": "undecided at n = [320, 640]",
+           "n_star": None, "ci95": [78.0, None], "extrapolated": True, "measured_range": [80, 640], "per_n": rows,
+           "needs_replicates": [320], "intervals": "replicates and test examples", "n_boot": 400, "horizon": 10,
+           "band": {"method": "max-|t| over the joint bootstrap draws", "level": 0.95, "critical": 2.4},
+           "between_runs": "estimated", "tau": 0.006, "n_test": 1000, "settled_from": None, "n_star_text": "n* > 78"}
+    return {**out, **top}
+
+
+def _old_crossover() -> dict:
+    """The same study as a crossover.json from before issue 21 wrote it: none of the new keys."""
+    keep = ("n", "gap", "ci95", "verdict", "replicates", "test_noise", "finetune_acc", "scratch_acc", "probe_acc")
+    new = _new_crossover()
+    old = {k: v for k, v in new.items() if k not in ("band", "between_runs", "tau", "n_test", "settled_from",
+                                                     "n_star_text")}
+    old["per_n"] = [{k: p[k] for k in keep} for p in new["per_n"]]
+    return old
+
+
+def test_the_answer_lines_state_the_bound_the_probability_the_resolution_and_where_the_variance_comes_from() -> None:
+    from harness.report.answer import answer_lines, answer_table, settled_line
+
+    c = _new_crossover()
+    lines = answer_lines(c)
+    assert len(lines) == 3
+    assert lines[2].startswith("With 640 training examples, pretraining is worth at most +2.0 points")
+    assert "P(gap <= 0.01) = 0.82" in lines[2] and "resolves margins down to 2.4 points" in lines[2]
+    negative = answer_lines(_new_crossover(per_n=[dict(c["per_n"][0], upper975=-0.015)]))
+    assert negative[0].startswith("With 80 training examples, pretraining costs at least 1.5 points")
+    table = answer_table(c).set_index("n_train")
+    assert table.loc[640, "P(gap <= 0.01)"] == "0.82"
+    assert table.loc[640, "fine-tune's advantage at most (97.5%, points)"] == "+2.0"
+    assert table.loc[640, "smallest margin resolved (80% power, points)"] == "2.4"
+    assert table.loc[640, "gap variance: tuning runs / replicates / test examples"] == "40% / 35% / 25%"
+    assert table.loc[640, "tuning runs (fine-tune/scratch)"] == "1/1"
+    assert table.loc[640, "replicates (fine-tune/scratch)"] == "3/3"
+    assert table.loc[320, "failed re-runs (fine-tune/scratch)"] == "1/0"
+    assert table.loc[640, "what would decide"].startswith("below what this design resolves")
+    assert table.loc[80, "what would decide"] == ""
+    # The smallest measured size with P(gap <= margin) >= 0.9, or "not reached by" the largest.
+    assert "not reached by n = 640" in settled_line(c)
+    assert "n = 640**" in settled_line(_new_crossover(settled_from=640))
+    # Without settled_from (a crossover.json between the two), it is read off the rows.
+    rows = [dict(p, p_within_margin=q) for p, q in zip(c["per_n"], (0.1, 0.95, 0.97))]
+    later = {k: v for k, v in _new_crossover(per_n=rows).items() if k != "settled_from"}
+    assert "n = 320** (and at every larger measured size)" in settled_line(later)
+
+
+def test_undecided_sizes_say_what_would_decide_them_not_more_replicates() -> None:
+    from harness.report.answer import details, headline_line
+
+    c = _new_crossover()
+    line = headline_line(c)
+    assert "more replicates would decide" not in line
+    assert "n = 320: 4 tuning runs (now 1) would show it better" in line
+    assert "n = 640: below what this design resolves" in line and "a test split of about 3,000 examples" in line
+    said = " ".join(details(c))
+    assert "Undecided sizes and what would decide them" in said and "n = 320: 4 tuning runs" in said
+    # A decide without its text still reads.
+    bare = _new_crossover(per_n=[dict(p, decide={k: v for k, v in (p["decide"] or {}).items() if k != "text"} or None)
+                                 for p in c["per_n"]])
+    assert "n = 640: a test split of about 3,000 examples would decide it" in headline_line(bare)
+
+
+def test_the_band_the_between_run_variance_the_test_split_and_n_star_are_said() -> None:
+    from harness.report.answer import band_note, between_runs_note, details, n_star_phrase, per_size_table, test_split_note
+
+    c = _new_crossover()
+    assert band_note(c).startswith(
+        "Per-size claims use a simultaneous 95% band across the 3 measured sizes (max-|t| over the joint bootstrap "
+        "draws, critical value 2.40), so the chance of any false claim among them is held at 5%")
+    note = between_runs_note(c)
+    assert "one tuning run per cell" in note and "lack of fit" in note and "upper bound" in note
+    assert "sd 0.0060" in note and "added to every interval" in note
+    blind = between_runs_note(_new_crossover(between_runs="not estimable", tau=None))
+    assert "replicate and test-example noise only" in blind and "miss the tuning noise" in blind
+    rows = [dict(p, tuning_runs={"finetune": 3, "scratch": 3}) for p in c["per_n"]]
+    assert "3 independent tuning runs per cell" in between_runs_note(_new_crossover(between_runs="measured", per_n=rows))
+    split = test_split_note(c)
+    assert "1,000 examples" in split and "n=80 20%, n=320 20%, n=640 25%" in split
+    assert n_star_phrase(c) == "n* > 78, extrapolated"
+    assert n_star_phrase(_new_crossover(n_star_text="n* = 237 (95% CI 78-1,300)", extrapolated=False)) == \
+        "n* = 237 (95% CI 78-1,300)"
+    assert any(d.startswith("n* > 78, extrapolated:") for d in details(c))
+    assert any("simultaneous 95% band" in d for d in details(c))
+    table = per_size_table(c, {}, {}, "test_acc").set_index("n_train")
+    assert table.loc[640, "gap 95% CI (pointwise)"] == "[-0.0060, +0.0140]"
+    assert table.loc[640, "gap 95% band (simultaneous)"] == "[-0.0120, +0.0200]"
+    assert table.loc[640, "fine-tune tuning runs"] == 1
+
+
+def test_a_crossover_json_from_before_issue_21_still_reads() -> None:
+    from harness.report.answer import (
+        answer_lines, answer_table, band_note, between_runs_note, details, headline_line, per_size_table, settled_line,
+        short_headline, test_split_note,
+    )
+    from harness.report.figures import plot_error_rate, plot_gap
+
+    c = _old_crossover()
+    assert headline_line(c).endswith("; more replicates would decide n = [320]")
+    assert "pointwise 95% interval" in band_note(c)
+    assert answer_lines(c) == [] and answer_table(c).empty and settled_line(c) is None
+    assert between_runs_note(c) is None and test_split_note(c) is None
+    assert short_headline(c).startswith("inconclusive")
+    details(c)
+    table = per_size_table(c, {}, {}, "test_acc")
+    assert "gap 95% band (simultaneous)" not in table and "gap 95% CI (pointwise)" in table
+    png = b"\x89PNG\r\n\x1a\n"
+    assert plot_gap(c, "old").startswith(png)
+    assert plot_error_rate({"finetune": {80: [0.9, 0.91]}, "scratch": {80: [1.0, 0.95]}}, c, "test_acc", "old").startswith(png)
+
+
+def test_the_gap_and_error_rate_figures_draw_the_new_keys_and_say_when_there_is_nothing() -> None:
+    from harness.report.document import PLOT_FILES
+    from harness.report.figures import plot_error_rate, plot_gap
+
+    png = b"\x89PNG\r\n\x1a\n"
+    assert PLOT_FILES["gap"] == "gap.png" and PLOT_FILES["error_rate"] == "error_rate.png"
+    c = _new_crossover(n_star=300.0, fits={"finetune": {"a": 0.95, "b": 0.5, "c": 0.5},
+                                           "scratch": {"a": 0.99, "b": 1.5, "c": 0.5}})
+    assert plot_gap(c, "new").startswith(png)
+    values = {"finetune": {80: [0.9, 0.91, 0.92], 640: [0.93, 0.94, 0.95]},
+              "scratch": {80: [0.85, 0.86, 0.84], 640: [0.93, 0.92, 1.0]}}  # a perfect score: drawn at the floor
+    assert plot_error_rate(values, c, "test_acc", "new").startswith(png)
+    assert plot_gap(_new_crossover(per_n=[]), "empty").startswith(png)
+    assert plot_error_rate({}, c, "test_acc", "empty").startswith(png)
+
+
+def test_failed_reruns_are_counted_per_cell_and_listed_with_their_reasons(tmp_path) -> None:
+    from harness.report.tables import failed_counts, failed_rerun_notes
+
+    c = craft_storage(tmp_path / "fail.db", "fail", grid=(16, 64), trials=4)
+    study = optuna.load_study(study_name="fail/scratch/n64", storage=c.url)
+    final = study.user_attrs["final"]
+    final += [{"seed": 9, "status": "diverged", "reason": "TrainingDiverged: loss is nan", "test_acc": 0.1,
+               "val_acc": None, "flops": 0.0, "wall_s": 0.0},
+              {"seed": 10, "status": "failed", "reason": "RuntimeError: CUDA out of memory", "test_acc": None,
+               "val_acc": None, "flops": 0.0, "wall_s": 0.0},
+              {"seed": 11, "status": "collapsed", "reason": "test accuracy 0.100 is at chance (0.100)", "test_acc": 0.1,
+               "val_acc": 0.1, "flops": 0.0, "wall_s": 0.0}]
+    study.set_user_attr("final", final)
+    cells = load_cells(open_existing(c.url, True)[0], "fail", c.url)
+    assert failed_counts(cells) == {("finetune", 16): 0, ("finetune", 64): 0, ("scratch", 16): 0, ("scratch", 64): 2}
+    notes = failed_rerun_notes(cells)
+    assert len(notes) == 1 and notes[0].startswith("fail/scratch/n64: 3 of 6 re-runs did not end ok")
+    assert "seed 10: failed (raised; left out of the statistics): RuntimeError: CUDA out of memory" in notes[0]
+    assert "seed 9: diverged" in notes[0] and "seed 11: collapsed" in notes[0]
+    build_report(c.url, "fail", tmp_path / "out", n_boot=50)
+    table = pd.read_csv(tmp_path / "out" / "cells.csv").set_index("study_name")
+    assert table.loc["fail/scratch/n64", "failed_reruns"] == 2 and table.loc["fail/finetune/n64", "failed_reruns"] == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**Re-runs that did not end ok**" in md and "CUDA out of memory" in md
+    answers = next(line for line in md.splitlines() if line.startswith("| 64 |") and "%" in line)
+    assert "| 0/2 |" in answers  # failed re-runs (fine-tune/scratch) in the per-size answers
+    assert "](gap.png)" in md and "](error_rate.png)" in md

@@ -3,6 +3,7 @@ replicates whose answer is known."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -99,7 +100,32 @@ def test_noisy_identical_strategies_are_inconclusive_not_a_winner() -> None:
     f = curve(0.97, 0.5, 0.8)
     c = compare(replicates(f, 0.05, 3, rng), replicates(f, 0.05, 3, rng), n_boot=500)
     assert c.status == "inconclusive"
-    assert c.needs == [p.n for p in c.per_n if p.verdict == INC] and c.needs
+    undecided = [p for p in c.per_n if p.verdict == INC]
+    assert undecided and all(p.decide and p.decide["text"] for p in undecided)
+    # "More runs would decide n" only where the caps reach it; elsewhere the design cannot resolve it.
+    assert c.needs == [p.n for p in undecided if p.decide["action"] in ("replicates", "tuning_runs")]
+    assert all(p.decide["number"] <= {"replicates": 10, "tuning_runs": 6}[p.decide["action"]]
+               for p in undecided if p.n in c.needs)
+
+
+def test_what_decides_names_the_cheaper_reachable_addition() -> None:
+    """Replicate noise dominates: more replicates decide; tuning noise dominates: more tuning runs;
+    neither within the caps: a larger test split or nothing, with the numbers."""
+    from harness.report.verdict import SizeVerdict, what_decides
+
+    size = SizeVerdict(80, 0.002, (-0.02, 0.024), INC, {}, True, se=0.008)
+    caps = {"max_tunings": 6, "max_seeds": 10, "trials_per_run": 10}
+    reps_heavy = {"test": 0.0, "finetune": (0.0, 1e-4, 3.0, 3.0), "scratch": (0.0, 1e-4, 3.0, 3.0)}
+    d = what_decides(size, reps_heavy, 0.01, 2.5, caps, 1000)
+    assert d["action"] == "replicates" and 3 < d["number"] <= 10, d
+    tune_heavy = {"test": 0.0, "finetune": (2e-5, 1e-6, 3.0, 3.0), "scratch": (2e-5, 1e-6, 3.0, 3.0)}
+    d = what_decides(size, tune_heavy, 0.01, 2.5, caps, 1000)
+    assert d["action"] == "tuning_runs" and 3 < d["number"] <= 6, d
+    test_heavy = {"test": 2e-5, "finetune": (1e-6, 1e-6, 3.0, 3.0), "scratch": (1e-6, 1e-6, 3.0, 3.0)}
+    d = what_decides(size, test_heavy, 0.01, 2.5, caps, 1000)
+    assert d["action"] == "larger_test" and d["number"] > 1000 and "test split" in d["text"], d
+    at_margin = dataclasses.replace(size, gap=0.0101)
+    assert what_decides(at_margin, reps_heavy, 0.01, 2.5, caps, 1000)["action"] is None
 
 
 def test_a_catch_up_recovers_n_star_inside_its_interval() -> None:
@@ -142,7 +168,7 @@ def test_test_examples_widen_the_interval_and_pairing_narrows_it() -> None:
                    {n: Replicates.of(cell(other, "a").acc) for n in sizes}, n_boot=2000)
     width = lambda c: c.per_n[0].ci95[1] - c.per_n[0].ci95[0]
     assert width(bare) < 1e-3  # replicate-only: identical re-runs look (nearly) certain
-    assert bare.intervals.startswith("replicates only") and paired.intervals == "replicates and test examples"
+    assert bare.intervals.startswith("replicates only") and paired.intervals.startswith("replicates and test examples")
     # paired: sd of the mean of the per-example differences; unpaired: both splits' noise adds up
     d = base.astype(float) - other.astype(float)
     assert width(paired) == pytest.approx(2 * 1.96 * d.std(ddof=1) / math.sqrt(t), rel=0.15)

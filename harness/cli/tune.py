@@ -1,4 +1,5 @@
-"""harness-tune: tune one cell (strategy x n_train) to its budget; -m spreads cells over launchers."""
+"""harness-tune: tune one cell (strategy x n_train) to its budget; -m spreads cells over launchers.
+`tune.run=k` is the cell's tuning run k (its own sampler seed, seeds and validation draw)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ def _main(composed: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.records import StudyRecord
     from harness.config import load_cell
+    from harness.records import StudyRecord
+    from harness.replicates import tuning_run
     from harness.tuning import best_value, tune_cell
 
-    study = tune_cell(load_cell(composed), Path(HydraConfig.get().runtime.output_dir))
+    cfg = load_cell(composed)
+    study = tune_cell(tuning_run(cfg, cfg.tune.run), Path(HydraConfig.get().runtime.output_dir))
     tests = [r["test_acc"] for r in StudyRecord.of(study).final if r.get("test_acc") is not None]
     summary = f"best val_acc={best_value(study):.4f}"
     if tests:

@@ -36,6 +36,7 @@ from harness.report.cells import (
     LABELS,
     STRATEGIES,
     Cell,
+    failed_by_size,
     final_values,
     load_cells,
     labelled_by_size,
@@ -46,7 +47,9 @@ from harness.report.cells import (
     source_of,
 )
 from harness.report.document import PLOT_FILES, Document, build_document
-from harness.report.figures import plot_anytime, plot_effective_data, plot_learning_curves, plot_winner_map
+from harness.report.figures import (
+    plot_anytime, plot_effective_data, plot_error_rate, plot_gap, plot_learning_curves, plot_winner_map,
+)
 from harness.report.anytime import Anytime, anytime_curve, budget_levels, pretraining_known, winner_map
 from harness.report.frames import (
     EDGE_FRACTION,
@@ -87,12 +90,16 @@ def check_report_settings(metric: str, n_boot: Any, margin: Any, horizon: Any) -
 
 
 def study_comparison(cells: list[Cell], *, metric: str = "test_acc", n_boot: int = 1000, margin: float = MARGIN,
-                     horizon: float = HORIZON) -> Comparison:
-    """The verdict on a study's cells, as the report states it (harness-study's replicate top-up
-    asks the same question)."""
+                     horizon: float = HORIZON, caps: dict[str, int] | None = None) -> Comparison:
+    """The verdict on a study's cells, as the report states it (harness-study's top-up asks the same
+    question). `caps`: what the study may still add; by default what the cells stored (harness-tune's
+    own settings), else verdict.DEFAULT_CAPS."""
+    if caps is None:
+        stored = [c.attrs.get("caps") for c in cells if isinstance(c.attrs.get("caps"), dict)]
+        caps = stored[0] if stored else None
     reps = replicates_of(cells, metric)
     return compare(reps.get("finetune", {}), reps.get("scratch", {}), margin=float(margin), n_boot=n_boot,
-                   seed=0, horizon=float(horizon), metric=metric)
+                   seed=0, horizon=float(horizon), metric=metric, caps=caps)
 
 
 def unknown_pretraining(source: dict[str, Any]) -> str:
@@ -138,7 +145,12 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
     n_val = n_val_by_size(cells)
     comparison = study_comparison(cells, metric=metric, n_boot=n_boot, margin=margin, horizon=horizon)
     crossover = comparison.to_json()
-    counts = {(c.strategy, c.n_train): len(c.final) for c in cells}
+    counts: dict[tuple[str, int], int] = {}
+    for c in cells:
+        counts[(c.strategy, c.n_train)] = counts.get((c.strategy, c.n_train), 0) + len(c.final)
+    failed = failed_by_size(cells)
+    for row in crossover["per_n"]:
+        row["failed"] = {s: failed.get((s, row["n"]), 0) for s in STRATEGIES}
     crossover["needs_cells"] = [{"strategy": s, "n_train": n, "replicates": counts[(s, n)]}
                                 for n in comparison.needs for s in STRATEGIES if (s, n) in counts]
     crossover["source"] = source_of(cells)
@@ -164,6 +176,8 @@ def build_report(storage_url: str, study: str, out_dir: Path, *, metric: str = "
 
     pngs = {
         "learning_curves": plot_learning_curves(values, crossover, metric, study, n_val),
+        "error_rate": plot_error_rate(values, crossover, metric, study),
+        "gap": plot_gap(crossover, study),
         "effective_data": plot_effective_data(d_t, study),
         "winner_map": plot_winner_map(maps, study, n_val, missing=why),
         "anytime": plot_anytime(cells, curves, study),

@@ -94,7 +94,7 @@ def winner_map(cells: Sequence[Cell], curves: Mapping[str, Anytime], budgets: np
     then, or where the budget is more than the cell spent (what more compute would find is unknown);
     with pretraining, every square of a size whose pretraining FLOPs are unknown.
     """
-    by = {(c.strategy, c.n_train): c for c in cells}
+    by = {(c.strategy, c.n_train): c for c in cells if c.tuning == 0}  # tuning run 0: one search per cell
     sizes = sorted({c.n_train for c in cells if c.strategy in STRATEGIES})
     rows = []
     for n in sizes:

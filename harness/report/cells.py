@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from harness.errors import ConfigError
 from harness.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, study_part
-from harness.replicates import decode_correct
+from harness.replicates import DIVERGED, FAILED, decode_correct
 from harness.report.noise import Replicates
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,6 +38,7 @@ class Cell:
     n_train: int
     attrs: dict[str, Any]
     trials: list[TrialRecord]
+    tuning: int = 0  # which tuning run of the cell (one Optuna study each); 0 for storages before tuning runs
 
     def __post_init__(self) -> None:
         trials = [t if isinstance(t, TrialRecord) else TrialRecord.of(t) for t in self.trials]
@@ -157,7 +158,7 @@ def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str)
             continue
         loaded = optuna.load_study(study_name=record.name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
         trials = sorted(loaded.get_trials(deepcopy=False), key=lambda t: t.number)
-        cells.append(Cell(record.name, cell.strategy, cell.n_train, dict(loaded.user_attrs), trials))
+        cells.append(Cell(record.name, cell.strategy, cell.n_train, dict(loaded.user_attrs), trials, cell.tuning))
     if not cells:
         present = sorted({cell.study for _, cell in found})
         if present:
@@ -177,7 +178,7 @@ def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str)
             f"study {study!r} has no cells: storage {shown_url} holds no studies at all; run "
             "harness-tune (or harness-study) first, or point storage.url at the right database"
         )
-    return sorted(cells, key=lambda c: (strategy_rank(c.strategy), c.n_train))
+    return sorted(cells, key=lambda c: (strategy_rank(c.strategy), c.n_train, c.tuning))
 
 
 def final_values(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, list[float]]]:
@@ -192,21 +193,42 @@ def final_values(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, list
 
 
 def replicates_of(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, Replicates]]:
-    """{strategy: {n_train: the cell's re-runs}} for the verdict. Per-example test records are used
-    only for the test metric, and only when every re-run of the cell has one, all of one test split
-    and each agreeing with its stored accuracy; otherwise the cell gets replicate-only noise."""
-    out: dict[str, dict[int, Replicates]] = {}
+    """{strategy: {n_train: the cell's re-runs, over all its tuning runs}} for the verdict. A re-run
+    that failed has no accuracy and is left out; one that diverged counts at chance, without a
+    per-example row. Per-example test records are used only for the test metric, and only when every
+    other re-run of the cell has one, all of one test split and each agreeing with its stored
+    accuracy; otherwise the cell gets replicate-only noise."""
+    grouped: dict[tuple[str, int], list[tuple[int, dict]]] = {}
     for c in cells:
-        records = [r for r in c.final if math.isfinite(num(r.get(metric)))]
-        if not records:
-            continue
+        for r in c.final:
+            if math.isfinite(num(r.get(metric))):
+                grouped.setdefault((c.strategy, c.n_train), []).append((c.tuning, r))
+    out: dict[str, dict[int, Replicates]] = {}
+    for (strategy, n), pairs in sorted(grouped.items()):
+        records = [r for _, r in pairs]
         acc = [num(r.get(metric)) for r in records]
         rows = [decode_correct(r) for r in records] if metric == "test_acc" else []
-        splits = {r.get("test_split") for r in records}
-        usable = (bool(rows) and all(x is not None and x.size for x in rows) and len({x.size for x in rows}) == 1
-                  and len(splits) == 1 and all(abs(float(x.mean()) - a) < 1e-6 for x, a in zip(rows, acc)))
-        out.setdefault(c.strategy, {})[c.n_train] = Replicates.of(
-            acc, np.stack(rows) if usable else None, str(splits.pop()) if usable else None)
+        measured = [(x, a, r) for x, a, r in zip(rows, acc, records) if r.get("status") != DIVERGED]
+        splits = {r.get("test_split") for _, _, r in measured}
+        usable = (bool(measured) and all(x is not None and x.size for x, _, _ in measured)
+                  and len({x.size for x, _, _ in measured}) == 1 and len(splits) == 1
+                  and all(abs(float(x.mean()) - a) < 1e-6 for x, a, _ in measured))
+        matrix = None
+        if usable:
+            t = measured[0][0].size
+            matrix = np.stack([x.astype(float) if x is not None and r.get("status") != DIVERGED else np.full(t, np.nan)
+                               for x, r in zip(rows, records)])
+        out.setdefault(strategy, {})[n] = Replicates.of(acc, matrix, str(splits.pop()) if usable else None,
+                                                        runs=[k for k, _ in pairs])
+    return out
+
+
+def failed_by_size(cells: Sequence[Cell]) -> dict[tuple[str, int], int]:
+    """{(strategy, n_train): re-runs that failed or diverged}, over the cell's tuning runs."""
+    out: dict[tuple[str, int], int] = {}
+    for c in cells:
+        bad = sum(r.get("status") in (FAILED, DIVERGED) for r in c.final)
+        out[(c.strategy, c.n_train)] = out.get((c.strategy, c.n_train), 0) + bad
     return out
 
 

@@ -17,13 +17,19 @@ import numpy as np
 import pandas as pd
 
 from harness.report.cells import Cell, strategy_rank
-from harness.report.answer import details, per_size_table, transfer_table
+from harness.report.answer import (
+    answer_lines, answer_table, band_note, details, per_size_table, settled_line, transfer_table,
+)
 from harness.report.anytime import winner_summary
 from harness.report.frames import EDGE_FRACTION, MIN_TRIALS_FOR_IMPORTANCE, edge_flags
-from harness.report.tables import budget_notes, comparison_table, compute_table, per_size_comparison
+from harness.report.tables import (
+    budget_notes, comparison_table, compute_table, failed_counts, failed_rerun_notes, per_size_comparison,
+)
 
 PLOT_FILES = {
     "learning_curves": "learning_curves.png",
+    "error_rate": "error_rate.png",
+    "gap": "gap.png",
     "effective_data": "effective_data.png",
     "winner_map": "winner_map.png",
     "anytime": "anytime.png",
@@ -46,8 +52,10 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     source = crossover.get("source") or {}
     doc.para(
         f"**Margin: +-{margin:g} {metric}** (`report.margin`, declared before the results): a difference smaller than "
-        "this does not matter here. A size is called better only when the whole 95% interval of the gap lies beyond "
-        "it, equivalent only when it lies inside it, and inconclusive otherwise. "
+        "this does not matter here. A size is called better only when the whole "
+        + ("simultaneous 95% band of the gap (across the measured sizes) " if (crossover.get("band") or {}).get("critical")
+           is not None else "95% interval of the gap ")
+        + "lies beyond it, equivalent only when it lies inside it, and inconclusive otherwise. "
         f"**Source model:** {source.get('origin', 'unknown')}"
         + (f", source-task accuracy {source['source_task_acc']:.3f}" if source.get("source_task_acc") is not None else "")
         + _pretraining_words(source) + "."
@@ -55,19 +63,43 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     doc.para(
         f"Storage `{shown}`, {len(cells)} cells ({', '.join(sorted({c.strategy for c in cells}, key=strategy_rank))} "
         f"x n_train in {sizes}), model `{first.get('model', '?')}`, data `{first.get('data', '?')}`, "
-        f"{'/'.join(map(str, seeds)) or 'no'} replicates of the best configuration per cell. Generated "
+        f"{'/'.join(map(str, seeds)) or 'no'} replicates of the best configuration per cell{_runs_words(crossover)}. Generated "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the Optuna storage alone."
     )
     doc.para(_selection_text(cells, n_val))
 
     doc.heading("Verdict: how much data until scratch catches up")
     doc.para(f"**{line}.**")
+    settled = settled_line(crossover)
+    if settled:
+        doc.para(settled)
+    doc.bullets(answer_lines(crossover))
+    answers = answer_table(crossover, failed_counts(cells))
+    if not answers.empty:
+        doc.para(f"Per size, what the measurements say (gap = fine-tune minus scratch, in percentage points of "
+                 f"{metric}): P(gap <= margin) over the bootstrap draws; the one-sided 97.5% upper bound on fine-tune's "
+                 "advantage (\"pretraining is worth at most\"); the smallest margin this design resolves with 80% "
+                 "power (a zero gap shown equivalent within it); where the gap's variance comes from; the tuning runs, "
+                 "replicates and failed re-runs behind it; and, for an undecided size, what would decide it.")
+        doc.table(answers)
     doc.bullets(details(crossover))
+    doc.para(band_note(crossover))
     doc.table(per_size_table(crossover, values, n_val, metric))
+    if "gap" in pngs:
+        doc.image(PLOT_FILES["gap"], "The gap per size: simultaneous 95% band, pointwise 95% intervals and the margin",
+                  pngs["gap"])
+    failures = failed_rerun_notes(cells)
+    if failures:
+        doc.para("**Re-runs that did not end ok** (stored with their reason; the cell went on): a failed re-run is "
+                 "left out of the statistics, a diverged one counts at chance accuracy, a collapsed one is kept as "
+                 "measured.")
+        doc.bullets(failures)
 
     doc.heading("Learning curves")
     doc.image(PLOT_FILES["learning_curves"], "Best-found accuracy vs n_train, fitted curves and n*",
               pngs["learning_curves"])
+    if "error_rate" in pngs:
+        doc.image(PLOT_FILES["error_rate"], "Error rate (1 - accuracy) vs n_train on log-log axes", pngs["error_rate"])
 
     doc.heading("Effective data transferred")
     doc.para("D_E is the n at which scratch's fitted curve reaches fine-tune's mean accuracy at D_F = n_train; "
@@ -158,6 +190,14 @@ def _selection_text(cells: Sequence[Cell], n_val: Mapping[int, int | None]) -> s
     if len(protocols) > 1:
         text += " **The cells mix protocols (holdout and cv): compare them with care.**"
     return text
+
+
+def _runs_words(crossover: Mapping[str, Any]) -> str:
+    """How many tuning runs each cell's replicates come from (said only when some cell has more than one)."""
+    runs = sorted({int(k) for p in crossover.get("per_n", []) for k in (p.get("tuning_runs") or {}).values()})
+    if not runs or runs == [1]:
+        return ""
+    return f" (over {'/'.join(map(str, runs))} tuning runs per cell, each its own search, its winner re-run)"
 
 
 def _pretraining_words(source: Mapping[str, Any]) -> str:

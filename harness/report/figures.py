@@ -1,5 +1,6 @@
-"""The report's figures, each rendered to PNG bytes: learning curves with the crossover, effective
-data transferred, the winner map and anytime performance. matplotlib is imported only when a
+"""The report's figures, each rendered to PNG bytes: learning curves with the crossover (and as error
+rate on log axes), the gap per size with its simultaneous band, effective data transferred, the
+winner map and anytime performance. matplotlib is imported only when a
 figure is drawn."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.learning_curves import mean_ci95, power_law
-from harness.report.answer import short_headline
+from harness.report.answer import n_star_phrase, short_headline
 from harness.report.anytime import NOT_MEASURED, Anytime
 from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n
 from harness.report.verdict import EQUIVALENT, INCONCLUSIVE
@@ -113,7 +114,8 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     ax.plot([], [], color="gray", ls="--", label="extrapolation beyond the measured range")
     if n_star is not None and math.isfinite(n_star):
         ax.axvline(n_star, color="black", lw=1.2,
-                   label=f"n* = {fmt_n(n_star)}: fine-tune's fitted lead <= {crossover.get('margin', 0):g} from here")
+                   label=f"n* = {fmt_n(n_star)}: fine-tune's fitted lead <= {crossover.get('margin', 0):g} from here"
+                         + (" (extrapolated)" if crossover.get("extrapolated") else ""))
         if ci:
             left = ci[0] if ci[0] is not None else x_min
             right = ci[1] if ci[1] is not None and math.isfinite(ci[1]) else x_max
@@ -269,7 +271,7 @@ def plot_anytime(cells: Sequence[Cell], curves: Mapping[str, Anytime], study: st
     fig = _figure(3.6 * ncols + 0.5, 2.9 * nrows + 0.9)
     _margins(fig, left=0.75, right=0.15, top=0.55, bottom=0.95, wspace=0.2, hspace=0.75, ncols=ncols, nrows=nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    by = {(c.strategy, c.n_train): c for c in cells}
+    by = {(c.strategy, c.n_train): c for c in cells if c.tuning == 0}  # tuning run 0: one search per cell
     for i, n in enumerate(sizes):
         ax = axes[i // ncols][i % ncols]
         vals = []
@@ -308,4 +310,169 @@ def plot_anytime(cells: Sequence[Cell], curves: Mapping[str, Anytime], study: st
     fig.legend(handles=handles, loc="lower center", ncols=3, fontsize=9, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"{study}: best validation accuracy found vs compute spent on tuning (trials in completion order)",
                  fontsize=11)
+    return _png(fig)
+
+
+VERDICT_COLORS = {"finetune_better": COLORS["finetune"], "scratch_better": COLORS["scratch"],
+                  "equivalent": "#1b9e77", "inconclusive": "#7f7f7f"}
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else math.nan
+
+
+def plot_gap(crossover: Mapping[str, Any], study: str) -> bytes:
+    """The gap (fine-tune minus scratch) per measured size, in percentage points: the simultaneous 95%
+    band the verdicts read (shaded), the pointwise 95% interval (error bars), the one-sided 97.5% upper
+    bound on fine-tune's advantage, and the +-margin region; log x. Reads crossover.json's dict only; a
+    crossover.json without the band (from before issue 21) draws the pointwise intervals alone."""
+    rows = [p for p in crossover.get("per_n", []) if math.isfinite(_num(p.get("gap")))]
+    if not rows:
+        return _placeholder("Gap per size", "No size re-run by both strategies: no gap to plot.")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    margin = 100 * float(crossover.get("margin", 0.0))
+    sizes = [int(p["n"]) for p in rows]
+    fig = _figure(8.5, 5.2)
+    _margins(fig, left=0.85, right=0.2, top=0.75, bottom=0.6)
+    ax = fig.add_subplot()
+    x_min, x_max = sizes[0] / 1.6, sizes[-1] * 1.6
+    ax.axhspan(-margin, margin, color="#1b9e77", alpha=0.13, lw=0)
+    ax.axhline(0, color="gray", lw=1)
+    width = min(1.15, (sizes[-1] / sizes[0]) ** (0.25 / max(1, len(sizes) - 1))) if len(sizes) > 1 else 1.15
+    has_band = has_upper = False
+    tops, bottoms = [], []
+    for p in rows:
+        n, gap = int(p["n"]), 100 * _num(p["gap"])
+        band = p.get("band95") or [None, None]
+        lo_b, hi_b = 100 * _num(band[0]), 100 * _num(band[1])
+        if math.isfinite(lo_b) and math.isfinite(hi_b):
+            has_band = True
+            ax.fill_between([n / width, n * width], lo_b, hi_b, color=VERDICT_COLORS.get(p["verdict"], "gray"),
+                            alpha=0.25, lw=0)
+            tops.append(hi_b), bottoms.append(lo_b)
+        ci = p.get("ci95") or [None, None]
+        lo_c, hi_c = 100 * _num(ci[0]), 100 * _num(ci[1])
+        if math.isfinite(lo_c) and math.isfinite(hi_c):
+            ax.errorbar([n], [gap], yerr=[[gap - lo_c], [hi_c - gap]], fmt="none", color="black", capsize=4, lw=1.2)
+            tops.append(hi_c), bottoms.append(lo_c)
+        ax.scatter([n], [gap], color=VERDICT_COLORS.get(p["verdict"], "gray"), edgecolors="black", zorder=3, s=36)
+        upper = 100 * _num(p.get("upper975"))
+        if math.isfinite(upper):
+            has_upper = True
+            ax.scatter([n * width ** 0.6], [upper], marker=7, color="#b2182b", zorder=3, s=30)
+        tops.append(gap), bottoms.append(gap)
+        prob = _num(p.get("p_within_margin"))
+        if math.isfinite(prob):
+            ax.annotate(f"P={prob:.2f}", (n, 0.015), xycoords=("data", "axes fraction"), ha="center", fontsize=7,
+                        color="#333333")
+    top, bottom = max(tops + [margin]), min(bottoms + [-margin])
+    pad = 0.08 * (top - bottom) or 1.0
+    ax.set_ylim(bottom - 1.6 * pad, top + pad)
+    n_star = _num(crossover.get("n_star"))
+    ci = list(crossover.get("ci95") or [None, None]) + [None, None]
+    open_above = math.isfinite(_num(ci[0])) and not math.isfinite(_num(ci[1]))
+    if open_above:  # one-sided: drawn from its lower bound on, not at a point its interval does not pin down
+        n_star = _num(ci[0])
+    star_drawn = math.isfinite(n_star) and x_min < n_star < x_max
+    if star_drawn:
+        ax.axvline(n_star, color="black", lw=1, ls=":")
+        if open_above:
+            ax.axvspan(n_star, x_max, color="black", alpha=0.04, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlim(x_min, x_max)
+    _plain_log_ticks(ax.xaxis, sizes)
+    ax.set_xlabel("target training examples n_train (log scale)")
+    ax.set_ylabel(f"gap: fine-tune minus scratch, {_metric_label(str(crossover.get('metric', 'test_acc')))} "
+                  "(percentage points)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    band = crossover.get("band") if isinstance(crossover.get("band"), Mapping) else {}
+    crit = _num(band.get("critical"))
+    handles = [Patch(color="#1b9e77", alpha=0.25,
+                     label=f"+-margin ({margin:g} point{'' if margin == 1 else 's'}): no practical difference")]
+    if has_band:
+        handles.append(Patch(color="gray", alpha=0.35, label="simultaneous 95% band across sizes (the verdicts')"
+                                                              + (f", c = {crit:.2f}" if math.isfinite(crit) else "")))
+    handles.append(Line2D([], [], color="black", marker="|", ls="none", ms=10, label="pointwise 95% interval"))
+    if has_upper:
+        handles.append(Line2D([], [], color="#b2182b", marker=7, ls="none",
+                              label="one-sided 97.5% upper bound on fine-tune's advantage"))
+    for verdict, color in VERDICT_COLORS.items():
+        if any(p["verdict"] == verdict for p in rows):
+            handles.append(Line2D([], [], color=color, marker="o", ls="none", markeredgecolor="black",
+                                  label=f"gap, verdict {verdict.replace('_', ' ')}"))
+    if star_drawn:
+        handles.append(Line2D([], [], color="black", ls=":", label=n_star_phrase(crossover)))
+    ax.legend(handles=handles, fontsize=7.5, loc="upper right")
+    title = f"{study}: the gap per size" + ("" if has_band else " (pointwise intervals only: no simultaneous band)")
+    prob_note = "; P = P(gap <= margin) over the bootstrap draws" if any(
+        math.isfinite(_num(p.get("p_within_margin"))) for p in rows) else ""
+    ax.set_title(f"{title}\n{short_headline(crossover)}{prob_note}", fontsize=9)
+    return _png(fig)
+
+
+def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: Mapping[str, Any],
+                    metric: str, study: str) -> bytes:
+    """The learning curves as error rate (1 - accuracy) on log-log axes, where the large-n differences
+    the accuracy axis flattens stay visible: replicates, their mean and 95% interval, the fitted curves
+    (1 - (a - b n^-c); dashed beyond the measured sizes) and their asymptotes 1 - a."""
+    sizes = sorted({n for s in STRATEGIES for n in values.get(s, {})})
+    if not sizes:
+        return _placeholder("Error rate", "No cell has re-run results (`final`) yet:\nnothing to plot.")
+    fig = _figure(8.5, 5.5)
+    _margins(fig, left=0.85, right=0.2, top=0.65, bottom=0.6)
+    ax = fig.add_subplot()
+    x_min, x_max = sizes[0] / 1.5, sizes[-1] * 2.0
+    n_test = _num(crossover.get("n_test"))
+    floor = 0.5 / n_test if math.isfinite(n_test) and n_test > 0 else 1e-4  # a perfect score drawn at half an example
+    lows, highs = [], []
+    for strategy in STRATEGIES:
+        curve = values.get(strategy, {})
+        if not curve:
+            continue
+        color, label = COLORS[strategy], LABELS[strategy]
+        ns = sorted(curve)
+        for n in ns:
+            err = np.maximum(1.0 - np.asarray(curve[n], dtype=float), floor)
+            ax.scatter([n] * len(err), err, s=10, color=color, alpha=0.3, linewidths=0)
+            lows.append(float(err.min())), highs.append(float(err.max()))
+        stats = [mean_ci95(curve[n]) for n in ns]
+        means = np.maximum(1.0 - np.array([s[0] for s in stats]), floor)
+        lo = np.maximum(1.0 - np.array([s[2] for s in stats]), floor)
+        hi = np.maximum(1.0 - np.array([s[1] for s in stats]), floor)
+        ax.errorbar(ns, means, yerr=np.array([means - lo, hi - means]), fmt="o", color=color, capsize=3,
+                    label=f"{label}: 1 - mean, 95% CI over replicates")
+        params = (crossover.get("fits") or {}).get(strategy)
+        if params:
+            abc = (params["a"], params["b"], params["c"])
+            inside = np.geomspace(ns[0], ns[-1], 200)
+            ax.plot(inside, np.maximum(1.0 - power_law(abc, inside), floor), color=color, lw=1.8,
+                    label=f"{label}: fitted 1 - (a - b n^-c)")
+            for a, b in ((x_min, ns[0]), (ns[-1], x_max)):
+                if b > a:
+                    xs = np.geomspace(a, b, 100)
+                    ax.plot(xs, np.maximum(1.0 - power_law(abc, xs), floor), color=color, lw=1.5, ls="--")
+            if 0 < 1.0 - params["a"] < 1:
+                ax.axhline(1.0 - params["a"], color=color, lw=0.8, ls=":", alpha=0.8,
+                           label=f"{label}: fitted asymptote 1 - a = {1.0 - params['a']:.3f}")
+                lows.append(1.0 - params["a"])
+    ax.plot([], [], color="gray", ls="--", label="extrapolation beyond the measured range")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(x_min, x_max)
+    if lows and highs:
+        ax.set_ylim(max(floor, min(lows)) / 1.5, min(1.0, max(highs) * 1.5))
+    _plain_log_ticks(ax.xaxis, sizes)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("target training examples n_train (log scale)")
+    ax.set_ylabel(f"error rate: 1 - {_metric_label(metric)} (log scale)")
+    ax.set_title(f"{study}: {_metric_label(metric)} as error rate, log-log (the large-n differences)\n"
+                 f"{short_headline(crossover)}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
     return _png(fig)

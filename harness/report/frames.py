@@ -119,7 +119,7 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
             "wall_s_total": float(sum(t.spent_wall_s for t in c.trials)),
             "flops_to_best": flops_to_best, "wall_s_to_best": wall_to_best,
             f"{metric}_mean": mean, f"{metric}_ci95_low": lo, f"{metric}_ci95_high": hi,
-            "n_seeds": len(values),
+            "n_seeds": len(values), "failed_reruns": failed_reruns(c.final),
             "rerun_flops": float(sum(num(r.get("flops"), 0.0) for r in c.final)),
             "rerun_wall_s": float(sum(num(r.get("wall_s"), 0.0) for r in c.final)),
             "pretrain_flops": math.nan if c.pretrain_flops is None or c.weights is None else c.pretrain_flops,
@@ -136,6 +136,14 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
         frame["tuning_flops_ratio"] = [fair[n]["ratio"] for n in frame["study_name"]]
         frame["fairness_flags"] = [";".join(fair[n]["flags"]) for n in frame["study_name"]]
     return frame
+
+
+FAILED_STATUSES = ("failed", "diverged")  # a re-run that raised / whose loss went NaN (records without `status`: ok)
+
+
+def failed_reruns(final: Sequence[Mapping[str, Any]]) -> int:
+    """Re-runs stored as failed or diverged (a `collapsed` one, at chance accuracy, is a measurement and kept)."""
+    return sum(str(r.get("status", "ok")) in FAILED_STATUSES for r in final)
 
 
 def _pretraining_text(c: Cell) -> str:
@@ -157,7 +165,7 @@ def _other(c: Cell, cells: Sequence[Cell]) -> Cell | None:
     if c.strategy not in STRATEGIES:
         return None
     other = STRATEGIES[1 - STRATEGIES.index(c.strategy)]
-    return next((o for o in cells if o.strategy == other and o.n_train == c.n_train), None)
+    return next((o for o in cells if o.strategy == other and o.n_train == c.n_train and o.tuning == c.tuning), None)
 
 
 def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> dict[str, Any]:

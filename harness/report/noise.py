@@ -1,14 +1,23 @@
 """The noise a measured gap carries, as bootstrap draws of every cell's mean.
 
-- Replicates (each re-run has its own seed and its own training subset): each cell's mean is drawn
-  from its Student-t sampling distribution, with the replicate variance moderated across sizes
-  (empirical Bayes along its trend in n, Smyth 2004): three replicates alone give an sd with 2
-  degrees of freedom, whose t quantile (4.3) buries any real difference, and plain resampling of
-  three replicates under-disperses badly (81% coverage measured on simulated studies).
+The unit of replication is the *tuning run* (Bouthillier et al. 2021): a user who runs the study
+again tunes again, and which configuration wins a 150-image validation split is the largest
+difference between two runs of one study. A cell (strategy x n_train) holds K tuning runs, each
+with its own sampler seed, tuning subset and validation draw, whose best configuration is re-run
+as replicates (seed and training subset).
+
+- K >= 2 at every cell: each cell's mean is the mean of its tuning runs' means, drawn from its
+  Student-t sampling distribution with the run-mean variance moderated across sizes (empirical
+  Bayes along its trend in n, Smyth 2004): three runs alone give an sd with 2 degrees of freedom.
+  The between-run variance is *measured*.
+- Otherwise (one tuning run per cell, storages from before tuning runs): each cell's mean is drawn
+  from its replicates as before, and the between-run variance tau^2 is *estimated* from the lack of
+  fit of the cell means around the fitted learning curves, as the 80% upper Q-profile bound
+  (Viechtbauer 2007), not the point estimate, and added to every cell; with fewer than four sizes
+  per strategy it is *not estimable* and the intervals hold replicate and test noise only.
 - Test examples: the examples of the shared test split, one normal draw per split shared by every
   cell evaluated on it (so cells are compared paired), with the covariance of the cells'
-  per-example means less the part the replicate draw already holds. Cells without per-example
-  records get replicate noise only.
+  per-example means less the part the replicate (or run) draw already holds.
 """
 
 from __future__ import annotations
@@ -19,30 +28,83 @@ from typing import Sequence
 
 import numpy as np
 
+TAU_LEVEL = 0.80  # the one-sided upper confidence level of an estimated between-run variance
+MEASURED, ESTIMATED, NOT_ESTIMABLE = "measured", "estimated", "not estimable"
+
 
 @dataclass(frozen=True)
 class Replicates:
-    """One cell's re-runs: the metric per replicate and, where stored, whether each test example
-    was right (rows: replicates, columns: the test split in order), with the split's identity."""
+    """One cell's re-runs: the metric per replicate, the tuning run each belongs to and, where
+    stored, whether each test example was right (rows: replicates, columns: the test split in
+    order; a row of NaN for a replicate without a record), with the split's identity."""
 
     acc: np.ndarray
     correct: np.ndarray | None = None
     test_split: str | None = None
+    runs: np.ndarray | None = None
 
     @classmethod
-    def of(cls, acc: Sequence[float], correct: np.ndarray | None = None, test_split: str | None = None) -> "Replicates":
+    def of(cls, acc: Sequence[float], correct: np.ndarray | None = None, test_split: str | None = None,
+           runs: Sequence[int] | None = None) -> "Replicates":
         a = np.asarray(acc, dtype=float).ravel()
-        a = a[np.isfinite(a)]
+        keep = np.isfinite(a)
+        r = None if runs is None else np.asarray(runs, dtype=int).ravel()
+        if r is not None and r.size != a.size:
+            raise ValueError(f"runs has {r.size} entries for {a.size} replicates")
         c = None
         if correct is not None:
-            c = np.asarray(correct, dtype=bool)
+            c = np.asarray(correct)
+            c = c.astype(float) if c.dtype != bool else c
             if c.ndim != 2 or c.shape[0] != a.size or c.shape[1] == 0:
                 c = None
-        return cls(a, c, test_split if c is not None else None)
+            else:
+                c = c[keep]
+                if c.dtype != bool and np.isnan(c).all(axis=1).all():
+                    c = None
+        return cls(a[keep], c, test_split if c is not None else None, None if r is None else r[keep])
 
     @property
     def n(self) -> int:
         return int(self.acc.size)
+
+    @property
+    def run_ids(self) -> np.ndarray:
+        return np.zeros(self.n, dtype=int) if self.runs is None else self.runs
+
+    @property
+    def n_runs(self) -> int:
+        return int(np.unique(self.run_ids).size) if self.n else 0
+
+    def unit_means(self) -> np.ndarray:
+        """The mean of each tuning run's replicates, in run order."""
+        ids = self.run_ids
+        return np.array([float(self.acc[ids == k].mean()) for k in np.unique(ids)])
+
+    def unit_rows(self) -> np.ndarray | None:
+        """Per tuning run, the share of its replicates right on each test example (runs x T)."""
+        if self.correct is None:
+            return None
+        rows = np.asarray(self.correct, dtype=float)
+        ids = self.run_ids
+        with np.errstate(invalid="ignore"):
+            out = np.stack([np.nanmean(rows[ids == k], axis=0) for k in np.unique(ids)])
+        return None if np.isnan(out).any() else out
+
+    def within_run_variance(self) -> tuple[float, float]:
+        """(pooled variance of one replicate within a tuning run, its degrees of freedom)."""
+        ids = self.run_ids
+        ss = df = 0.0
+        for k in np.unique(ids):
+            a = self.acc[ids == k]
+            if a.size >= 2:
+                ss += float(((a - a.mean()) ** 2).sum())
+                df += a.size - 1
+        return (ss / df if df else math.nan), df
+
+    def replicates_per_run(self) -> float:
+        """The harmonic mean of the runs' replicate counts (what a run mean's replicate noise divides by)."""
+        counts = np.bincount(np.unique(self.run_ids, return_inverse=True)[1])
+        return float(counts.size / (1.0 / counts).sum()) if counts.size else math.nan
 
 
 @dataclass(frozen=True)
@@ -51,18 +113,26 @@ class Draws:
     boot: np.ndarray       # (C, B) bootstrap cell means, clipped to [0, 1]
     tested: np.ndarray     # (C,) bool: test examples resampled for this cell
     known_sd: np.ndarray   # (C,) bool: a replicate sd was available (own or borrowed)
+    var_tune: np.ndarray   # (C,) between-run variance of one tuning run's mean (tau^2)
+    var_rep: np.ndarray    # (C,) variance of one replicate within a tuning run
+    runs: np.ndarray       # (C,) tuning runs per cell
+    reps: np.ndarray       # (C,) replicates per run (harmonic mean)
+    test_cov: np.ndarray   # (C, C) covariance of the cell means from the test examples (0 where untested)
+    between: str = MEASURED  # how the between-run variance entered: measured / estimated / not estimable
+    tau: float | None = None  # the estimated between-run sd (between == "estimated")
+    n_test: int | None = None
 
 
 def _replicate_sd(cells: Sequence[tuple[str, int, Replicates]]) -> tuple[np.ndarray, np.ndarray]:
-    """(sd, df) of one replicate, per cell, moderated across sizes (empirical Bayes, Smyth 2004).
+    """(sd, df) of one unit, per cell, moderated across sizes (empirical Bayes, Smyth 2004).
 
-    Three replicates give an sd with 2 degrees of freedom, whose t quantile (4.3) buries any real
+    Three units give an sd with 2 degrees of freedom, whose t quantile (4.3) buries any real
     difference. The sds of a strategy's cells follow a trend in n (they shrink as data grows), so
     each cell's variance is pulled towards that trend by as much as the cells' scatter around it
     allows: the prior's weight d0 is estimated from that scatter, and is small (little pooling)
-    when the trend does not hold. A cell with one replicate takes the trend's value. Falls back
-    to the raw sds, borrowing the nearest size's for single replicates, when too few cells have
-    replicates to fit a trend; NaN where nothing can be said."""
+    when the trend does not hold. A cell with one unit takes the trend's value. Falls back to the
+    raw sds, borrowing the nearest size's for single units, when too few cells have units to fit a
+    trend; NaN where nothing can be said."""
     var = np.array([float(r.acc.var(ddof=1)) if r.n >= 2 else np.nan for _, _, r in cells])
     d = np.array([float(r.n - 1) for _, _, r in cells])
     moderated = _moderate(cells, var, d)
@@ -75,8 +145,6 @@ def _replicate_sd(cells: Sequence[tuple[str, int, Replicates]]) -> tuple[np.ndar
             j = min(donors, key=lambda k: abs(math.log(cells[k][1] / n)))
             sd[i], df[i] = sd[j] * math.sqrt(cells[j][1] / n), df[j]
     return sd, df
-
-
 def _moderate(cells: Sequence[tuple[str, int, Replicates]], var: np.ndarray,
               d: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     from scipy import stats
@@ -138,29 +206,104 @@ def _variance_prior(cells: Sequence[tuple[str, int, Replicates]], var: np.ndarra
     return np.exp(trend + special.digamma(d0 / 2) - np.log(d0 / 2)), d0
 
 
+
+def _units(cells: Sequence[tuple[str, int, Replicates]]) -> list[tuple[str, int, Replicates]]:
+    """Each cell with its tuning runs as the replicates: the run means and per-run example rows."""
+    out = []
+    for s, n, r in cells:
+        rows = r.unit_rows()
+        out.append((s, n, Replicates(r.unit_means(), rows, r.test_split if rows is not None else None)))
+    return out
+
+
+def between_run_variance(cells: Sequence[tuple[str, int, Replicates]], mean_var: np.ndarray,
+                         level: float = TAU_LEVEL) -> float | None:
+    """tau^2, the variance between tuning runs a single run per cell cannot show, from the lack of
+    fit of the cell means around each strategy's fitted learning curve: the `level` upper Q-profile
+    bound (the tau^2 at which the weighted residual sum of squares, refitted, falls to its
+    (1 - level) chi-square quantile). `mean_var` is each cell mean's variance without it. None when
+    no strategy has four sizes (three curve parameters leave no residual)."""
+    from scipy import optimize, stats
+
+    from harness.learning_curves import fit_power_law_batch
+
+    groups = {}
+    for i, (s, n, r) in enumerate(cells):
+        groups.setdefault(s, []).append(i)
+    groups = {s: sorted(ix, key=lambda i: cells[i][1]) for s, ix in groups.items() if len(ix) >= 4}
+    if not groups:
+        return None
+    means = np.array([float(r.acc.mean()) for _, _, r in cells])
+    v = np.where(np.isfinite(mean_var), np.maximum(mean_var, 1e-12), 1e-12)
+    df = sum(len(ix) - 3 for ix in groups.values())
+
+    def q(tau2: float) -> float:
+        total = 0.0
+        for ix in groups.values():
+            w = 1.0 / (v[ix] + tau2)
+            log_n = np.log([float(cells[i][1]) for i in ix])
+            a, b, c, _ = fit_power_law_batch(log_n, means[ix][None, :], w / w.sum())
+            fitted = a[0] - b[0] * np.exp(-c[0] * log_n)
+            total += float((w * (means[ix] - fitted) ** 2).sum())
+        return total
+
+    target = float(stats.chi2.ppf(1.0 - level, df))
+    if q(0.0) <= target:
+        return 0.0
+    high = 1e-4
+    while q(high) > target and high < 1.0:
+        high *= 4
+    return float(optimize.brentq(lambda t: q(t) - target, 0.0, high, xtol=1e-10))
+
+
 def draw(cells: Sequence[tuple[str, int, Replicates]], n_boot: int, rng: np.random.Generator) -> Draws:
-    point = np.array([float(r.acc.mean()) for _, _, r in cells])
-    sd, df = _replicate_sd(cells)
-    boot = np.repeat(point[:, None], n_boot, axis=1)
+    """Bootstrap draws of every cell's mean with every noise it carries (the module docstring)."""
+    measured = bool(cells) and all(r.n_runs >= 2 for _, _, r in cells)
+    runs = np.array([float(max(1, r.n_runs)) for _, _, r in cells])
+    reps = np.array([r.replicates_per_run() for _, _, r in cells])
+    units = _units(cells) if measured else list(cells)
+    point = np.array([float(r.acc.mean()) for _, _, r in units])
+    sd, df = _replicate_sd(units)
     known = np.isfinite(sd)
-    for i, (_, _, r) in enumerate(cells):
+    unit_n = np.array([float(r.n) for _, _, r in units])
+    mean_var = np.where(known, sd ** 2 / unit_n, np.nan)  # the cell mean's variance from its units
+    within = np.array([r.within_run_variance()[0] for _, _, r in cells])
+    between, tau2 = MEASURED, 0.0
+    if measured:
+        # one run's mean = its offset + replicate noise; the decomposition serves the power statements
+        var_rep = np.where(np.isfinite(within), within, 0.0)  # one replicate a run: all of it counts as tuning
+        var_tune = np.maximum(0.0, sd ** 2 - var_rep / reps)
+    else:
+        estimate = between_run_variance(cells, mean_var)
+        between, tau2 = (NOT_ESTIMABLE, 0.0) if estimate is None else (ESTIMATED, estimate)
+        var_rep = sd ** 2
+        var_tune = np.full(len(cells), tau2)
+    boot = np.repeat(point[:, None], n_boot, axis=1)
+    for i in range(len(cells)):
         if known[i] and sd[i] > 0:
-            boot[i] += sd[i] / math.sqrt(r.n) * rng.standard_t(df[i], n_boot)
+            boot[i] += sd[i] / math.sqrt(unit_n[i]) * rng.standard_t(df[i], n_boot)
+    if not measured and tau2 > 0:
+        boot += np.sqrt(tau2 / runs)[:, None] * rng.standard_normal((len(cells), n_boot))
     # Test-example noise, one draw per test split shared by every cell evaluated on it (paired):
     # the covariance across cells of their per-example means over the split's examples, less the
-    # part that is replicate noise (already in the t-draw above), drawn as a normal (T is large).
+    # part that is unit noise (already in the t-draw above), drawn as a normal (T is large).
     tested = np.zeros(len(cells), dtype=bool)
+    test_cov = np.zeros((len(cells), len(cells)))
     splits: dict[tuple[str, int], list[int]] = {}
-    for i, (_, _, r) in enumerate(cells):
+    for i, (_, _, r) in enumerate(units):
         if r.correct is not None and r.test_split:
             splits.setdefault((r.test_split, r.correct.shape[1]), []).append(i)
+    n_test = None
     for (_, t), members in splits.items():
-        per_example = np.stack([cells[i][2].correct.mean(0) for i in members])  # (M, T)
+        n_test = t if n_test is None else max(n_test, t)
+        rows = [np.asarray(units[i][2].correct, dtype=float) for i in members]
+        per_example = np.stack([x.mean(0) for x in rows])  # (M, T)
         cov = np.atleast_2d(np.cov(per_example))
-        within = [float((p * (1 - p)).mean()) / (cells[i][2].n - 1) if cells[i][2].n >= 2 else 0.0
-                  for i, p in zip(members, per_example)]
-        values, vectors = np.linalg.eigh((cov - np.diag(within)) / t)
-        root = vectors * np.sqrt(np.clip(values, 0.0, None))
-        boot[members] += root @ rng.standard_normal((len(members), n_boot))
+        noise = [float(x.var(axis=0, ddof=1).mean()) / x.shape[0] if x.shape[0] >= 2 else 0.0 for x in rows]
+        values, vectors = np.linalg.eigh((cov - np.diag(noise)) / t)
+        clipped = np.clip(values, 0.0, None)
+        test_cov[np.ix_(members, members)] = (vectors * clipped) @ vectors.T
+        boot[members] += (vectors * np.sqrt(clipped)) @ rng.standard_normal((len(members), n_boot))
         tested[members] = True
-    return Draws(point, np.clip(boot, 0.0, 1.0), tested, known)
+    return Draws(point, np.clip(boot, 0.0, 1.0), tested, known, var_tune, var_rep, runs, reps, test_cov,
+                 between, math.sqrt(tau2) if between == ESTIMATED else None, n_test)

@@ -8,9 +8,36 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from harness.report.answer import fmt_multiplier
-from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, describe, fmt_n, num
-from harness.report.frames import FLOPS_RATIO_FLAG, _pruner, fairness
+from harness.report.answer import fmt_multiplier, n_star_phrase
+from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, describe, num
+from harness.report.frames import FLOPS_RATIO_FLAG, _pruner, failed_reruns, fairness
+
+
+def failed_counts(cells: Sequence[Cell]) -> dict[tuple[str, int], int]:
+    """{(strategy, n_train): re-runs stored as failed or diverged}, summed over a size's tuning runs."""
+    out: dict[tuple[str, int], int] = {}
+    for c in cells:
+        out[(c.strategy, c.n_train)] = out.get((c.strategy, c.n_train), 0) + failed_reruns(c.final)
+    return out
+
+
+NOT_OK_WORDS = {"failed": "failed (raised; left out of the statistics)",
+                "diverged": "diverged (loss NaN/inf; counted at chance accuracy)",
+                "collapsed": "collapsed (finished at chance accuracy; kept as measured)"}
+
+
+def failed_rerun_notes(cells: Sequence[Cell]) -> list[str]:
+    """One line per cell with re-runs that did not end `ok`: how many of its re-runs, each with its seed,
+    status and reason (records from before re-runs carried a `status` read as ok)."""
+    out = []
+    for c in cells:
+        bad = [r for r in c.final if str(r.get("status", "ok")) != "ok"]
+        if not bad:
+            continue
+        items = [f"seed {r.get('seed', '?')}: {NOT_OK_WORDS.get(str(r.get('status')), str(r.get('status')))}"
+                 + (f": {r['reason']}" if r.get("reason") else "") for r in bad]
+        out.append(f"{c.name}: {len(bad)} of {len(c.final)} re-runs did not end ok; " + "; ".join(items))
+    return out
 
 
 def per_size_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -61,8 +88,9 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
          "fine-tune": median("finetune", "wall_s_to_best", ".1f"), "from scratch": median("scratch", "wall_s_to_best", ".1f")},
         {"aspect": "data requirement",
          "fine-tune": mult_text,
-         "from scratch": (f"within {crossover.get('margin', 0):g} of fine-tune from n* = {fmt_n(n_star)} ({crossover.get('status')})"
-                          if n_star is not None
+         "from scratch": (f"within {crossover.get('margin', 0):g} of fine-tune from {n_star_phrase(crossover)} "
+                          f"({crossover.get('status')})"
+                          if n_star is not None or crossover.get("n_star_text")
                           else str(crossover.get("status")))},
         {"aspect": f"performance ({metric}, mean over seeds)", "fine-tune": perf("finetune"), "from scratch": perf("scratch")},
         {"aspect": "resources: total FLOPs (tuning + re-runs; fine-tune incl. pretraining)",
@@ -175,7 +203,7 @@ def fairness_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
     FLOPS_RATIO_FLAG apart, pruners planning for different maximum resources, or pruners not recorded."""
     out, unrecorded = [], []
     for n in sorted({c.n_train for c in cells}):
-        ft, sc = (next((c for c in cells if c.strategy == s and c.n_train == n), None) for s in STRATEGIES)
+        ft, sc = (next((c for c in cells if c.strategy == s and c.n_train == n and c.tuning == 0), None) for s in STRATEGIES)
         if ft is None or sc is None:
             continue
         flags = fairness(sc, cells, table)

@@ -5,8 +5,11 @@ compared with a practical margin declared in advance (equivalence testing, Laken
 `finetune_better` / `scratch_better` only when the whole 95% interval of the gap lies beyond the
 margin, `equivalent` only when it lies inside it, and `inconclusive` otherwise.
 
-The interval carries both sources of noise a measured gap has (Bouthillier et al. 2021), replicates
-and test examples, drawn as harness/report/noise.py describes.
+The interval carries every source of noise a measured gap has (Bouthillier et al. 2021): which
+configuration the tuning found (tuning runs), replicates of it and test examples, drawn as
+harness/report/noise.py describes. The claims the report opens with are read from a simultaneous
+95% band across the measured sizes (max-|t| over the joint bootstrap draws), so the chance of any
+false per-size claim in a study is held at 5%, not 5% at each size.
 
 Every bootstrap replicate re-decides the whole determination: the fitted learning curves, n* (the
 smallest size from which fine-tune's fitted advantage stays at or below the margin), n_cross
@@ -16,6 +19,7 @@ from the same draws as the per-size verdicts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -23,13 +27,18 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from harness.learning_curves import fit_power_law_batch
-from harness.report.noise import Draws, Replicates, draw
+from harness.report.noise import MEASURED, Draws, Replicates, draw
 
 MARGIN = 0.01
 HORIZON = 10.0  # n* and n_cross are searched up to this multiple of the largest measured size
 LEVEL = 0.95
 GRID_POINTS = 400
 UNSTABLE_FACTOR = 4.0  # a D_E interval wider than this factor is unstable
+Z_POWER = 1.2816  # z of 90%: a zero gap shown equivalent with 80% power needs margin >= (c + Z_POWER) * se
+SETTLED = 0.9  # P(gap <= margin) from which a size counts as settled for the answer line
+# What harness-study may add where a size is undecided (study.max_tunings, study.max_seeds), and what a
+# tuning run costs in re-runs (tune.n_trials): the power statements say what these caps can reach.
+DEFAULT_CAPS = {"max_tunings": 6, "max_seeds": 10, "trials_per_run": 10}
 
 FINETUNE_BETTER, SCRATCH_BETTER = "finetune_better", "scratch_better"
 EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive"
@@ -145,11 +154,29 @@ def _interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
 class SizeVerdict:
     n: int
     gap: float
-    ci95: tuple[float, float]
-    verdict: str
+    ci95: tuple[float, float]  # pointwise 95% percentile interval
+    verdict: str  # from the simultaneous band
     replicates: dict[str, int]
     test_noise: bool  # test examples were resampled for both cells
     means: dict[str, float] = field(default_factory=dict)
+    band95: tuple[float, float] = (math.nan, math.nan)  # simultaneous 95% band across the measured sizes
+    se: float = math.nan  # bootstrap sd of the gap
+    p_within: float = math.nan  # P(gap <= margin) over the draws
+    upper975: float = math.nan  # one-sided 97.5% upper bound of fine-tune's advantage
+    resolution: float = math.nan  # the smallest margin a zero gap is shown equivalent within, 80% power
+    shares: dict[str, float] = field(default_factory=dict)  # the gap's variance: tuning, replicates, test
+    tuning_runs: dict[str, int] = field(default_factory=dict)
+    decide: dict | None = None  # for an undecided size: what would decide it, and whether the caps reach it
+    parts: dict = field(default_factory=dict, repr=False)  # the variance parts (_variance_parts), for planning
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "gap": _finite(self.gap), "ci95": _pair(self.ci95), "band95": _pair(self.band95),
+                "verdict": self.verdict, "replicates": self.replicates, "tuning_runs": self.tuning_runs,
+                "test_noise": self.test_noise, "finetune_acc": _finite(self.means.get("finetune")),
+                "scratch_acc": _finite(self.means.get("scratch")), "probe_acc": None, "se": _finite(self.se),
+                "p_within_margin": _finite(self.p_within), "upper975": _finite(self.upper975),
+                "resolution": _finite(self.resolution),
+                "variance_shares": {k: round(v, 4) for k, v in self.shares.items()}, "decide": self.decide}
 
 
 @dataclass(frozen=True)
@@ -207,6 +234,31 @@ class Comparison:
     fits: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # point fit per strategy
     n_boot: int = 0
     horizon: float = HORIZON
+    band_critical: float | None = None
+    between_runs: str = MEASURED
+    tau: float | None = None
+    n_test: int | None = None
+
+    @property
+    def settled_from(self) -> int | None:
+        """The smallest measured size from which P(gap <= margin) >= SETTLED at every larger size."""
+        out = None
+        for p in reversed(self.per_n):
+            if not (p.p_within >= SETTLED):
+                break
+            out = p.n
+        return out
+
+    @property
+    def n_star_text(self) -> str | None:
+        """n* in words: one-sided ("n* > 78") when its interval is open above."""
+        if self.n_star is None:
+            return None
+        lo, hi = self.ci95 or (math.nan, math.nan)
+        label = " (extrapolated)" if self.extrapolated else ""
+        if not math.isfinite(self.n_star) or not math.isfinite(hi):
+            return f"n* > {lo:,.0f}" if math.isfinite(lo) else "n* not estimable (its interval is open)"
+        return f"n* = {self.n_star:,.0f}{label} (95% CI {lo:,.0f}-{hi:,.0f})"
 
     def to_json(self) -> dict:
         return {
@@ -216,14 +268,14 @@ class Comparison:
             "extrapolated": self.extrapolated, "agreement": _finite(self.agreement),
             "status_shares": {k: round(v, 4) for k, v in self.status_shares.items()},
             "measured_range": list(self.measured_range) if self.measured_range else None,
-            "per_n": [{"n": p.n, "gap": _finite(p.gap), "ci95": _pair(p.ci95), "verdict": p.verdict,
-                       "replicates": p.replicates, "test_noise": p.test_noise,
-                       "finetune_acc": _finite(p.means.get("finetune")), "scratch_acc": _finite(p.means.get("scratch")),
-                       "probe_acc": None}
-                      for p in self.per_n],
+            "per_n": [p.to_json() for p in self.per_n],
             "switches": self.switches, "needs_replicates": self.needs, "missing_sizes": self.missing,
             "intervals": self.intervals, "n_boot": self.n_boot, "horizon": self.horizon,
             "fits": {s: {"a": p[0], "b": p[1], "c": p[2], "family": "a - b * n**-c"} for s, p in self.fits.items()},
+            "band": {"method": "max-|t| over the joint bootstrap draws", "level": LEVEL,
+                     "critical": _finite(self.band_critical)},
+            "between_runs": self.between_runs, "tau": _finite(self.tau), "n_test": self.n_test,
+            "settled_from": self.settled_from, "n_star_text": self.n_star_text,
         }
 
 
@@ -236,12 +288,16 @@ def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
 
 
 def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates], *, margin: float = MARGIN,
-            n_boot: int = 2000, seed: int = 0, horizon: float = HORIZON, metric: str = "test_acc") -> Comparison:
-    """The whole determination from each strategy's replicates per size."""
+            n_boot: int = 2000, seed: int = 0, horizon: float = HORIZON, metric: str = "test_acc",
+            caps: Mapping[str, int] | None = None) -> Comparison:
+    """The whole determination from each strategy's replicates per size (each replicate tagged with
+    its tuning run). `caps` (DEFAULT_CAPS' keys) are what harness-study may still add, for the
+    statements of what would decide an undecided size."""
     if not (margin >= 0 and math.isfinite(margin)):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
     if n_boot < 1 or horizon < 1:
         raise ValueError("n_boot and horizon must be >= 1")
+    caps = {**DEFAULT_CAPS, **(caps or {})}
     ft = {int(n): r for n, r in sorted(finetune.items()) if r.n}
     sc = {int(n): r for n, r in sorted(scratch.items()) if r.n}
     shared = sorted(set(ft) & set(sc))
@@ -253,30 +309,133 @@ def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates
     rng = np.random.default_rng(seed)
     draws = draw(cells, n_boot, rng)
     index = {(s, n): i for i, (s, n, _) in enumerate(cells)}
+    pairs = [(index[("finetune", n)], index[("scratch", n)]) for n in shared]
+    gap_rows = np.stack([draws.boot[i] - draws.boot[j] for i, j in pairs], 1)  # (B, sizes)
+    point = np.array([draws.point[i] - draws.point[j] for i, j in pairs])
+    se = gap_rows.std(axis=0, ddof=1) if n_boot > 1 else np.zeros(len(shared))
+    critical = simultaneous_critical(gap_rows, point, se)
 
     per_n: list[SizeVerdict] = []
-    for n in shared:
-        i, j = index[("finetune", n)], index[("scratch", n)]
-        gaps = draws.boot[i] - draws.boot[j]
-        lo, hi = _interval(gaps)
-        verdict = classify(lo, hi, margin) if draws.known_sd[i] and draws.known_sd[j] else INCONCLUSIVE
-        per_n.append(SizeVerdict(n, float(draws.point[i] - draws.point[j]), (lo, hi), verdict,
-                                 {"finetune": ft[n].n, "scratch": sc[n].n}, bool(draws.tested[i] and draws.tested[j]),
-                                 {"finetune": float(draws.point[i]), "scratch": float(draws.point[j])}))
+    for k, n in enumerate(shared):
+        i, j = pairs[k]
+        gaps = gap_rows[:, k]
+        band = (float(point[k] - critical * se[k]), float(point[k] + critical * se[k]))
+        verdict = classify(*band, margin) if draws.known_sd[i] and draws.known_sd[j] else INCONCLUSIVE
+        parts = _variance_parts(draws, i, j)
+        size = SizeVerdict(
+            n, float(point[k]), _interval(gaps), verdict, {"finetune": ft[n].n, "scratch": sc[n].n},
+            bool(draws.tested[i] and draws.tested[j]), {"finetune": float(draws.point[i]), "scratch": float(draws.point[j])},
+            band95=band, se=float(se[k]), p_within=float(np.mean(gaps <= margin)),
+            upper975=float(np.quantile(gaps, 0.975)), resolution=float((critical + Z_POWER) * se[k]),
+            shares=_shares(parts), tuning_runs={"finetune": ft[n].n_runs, "scratch": sc[n].n_runs}, parts=parts)
+        if verdict == INCONCLUSIVE:
+            size = dataclasses.replace(size, decide=what_decides(size, parts, margin, critical, caps, draws.n_test))
+        per_n.append(size)
     status, reason = headline([p.verdict for p in per_n])
     out = Comparison(metric, margin, status, reason, per_n, (shared[0], shared[-1]), missing=missing,
-                     n_boot=n_boot, horizon=horizon, switches=_switches(per_n))
-    out.intervals = ("replicates and test examples" if draws.tested.all()
-                     else "replicates only (no per-example test records)" if not draws.tested.any()
-                     else "replicates and test examples where stored, replicates only elsewhere")
+                     n_boot=n_boot, horizon=horizon, switches=_switches(per_n), band_critical=float(critical),
+                     between_runs=draws.between, tau=draws.tau, n_test=draws.n_test)
+    runs = "tuning runs" if draws.between == MEASURED else "replicates"
+    out.intervals = (f"{runs} and test examples" if draws.tested.all()
+                     else f"{runs} only (no per-example test records)" if not draws.tested.any()
+                     else f"{runs} and test examples where stored, {runs} only elsewhere")
+    if draws.between != MEASURED:
+        out.intervals += (f"; between-run sd {draws.tau:.4f} estimated from the curves' lack of fit (an upper bound)"
+                          if draws.tau is not None else "; no between-run variance (not estimable: < 4 sizes)")
     if status != "insufficient_data":
-        gap_rows = np.stack([draws.boot[index[("finetune", n)]] - draws.boot[index[("scratch", n)]] for n in shared], 1)
         shares = _status_shares(_point_verdicts(gap_rows, margin))
         out.status_shares = shares
         out.agreement = shares.get(status, 0.0) if status != "inconclusive" else None
     if len(ft) >= 3 and len(sc) >= 3:
         _fit_determination(out, ft, sc, draws, index, shared, horizon)
-    out.needs = _deciding_sizes(out)
+    out.needs = [n for n in _deciding_sizes(out)
+                 if (next(p for p in per_n if p.n == n).decide or {}).get("action") in ("replicates", "tuning_runs")]
+    return out
+
+
+def simultaneous_critical(gap_rows: np.ndarray, point: np.ndarray, se: np.ndarray, level: float = LEVEL) -> float:
+    """The critical value of a simultaneous band across sizes: the `level` quantile of the largest
+    |gap - point| / se over the sizes of one joint bootstrap draw (max-|t|)."""
+    safe = np.where(se > 0, se, np.inf)
+    t = np.abs(gap_rows - point[None, :]) / safe[None, :]
+    return float(np.quantile(t.max(axis=1), level)) if t.size else math.nan
+
+
+def _variance_parts(draws: Draws, i: int, j: int) -> dict[str, float]:
+    """Each strategy's per-run tuning and per-replicate variance, its runs and replicates per run, and
+    the variance the test examples add to the paired gap."""
+    e = np.zeros(len(draws.point))
+    e[i], e[j] = 1.0, -1.0
+    parts = {"test": float(max(0.0, e @ draws.test_cov @ e))}
+    for name, k in (("finetune", i), ("scratch", j)):
+        parts[name] = (float(draws.var_tune[k]), float(np.nan_to_num(draws.var_rep[k])), float(draws.runs[k]),
+                       float(draws.reps[k]))
+    return parts
+
+
+def predicted_variance(parts: Mapping, runs: float | None = None, reps: float | None = None, test_scale: float = 1.0) -> float:
+    """The gap's variance with `runs` tuning runs of `reps` replicates each (as measured where None)."""
+    total = parts["test"] * test_scale
+    for name in ("finetune", "scratch"):
+        tune, rep, k, r = parts[name]
+        k, r = (runs or k), (reps or r)
+        total += tune / k + rep / (k * r)
+    return total
+
+
+def _shares(parts: Mapping) -> dict[str, float]:
+    tuning = sum(parts[s][0] / parts[s][2] for s in ("finetune", "scratch"))
+    reps = sum(parts[s][1] / (parts[s][2] * parts[s][3]) for s in ("finetune", "scratch"))
+    total = tuning + reps + parts["test"]
+    if not total > 0:
+        return {}
+    return {"tuning": tuning / total, "replicates": reps / total, "test": parts["test"] / total}
+
+
+def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float, caps: Mapping[str, int],
+                 n_test: int | None) -> dict:
+    """What would decide an undecided size, from its own measured variances: more replicates per
+    tuning run, more tuning runs (the cheaper in re-runs, a tuning run costing caps["trials_per_run"]),
+    or, where the caps cannot reach it, a larger test split; with the numbers. Reads the current gap
+    as if it were the truth (a plug-in power statement), so it says what is plausible, not certain."""
+    g = abs(p.gap)
+    goal = "equivalent" if g < margin else "better"
+    if not (critical > 0 and math.isfinite(critical)):
+        return {"action": None, "text": "no noise could be measured at this size (one re-run, no trend to borrow from)"}
+    reach = abs(margin - g) / critical  # the se at which the band would clear the margin
+    runs = int(min(parts[s][2] for s in ("finetune", "scratch")))
+    reps = int(max(1, math.floor(min(parts[s][3] for s in ("finetune", "scratch")))))
+    max_runs, max_reps, trials = int(caps["max_tunings"]), int(caps["max_seeds"]), int(caps["trials_per_run"])
+    if abs(margin - g) < 0.1 * max(margin, 1e-3):
+        return {"action": None, "target_se": reach,
+                "text": f"the gap ({p.gap:+.3f}) sits at the margin ({margin:g}): no number of runs decides it"}
+    budget = reach ** 2
+    tune = sum(parts[s][0] for s in ("finetune", "scratch"))
+    rep = sum(parts[s][1] for s in ("finetune", "scratch"))
+    room = budget - parts["test"] - tune / runs
+    need_reps = math.ceil(rep / (runs * room)) if room > 0 and rep > 0 else (reps if room > 0 else math.inf)
+    room_runs = budget - parts["test"]
+    need_runs = math.ceil((tune + rep / reps) / room_runs) if room_runs > 0 else math.inf
+    options = []
+    if need_reps <= max_reps and need_reps > reps:
+        options.append((runs * (need_reps - reps), "replicates", need_reps,
+                        f"{need_reps} replicates per tuning run (now {reps}) would show it {goal}"))
+    if need_runs <= max_runs and need_runs > runs:
+        options.append(((need_runs - runs) * (trials + reps), "tuning_runs", need_runs,
+                        f"{need_runs} tuning runs (now {runs}) would show it {goal}"))
+    if options:
+        _, action, number, text = min(options)
+        return {"action": action, "number": number, "target_se": reach, "text": text}
+    at_caps = predicted_variance(parts, max_runs, max_reps) - parts["test"]
+    out = {"action": None, "target_se": reach,
+           "text": f"below what this design resolves: even {max_runs} tuning runs x {max_reps} replicates leave "
+                   f"sd {math.sqrt(at_caps + parts['test']):.4f} against the {reach:.4f} needed"}
+    if n_test and parts["test"] > 0 and budget > at_caps:
+        bigger = math.ceil(n_test * parts["test"] / (budget - at_caps))
+        out.update(action="larger_test", number=bigger,
+                   text=out["text"] + f"; with those, a test split of about {bigger:,} examples (now {n_test:,}) would")
+    elif math.isfinite(need_runs):
+        out["text"] += f"; {need_runs} tuning runs would (cap {max_runs})"
     return out
 
 
