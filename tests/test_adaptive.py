@@ -72,7 +72,8 @@ def test_adaptive_settings_are_checked_before_any_training(tmp_path, override, f
 
 def tiny(tmp_path, *extra):
     return compose_study("study.strategies=[finetune,scratch]", "study.n_train=[10,40]", "tune.n_trials=1",
-                         "study.seeds=1", "study.max_seeds=1", f"storage.url=sqlite:///{tmp_path}/study.db",
+                         "study.seeds=1", "study.max_seeds=1", "study.tunings=1", "study.max_tunings=1",
+                         f"storage.url=sqlite:///{tmp_path}/study.db",
                          "logger=none", "data.n_val=50", "train.steps=10", "train.val_every=10",
                          "~search_spaces.scratch.params.steps", "~search_spaces.finetune.params.steps",
                          f"pretrain.cache_dir={tmp_path}/pre", "pretrain.train.steps=20", "study.workers=1",

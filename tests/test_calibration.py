@@ -1,23 +1,50 @@
 """The verdict's calibration on simulated studies with known truth (harness.report.simulate):
-coverage of the n* interval, winners named where there are none, per-size claims the truth
-contradicts. 200 studies per scenario; the figures are the ones the README's table reports."""
+coverage of the per-size intervals and the n* interval, winners named where there are none,
+per-size claims the truth contradicts, one at a time and as a family.
+
+The original scenarios run at 200 studies each. The issue-21 scenarios (tuning runs, curves off
+the power law, failed re-runs, heavy tails) run at 80 studies (K = 3) and 60 (K = 1, whose
+between-run variance is estimated from lack of fit and takes longer). Bounds at those counts: a
+coverage of 0.92 has a binomial sd of 0.030 at 80 studies, so a per-size coverage >= 0.85 (0.83 at
+60) fails a true coverage of 0.77 (what ignoring tuning noise gives) with near certainty and
+passes 0.92 except with small probability; a family-wise false-claim rate of 5% has sd 0.024 at
+80, so <= 0.12 (0.13 at 60) is the target plus ~3 sd, and ignoring tuning noise (23-54%) fails it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from harness.report.simulate import SCENARIOS, calibrate
+from harness.report.simulate import SCENARIOS, TUNE_NOISE_SCENARIOS, calibrate
 
 STUDIES = 200
 N_BOOT = 150
+OLD = ("null", "catch_up", "crossover", "finetune_ahead", "negative_transfer", "null_noise_spike",
+       "catch_up_uneven_noise", "null_low_noise")
+NEW = tuple(n for n in SCENARIOS if n not in OLD)
+
+
+def _studies(name: str) -> int:
+    return 60 if SCENARIOS[name].tunings == 1 else 80
 
 
 @pytest.fixture(scope="module")
 def results():
-    return {name: calibrate(s, studies=STUDIES, n_boot=N_BOOT, seed=11) for name, s in SCENARIOS.items()}
+    out = {name: calibrate(SCENARIOS[name], studies=STUDIES, n_boot=N_BOOT, seed=11) for name in OLD}
+    out.update({name: calibrate(SCENARIOS[name], studies=_studies(name), n_boot=N_BOOT, seed=11) for name in NEW})
+    return out
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def _coverage_bound(c) -> float:
+    return 0.85 if c.studies >= 80 else 0.83
+
+
+def _familywise_bound(c) -> float:
+    return 0.12 if c.studies >= 80 else 0.13
+
+
+@pytest.mark.parametrize("name", OLD)
 def test_no_scenario_makes_false_claims(results, name) -> None:
     c = results[name]
     assert c.false_winner_rate <= 0.05, c.to_row()
@@ -47,3 +74,45 @@ def test_the_n_star_interval_covers_the_truth(results, name) -> None:
 def test_clear_differences_are_found(results, name, status) -> None:
     """Calibrated is not the same as blind: a gap of 6+ points everywhere is named in most studies."""
     assert results[name].rate(status) >= 0.5, results[name].to_row()
+
+
+# ------------------------------------------------------------------ issue 21: calibration that can fail
+
+
+@pytest.mark.parametrize("name", TUNE_NOISE_SCENARIOS)
+def test_per_size_coverage_holds_at_every_size_with_tuning_noise(results, name) -> None:
+    """Target >= 92% at every size; the bound allows binomial noise at this study count."""
+    c = results[name]
+    assert set(c.size_coverage) == set(SCENARIOS[name].sizes)
+    n, cov = c.min_size_coverage
+    assert cov >= _coverage_bound(c), (n, c.size_coverage, c.to_row())
+
+
+@pytest.mark.parametrize("name", TUNE_NOISE_SCENARIOS)
+def test_per_size_claims_are_controlled_as_a_family(results, name) -> None:
+    """Null and gap-at-the-margin, nine sizes: <= 5% of studies make any false per-size claim."""
+    c = results[name]
+    assert c.familywise_false <= _familywise_bound(c), c.to_row()
+    assert c.band_coverage >= _coverage_bound(c), c.to_row()
+
+
+@pytest.mark.parametrize("name", [n for n in NEW if SCENARIOS[n].family != "power"])
+def test_n_star_off_family_is_covered_or_said_not_estimable(results, name) -> None:
+    c = results[name]
+    assert c.n_star_scored == c.studies
+    assert c.n_star_ok >= 0.85, c.to_row()
+
+
+@pytest.mark.parametrize("name", ["null_failures_k3", "null_heavy_tails_k3"])
+def test_failures_and_heavy_tails_make_no_family_of_false_claims(results, name) -> None:
+    c = results[name]
+    assert c.familywise_false <= _familywise_bound(c), c.to_row()
+    n, cov = c.min_size_coverage
+    assert cov >= _coverage_bound(c), (n, c.size_coverage, c.to_row())
+
+
+def test_the_new_scenarios_are_not_blind(results) -> None:
+    """The estimator still finds what is there off the power law and with heavy tails."""
+    assert results["two_phase_k3"].power >= 0.5, results["two_phase_k3"].to_row()
+    assert results["catch_up_heavy_tails_k3"].rate("inconclusive") < 1.0, results["catch_up_heavy_tails_k3"].to_row()
+    assert not math.isnan(results["sigmoid_catch_up_k3"].n_star_ok)
