@@ -253,7 +253,7 @@ def between_run_variance(cells: Sequence[tuple[str, int, Replicates]], mean_var:
     high = 1e-4
     while q(high) > target and high < 1.0:
         high *= 4
-    return float(optimize.brentq(lambda t: q(t) - target, 0.0, high, xtol=1e-10))
+    return float(optimize.brentq(lambda t: q(t) - target, 0.0, high, xtol=1e-8, rtol=1e-3))
 
 
 def draw(cells: Sequence[tuple[str, int, Replicates]], n_boot: int, rng: np.random.Generator) -> Draws:

@@ -238,6 +238,7 @@ class Comparison:
     between_runs: str = MEASURED
     tau: float | None = None
     n_test: int | None = None
+    n_star_misfit: str | None = None  # why n* is not estimable from the curves (lack of fit)
 
     @property
     def settled_from(self) -> int | None:
@@ -252,6 +253,8 @@ class Comparison:
     @property
     def n_star_text(self) -> str | None:
         """n* in words: one-sided ("n* > 78") when its interval is open above."""
+        if self.n_star_misfit:
+            return "n* not estimable: the measured means do not follow the fitted curves"
         if self.n_star is None:
             return None
         lo, hi = self.ci95 or (math.nan, math.nan)
@@ -275,7 +278,7 @@ class Comparison:
             "band": {"method": "max-|t| over the joint bootstrap draws", "level": LEVEL,
                      "critical": _finite(self.band_critical)},
             "between_runs": self.between_runs, "tau": _finite(self.tau), "n_test": self.n_test,
-            "settled_from": self.settled_from, "n_star_text": self.n_star_text,
+            "settled_from": self.settled_from, "n_star_text": self.n_star_text, "n_star_misfit": self.n_star_misfit,
         }
 
 
@@ -433,9 +436,9 @@ def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float,
     if n_test and parts["test"] > 0 and budget > at_caps:
         bigger = math.ceil(n_test * parts["test"] / (budget - at_caps))
         out.update(action="larger_test", number=bigger,
-                   text=out["text"] + f"; with those, a test split of about {bigger:,} examples (now {n_test:,}) would")
+                   text=out["text"] + f"; with those, a test split of about {bigger:,} examples (now {n_test:,}) would decide it")
     elif math.isfinite(need_runs):
-        out["text"] += f"; {need_runs} tuning runs would (cap {max_runs})"
+        out["text"] += f"; {need_runs} tuning runs would decide it (cap {max_runs})"
     return out
 
 
@@ -478,6 +481,11 @@ def _fit_determination(out: Comparison, ft: Mapping[int, Replicates], sc: Mappin
     gap = _predict(params["finetune"], log_grid) - _predict(params["scratch"], log_grid)
     n_star = stays_below(gap, out.margin, log_grid)
     n_star[np.isclose(n_star, lo_n, rtol=1e-12)] = lo_n  # exp(log(n)) need not give n back exactly
+    misfit = _lack_of_fit(params, ft, sc, draws, index) if draws.between == MEASURED else None
+    if misfit is not None:  # the curve family does not describe the measured means: no n* to read off it
+        out.n_star_misfit = misfit
+        out.transfer = []
+        return
     out.n_star, out.ci95 = float(n_star[0]), _interval(n_star[1:])
     out.extrapolated = bool(out.n_star > hi_n)
     behind = (gap > 0).any(axis=1)
@@ -485,6 +493,32 @@ def _fit_determination(out: Comparison, ft: Mapping[int, Replicates], sc: Mappin
     if behind[0] and math.isfinite(n_cross[0]) and bool((gap[0] < -out.margin).any()):
         out.n_cross, out.n_cross_ci95 = float(n_cross[0]), _interval(np.where(np.isnan(n_cross[1:]), lo_n, n_cross[1:]))
     out.transfer = _transfer(ft, sc, draws, index, params["scratch"])
+
+
+LACK_OF_FIT_P = 0.01
+
+
+def _lack_of_fit(params: Mapping[str, np.ndarray], ft: Mapping[int, Replicates], sc: Mapping[int, Replicates],
+                 draws: Draws, index: Mapping[tuple[str, int], int]) -> str | None:
+    """Why n* cannot be read off the fitted curves, or None: a strategy's cell means scatter around
+    its saturating power law more than their measured variances allow (chi-square, p < 1%), so
+    the curves (and any point read off them) describe the family, not the data. Only where the
+    between-run variance is measured: with one run a cell it is estimated from this very scatter."""
+    from scipy import stats
+
+    for strategy, curve in (("finetune", ft), ("scratch", sc)):
+        sizes = np.array(list(curve), dtype=float)
+        if sizes.size < 4:
+            continue
+        rows = [index[(strategy, int(n))] for n in sizes]
+        fitted = _predict(params[strategy][:1], np.log(sizes))[0]
+        var = draws.boot[rows].var(axis=1, ddof=1)
+        q = float((((draws.point[rows] - fitted) ** 2) / np.maximum(var, 1e-12)).sum())
+        p = float(stats.chi2.sf(q, sizes.size - 3))
+        if p < LACK_OF_FIT_P:
+            return (f"{strategy}'s cell means do not follow a saturating power law (lack of fit p = {p:.2g}): "
+                    "n* is not estimable from these curves")
+    return None
 
 
 def _transfer(ft: Mapping[int, Replicates], sc: Mapping[int, Replicates], draws: Draws,
