@@ -65,7 +65,7 @@ def test_the_record_of_one_rerun():
     assert json.loads(json.dumps(record)) == record  # JSON-safe, as Optuna stores it
     assert {k: v for k, v in record.items() if k != "test_correct"} == {
         "replicate": 2, "seed": 12, "subset": 2, "val_acc": 0.75, "test_acc": 0.6, "flops": 2e9, "wall_s": 1.5,
-        "n_test": 5, "test_split": "0123456789abcdef", "probe_acc": None}
+        "n_test": 5, "test_split": "0123456789abcdef", "probe_acc": None, "status": "ok", "reason": None}
     assert type(record["flops"]) is float
     assert make_record(2, 12, result, probe_acc=np.float32(0.5))["probe_acc"] == 0.5
     assert np.array_equal(decode_correct(record), correct)

@@ -39,7 +39,9 @@ def test_digits_recipe_is_a_geometric_grid_over_about_one_and_a_half_decades():
     assert len(ratios) == 1 and ratios.pop() > 1
     assert 1.3 <= math.log10(sizes[-1] / sizes[0]) <= 2.0
     cells = grid(cfg)
-    assert len(cells) == 2 * len(sizes)
+    assert len(cells) == 2 * len(sizes) * cfg.study.tunings  # every cell tuned study.tunings times
+    assert cfg.study.tunings == 3 and cfg.tune.n_trials == 5 and cfg.study.seeds == 2
+    assert [k for _, _, k in cells[:2 * len(sizes)]] == [0] * 2 * len(sizes)  # run 0 of every cell first
 
 
 def test_a_cell_gets_its_own_strategy_and_search_space():
@@ -88,8 +90,10 @@ def test_digits_split_recipe_keeps_the_split_class_study_with_the_defaults_budge
     assert split.study.name == "digits_split" and split.data.source == "classes"
     assert list(split.data.source_classes) == [0, 1, 2, 3, 4] and list(split.data.target_classes) == [5, 6, 7, 8, 9]
     assert list(split.study.n_train) == [10, 20, 40, 80, 160, 320]
-    for key in ("study.seeds", "tune.n_trials", "data.n_val", "data.n_test", "model.name", "data.name", "study.adaptive"):
+    for key in ("study.seeds", "study.tunings", "tune.n_trials", "data.n_val", "model.name", "data.name", "study.adaptive"):
         assert attrgetter(key)(split) == attrgetter(key)(digits), key
+    # each test split as large as its data allows: 1,797 digits less 640 + 150; 901 of 5-9 less 320 + 150
+    assert (digits.data.n_test, split.data.n_test) == (1000, 400)
 
 
 @pytest.mark.parametrize("sizes", ["[]", "[10,10]", "[10,abc]"])

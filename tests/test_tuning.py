@@ -80,6 +80,7 @@ def test_cell_study_and_trial_attrs(tmp_path):
     assert cell_study_name(cfg) == study.study_name == "digits/scratch/n10"
     attrs = stored.user_attrs
     assert attrs["strategy"] == "scratch" and attrs["n_train"] == 10 and attrs["study"] == "digits"
+    assert (attrs["tuning"], attrs["draw"], attrs["seed"]) == (0, 0, 0)  # tuning run 0: the split cells always had
     assert attrs["budget"] == {"n_trials": 3, "max_flops": None, "max_wall_s": None}
     assert stored.direction == optuna.study.StudyDirection.MAXIMIZE
 
@@ -91,7 +92,8 @@ def test_cell_study_and_trial_attrs(tmp_path):
     digest = build_task(cfg.data).test_split
     for row in final:
         assert set(row) == {"replicate", "seed", "subset", "val_acc", "test_acc", "flops", "wall_s", "n_test",
-                            "test_split", "test_correct", "probe_acc"}
+                            "test_split", "test_correct", "probe_acc", "status", "reason"}
+        assert row["status"] == "ok" and row["reason"] is None
         assert row["probe_acc"] is None  # scratch has no source to probe
         assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
         assert row["flops"] > 0 and row["wall_s"] > 0
@@ -920,7 +922,8 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
     assert harness.rerun.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
         {"replicate": 1, "seed": 1, "subset": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0,
          "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False])),
-         "probe_acc": None}]
+         "probe_acc": None, "status": "collapsed",  # 0.25 on 4 examples of 5 classes: not told from chance
+         "reason": "test accuracy 0.250 is at chance (0.200)"}]
     assert len(calls) == 1 and load(tmp_path).user_attrs["best_trial"] == 0
 
 

@@ -419,6 +419,9 @@ def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float,
     need_reps = math.ceil(rep / (runs * room)) if room > 0 and rep > 0 else (reps if room > 0 else math.inf)
     room_runs = budget - parts["test"]
     need_runs = math.ceil((tune + rep / reps) / room_runs) if room_runs > 0 else math.inf
+    # The plug-in says the design is already near enough (the band's heavier tails disagree): the
+    # smallest addition is the proposal.
+    need_reps, need_runs = max(need_reps, reps + 1), max(need_runs, runs + 1)
     options = []
     if need_reps <= max_reps and need_reps > reps:
         options.append((runs * (need_reps - reps), "replicates", need_reps,
@@ -433,8 +436,8 @@ def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float,
     out = {"action": None, "target_se": reach,
            "text": f"below what this design resolves: even {max_runs} tuning runs x {max_reps} replicates leave "
                    f"sd {math.sqrt(at_caps + parts['test']):.4f} against the {reach:.4f} needed"}
-    if n_test and parts["test"] > 0 and budget > at_caps:
-        bigger = math.ceil(n_test * parts["test"] / (budget - at_caps))
+    bigger = math.ceil(n_test * parts["test"] / (budget - at_caps)) if n_test and parts["test"] > 0 and budget > at_caps else 0
+    if n_test and bigger > n_test:
         out.update(action="larger_test", number=bigger,
                    text=out["text"] + f"; with those, a test split of about {bigger:,} examples (now {n_test:,}) would decide it")
     elif math.isfinite(need_runs):
