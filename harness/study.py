@@ -307,8 +307,8 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list
         if jobs:
             _in_workers(_topup_worker, jobs, int(cfg.study.workers), run_root,
                         lambda: _say(cfg, f"adding replicates, elapsed {time.perf_counter() - started:.0f}s"))
-        after = _comparison(cfg)[1]
-        if sum(after.values()) + len(after) == before:
+        after = _stored(cfg)  # a count of what is stored: no need to re-derive the verdict for it
+        if sum(len(c.final) for c in after) + len(after) == before:
             return cells  # nothing could be added (a run's best changed since its re-run): leave it to the next run
 
 
