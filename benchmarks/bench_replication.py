@@ -38,6 +38,11 @@ How.
     python benchmarks/bench_replication.py --dir outputs/replication                  # the default study, twice
     python benchmarks/bench_replication.py --dir /tmp/rep --overrides study.n_train=[10,40,160] tune.n_trials=4
     python benchmarks/bench_replication.py --compare a/crossover.json b/crossover.json  # no training
+    python benchmarks/bench_replication.py --dir D --against studies/digits/crossover.json  # run b only
+
+--against takes a committed study as run a: it must have been made with run a's seeds (the
+defaults: tune.sampler_seed=0, seed=0, data.draw=0) and the same recipe and overrides; only run b
+is trained, which halves the cost.
 
 Both runs take the default study's time each (studies/digits/RUN.md); --overrides go to both
 runs. Nothing here reads a test split itself: the figures are the reports'.
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="only compare two existing crossover.json files (no training)")
     p.add_argument("--dir", type=Path, default=Path("outputs/replication"),
                    help="where both runs write: a.db, b.db, a/ and b/ (reports), outputs/ (Hydra, pretraining cache)")
+    p.add_argument("--against", type=Path, metavar="A.json",
+                   help="an existing crossover.json made with run a's seeds (e.g. studies/digits/): train run b only")
     p.add_argument("--recipe", default="digits")
     p.add_argument("--overrides", nargs="*", action="extend", default=[], help="Hydra overrides for both runs")
     args = p.parse_args(argv)
@@ -190,7 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
         root.mkdir(parents=True, exist_ok=True)
         if any((root / f"{s}.db").exists() for s in RUNS):
             p.error(f"{root} already holds a.db or b.db: a run would resume them; give an empty --dir")
-        a_path, b_path = (run_one(s, root, args.recipe, args.overrides) for s in RUNS)
+        if args.against is not None and not args.against.is_file():
+            p.error(f"--against {args.against}: no such file; give a crossover.json made with run a's seeds")
+        a_path = args.against if args.against is not None else run_one("a", root, args.recipe, args.overrides)
+        b_path = run_one("b", root, args.recipe, args.overrides)
     result = compare(json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text()))
     print(f"a: {a_path}\nb: {b_path}\n")
     print(markdown(result))
