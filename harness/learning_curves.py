@@ -42,9 +42,10 @@ def _solve_ab(
 
     The optimum of a convex quadratic on a box is either the unconstrained one or lies on an
     edge, where the 1-D problem is solved by clipping; the cheapest feasible candidate wins.
-    Works on broadcast stacks (..., N), so one call covers every replicate and every exponent.
+    Works on broadcast stacks (..., N), so one call covers every replicate and every exponent;
+    the weights too may differ per curve (..., N).
     """
-    sw = float(w.sum())
+    sw = w.sum(-1)
     ybar = (w * y).sum(-1) / sw
     zbar = (w * z).sum(-1) / sw
     yc = y - ybar[..., None]
@@ -77,9 +78,11 @@ def _solve_ab(
 def fit_power_law_batch(
     log_sizes: np.ndarray, means: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Power-law fits for a stack of mean curves (R, N): returns a, b, c, weighted SSE (R,)."""
+    """Power-law fits for a stack of mean curves (R, N) with weights (N,) or one row per curve (R, N):
+    returns a, b, c, weighted SSE (R,)."""
     z_grid = -np.exp(-_C_GRID[:, None] * log_sizes[None, :])
-    _, _, s_grid = _solve_ab(means[:, None, :], z_grid[None], weights)
+    grid_weights = weights[:, None, :] if weights.ndim == 2 else weights
+    _, _, s_grid = _solve_ab(means[:, None, :], z_grid[None], grid_weights)
     k = np.argmin(s_grid, axis=1)
     lo = _C_GRID[np.maximum(k - 1, 0)]
     hi = _C_GRID[np.minimum(k + 1, _C_GRID.size - 1)]

@@ -130,6 +130,42 @@ def test_one_run_a_cell_estimates_tau_from_the_curves_and_says_so():
     assert few.between_runs == "not estimable" and few.tau is None
 
 
+def test_tau_is_where_the_refitted_lack_of_fit_meets_its_chi_square_quantile():
+    """The batched grid search for tau^2 solves its defining equation: at the returned tau^2 the
+    weighted residual sum of squares, refitted one tau at a time, equals the (1 - level) chi-square
+    quantile to 1%, and a tenth more or less moves it off."""
+    from scipy import stats
+
+    from harness.learning_curves import fit_power_law_batch
+    from harness.report.noise import TAU_LEVEL, between_run_variance
+
+    rng = np.random.default_rng(4)
+    cells = _cells(rng, 0.0, 0.02, runs=1, reps=4)
+    flat = [(s, n, r) for s in ("finetune", "scratch") for n, r in sorted(cells[s].items())]
+    mean_var = np.array([r.acc.var(ddof=1) / r.n for _, _, r in flat])
+    estimate = between_run_variance(flat, mean_var)
+    tau2 = estimate.tau2
+
+    def q(t: float) -> float:
+        total = 0.0
+        for s in ("finetune", "scratch"):
+            ix = [i for i, c in enumerate(flat) if c[0] == s]
+            log_n = np.log([float(flat[i][1]) for i in ix])
+            y = np.array([flat[i][2].acc.mean() for i in ix])
+            w = 1.0 / (mean_var[ix] + t)
+            a, b, c, _ = fit_power_law_batch(log_n, y[None, :], w / w.sum())
+            total += float((w * (y - (a[0] - b[0] * np.exp(-c[0] * log_n))) ** 2).sum())
+        return total
+
+    target = stats.chi2.ppf(1 - TAU_LEVEL, len(flat) - 6)
+    assert tau2 > 0
+    assert q(tau2) == pytest.approx(target, rel=0.01)
+    assert q(0.9 * tau2) > 1.01 * target and q(1.1 * tau2) < 0.99 * target
+    # the relative model: every variance scaled by 1 + ratio divides q(0) by it, to the same quantile
+    assert q(0.0) / (1 + estimate.ratio) == pytest.approx(target, rel=1e-6)
+    assert np.all(estimate.per_cell(mean_var) >= tau2) and np.any(estimate.per_cell(mean_var) > tau2)
+
+
 def test_the_band_is_wider_than_the_pointwise_interval_and_decides_the_verdicts():
     rng = np.random.default_rng(2)
     cells = _cells(rng, 0.03, 0.005, runs=3, reps=3)

@@ -199,11 +199,12 @@ def between_runs_note(c: Mapping[str, Any]) -> str | None:
     one = runs == [1] or not runs
     per_cell = "one tuning run per cell" if one else f"fewer than two tuning runs at some cells ({runs[0]}-{runs[-1]})"
     if how == "estimated":
-        tau = c.get("tau")
+        tau, ratio = c.get("tau"), c.get("tau_ratio")
         sd = (f"; sd {tau:.4f} = {points(tau, sign=False)} points" if _finite(tau) else "")
+        sd += (f", or {ratio:.2f}x the replicate variance of a cell mean where that is larger" if _finite(ratio) else "")
         return (f"**Between-run variance estimated, not measured:** the study had {per_cell}, so the variance between "
                 f"tuning runs (which configuration the search finds{sd}) was estimated from the lack of fit of the "
-                "cell means around the fitted curves, as an upper bound (the 90% upper Q-profile bound), and added "
+                "cell means around the fitted curves, as an upper bound (the 80% upper Q-profile bound of a constant variance and of one proportional to the replicate variance, the larger at each cell), and added "
                 "to every interval; `study.tunings` >= 2 measures it.")
     if how == "not estimable":
         return (f"**The intervals miss the tuning noise:** the study had {per_cell} and too few sizes to estimate the "

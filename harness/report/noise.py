@@ -119,7 +119,7 @@ class Draws:
     reps: np.ndarray       # (C,) replicates per run (harmonic mean)
     test_cov: np.ndarray   # (C, C) covariance of the cell means from the test examples (0 where untested)
     between: str = MEASURED  # how the between-run variance entered: measured / estimated / not estimable
-    tau: float | None = None  # the estimated between-run sd (between == "estimated")
+    estimate: BetweenRuns | None = None  # the estimated between-run variance (between == "estimated")
     n_test: int | None = None
 
 
@@ -216,14 +216,31 @@ def _units(cells: Sequence[tuple[str, int, Replicates]]) -> list[tuple[str, int,
     return out
 
 
+TAU2_RANGE = (1e-9, 1.0)  # accuracy units squared: from a thousandth of a point to the whole scale
+TAU2_GRID = 120           # log-spaced points 19% apart; the crossing is interpolated between two (within 0.1%)
+
+
+@dataclass(frozen=True)
+class BetweenRuns:
+    """The estimated between-run variance of one cell mean: the larger of a constant tau^2 and a
+    multiple of the cell mean's replicate variance (tuning noise that grows with the replicate
+    noise, as at small sizes), each the `level` upper Q-profile bound from the lack of fit."""
+    tau2: float    # constant part
+    ratio: float   # relative part: ratio x the cell mean's replicate variance
+
+    def per_cell(self, mean_var: np.ndarray) -> np.ndarray:
+        return np.maximum(self.tau2, np.where(np.isfinite(mean_var), self.ratio * mean_var, 0.0))
+
+
 def between_run_variance(cells: Sequence[tuple[str, int, Replicates]], mean_var: np.ndarray,
-                         level: float = TAU_LEVEL) -> float | None:
-    """tau^2, the variance between tuning runs a single run per cell cannot show, from the lack of
-    fit of the cell means around each strategy's fitted learning curve: the `level` upper Q-profile
-    bound (the tau^2 at which the weighted residual sum of squares, refitted, falls to its
-    (1 - level) chi-square quantile). `mean_var` is each cell mean's variance without it. None when
-    no strategy has four sizes (three curve parameters leave no residual)."""
-    from scipy import optimize, stats
+                         level: float = TAU_LEVEL) -> BetweenRuns | None:
+    """What a single run per cell cannot show, from the lack of fit of the cell means around each
+    strategy's fitted learning curve. Q(tau^2) is the weighted residual sum of squares, refitted with
+    weights 1 / (mean_var + tau^2); the constant tau^2 is where Q falls to its (1 - level) chi-square
+    quantile; the relative model scales every variance by 1 + ratio, which leaves the fit unchanged,
+    so ratio = Q(0) / quantile - 1. `mean_var` is each cell mean's variance without either. None
+    when no strategy has four sizes (three curve parameters leave no residual)."""
+    from scipy import stats
 
     from harness.learning_curves import fit_power_law_batch
 
@@ -237,23 +254,32 @@ def between_run_variance(cells: Sequence[tuple[str, int, Replicates]], mean_var:
     v = np.where(np.isfinite(mean_var), np.maximum(mean_var, 1e-12), 1e-12)
     df = sum(len(ix) - 3 for ix in groups.values())
 
-    def q(tau2: float) -> float:
-        total = 0.0
+    def q(tau2: np.ndarray) -> np.ndarray:
+        """The refitted weighted residual sum of squares at each tau^2 (one batched fit per strategy)."""
+        total = np.zeros(tau2.size)
         for ix in groups.values():
-            w = 1.0 / (v[ix] + tau2)
+            w = 1.0 / (v[ix][None, :] + tau2[:, None])
             log_n = np.log([float(cells[i][1]) for i in ix])
-            a, b, c, _ = fit_power_law_batch(log_n, means[ix][None, :], w / w.sum())
-            fitted = a[0] - b[0] * np.exp(-c[0] * log_n)
-            total += float((w * (means[ix] - fitted) ** 2).sum())
+            y = np.repeat(means[ix][None, :], tau2.size, axis=0)
+            a, b, c, _ = fit_power_law_batch(log_n, y, w / w.sum(1, keepdims=True))
+            fitted = a[:, None] - b[:, None] * np.exp(-c[:, None] * log_n[None, :])
+            total += (w * (y - fitted) ** 2).sum(1)
         return total
 
+    # q falls as tau^2 grows: one batched evaluation at 0 and on a log grid, then interpolation in log tau^2
     target = float(stats.chi2.ppf(1.0 - level, df))
-    if q(0.0) <= target:
-        return 0.0
-    high = 1e-4
-    while q(high) > target and high < 1.0:
-        high *= 4
-    return float(optimize.brentq(lambda t: q(t) - target, 0.0, high, xtol=1e-8, rtol=1e-3))
+    grid = np.concatenate([[0.0], np.geomspace(*TAU2_RANGE, TAU2_GRID)])
+    qs = q(grid)
+    ratio = max(0.0, float(qs[0]) / target - 1.0)
+    below = np.flatnonzero(qs <= target)
+    if below.size == 0:
+        return BetweenRuns(float(grid[-1]), ratio)
+    i = int(below[0])
+    if i <= 1:
+        return BetweenRuns(float(grid[i]), ratio)
+    frac = (qs[i - 1] - target) / (qs[i - 1] - qs[i])
+    tau2 = float(np.exp(np.log(grid[i - 1]) + frac * (np.log(grid[i]) - np.log(grid[i - 1]))))
+    return BetweenRuns(tau2, ratio)
 
 
 def draw(cells: Sequence[tuple[str, int, Replicates]], n_boot: int, rng: np.random.Generator) -> Draws:
@@ -268,22 +294,22 @@ def draw(cells: Sequence[tuple[str, int, Replicates]], n_boot: int, rng: np.rand
     unit_n = np.array([float(r.n) for _, _, r in units])
     mean_var = np.where(known, sd ** 2 / unit_n, np.nan)  # the cell mean's variance from its units
     within = np.array([r.within_run_variance()[0] for _, _, r in cells])
-    between, tau2 = MEASURED, 0.0
+    between, estimate = MEASURED, None
     if measured:
         # one run's mean = its offset + replicate noise; the decomposition serves the power statements
         var_rep = np.where(np.isfinite(within), within, 0.0)  # one replicate a run: all of it counts as tuning
         var_tune = np.maximum(0.0, sd ** 2 - var_rep / reps)
     else:
         estimate = between_run_variance(cells, mean_var)
-        between, tau2 = (NOT_ESTIMABLE, 0.0) if estimate is None else (ESTIMATED, estimate)
+        between = NOT_ESTIMABLE if estimate is None else ESTIMATED
         var_rep = sd ** 2
-        var_tune = np.full(len(cells), tau2)
+        var_tune = np.zeros(len(cells)) if estimate is None else estimate.per_cell(mean_var)
     boot = np.repeat(point[:, None], n_boot, axis=1)
     for i in range(len(cells)):
         if known[i] and sd[i] > 0:
             boot[i] += sd[i] / math.sqrt(unit_n[i]) * rng.standard_t(df[i], n_boot)
-    if not measured and tau2 > 0:
-        boot += np.sqrt(tau2 / runs)[:, None] * rng.standard_normal((len(cells), n_boot))
+    if not measured and np.any(var_tune > 0):
+        boot += np.sqrt(var_tune / runs)[:, None] * rng.standard_normal((len(cells), n_boot))
     # Test-example noise, one draw per test split shared by every cell evaluated on it (paired):
     # the covariance across cells of their per-example means over the split's examples, less the
     # part that is unit noise (already in the t-draw above), drawn as a normal (T is large).
@@ -306,4 +332,4 @@ def draw(cells: Sequence[tuple[str, int, Replicates]], n_boot: int, rng: np.rand
         boot[members] += (vectors * np.sqrt(clipped)) @ rng.standard_normal((len(members), n_boot))
         tested[members] = True
     return Draws(point, np.clip(boot, 0.0, 1.0), tested, known, var_tune, var_rep, runs, reps, test_cov,
-                 between, math.sqrt(tau2) if between == ESTIMATED else None, n_test)
+                 between, estimate, n_test)

@@ -236,7 +236,8 @@ class Comparison:
     horizon: float = HORIZON
     band_critical: float | None = None
     between_runs: str = MEASURED
-    tau: float | None = None
+    tau: float | None = None        # estimated between-run sd, constant part (between_runs == "estimated")
+    tau_ratio: float | None = None  # ... relative part: this x a cell mean's replicate variance, where larger
     n_test: int | None = None
     n_star_misfit: str | None = None  # why n* is not estimable from the curves (lack of fit)
 
@@ -277,7 +278,8 @@ class Comparison:
             "fits": {s: {"a": p[0], "b": p[1], "c": p[2], "family": "a - b * n**-c"} for s, p in self.fits.items()},
             "band": {"method": "max-|t| over the joint bootstrap draws", "level": LEVEL,
                      "critical": _finite(self.band_critical)},
-            "between_runs": self.between_runs, "tau": _finite(self.tau), "n_test": self.n_test,
+            "between_runs": self.between_runs, "tau": _finite(self.tau),
+            "tau_ratio": _finite(self.tau_ratio), "n_test": self.n_test,
             "settled_from": self.settled_from, "n_star_text": self.n_star_text, "n_star_misfit": self.n_star_misfit,
         }
 
@@ -337,14 +339,17 @@ def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates
     status, reason = headline([p.verdict for p in per_n])
     out = Comparison(metric, margin, status, reason, per_n, (shared[0], shared[-1]), missing=missing,
                      n_boot=n_boot, horizon=horizon, switches=_switches(per_n), band_critical=float(critical),
-                     between_runs=draws.between, tau=draws.tau, n_test=draws.n_test)
+                     between_runs=draws.between, n_test=draws.n_test)
+    if draws.estimate is not None:
+        out.tau, out.tau_ratio = math.sqrt(draws.estimate.tau2), draws.estimate.ratio
     runs = "tuning runs" if draws.between == MEASURED else "replicates"
     out.intervals = (f"{runs} and test examples" if draws.tested.all()
                      else f"{runs} only (no per-example test records)" if not draws.tested.any()
                      else f"{runs} and test examples where stored, {runs} only elsewhere")
     if draws.between != MEASURED:
-        out.intervals += (f"; between-run sd {draws.tau:.4f} estimated from the curves' lack of fit (an upper bound)"
-                          if draws.tau is not None else "; no between-run variance (not estimable: < 4 sizes)")
+        out.intervals += (f"; between-run variance estimated from the curves' lack of fit (an upper bound): sd "
+                          f"{out.tau:.4f}, or {out.tau_ratio:.2f}x a cell mean's replicate variance where larger"
+                          if out.tau is not None else "; no between-run variance (not estimable: < 4 sizes)")
     if status != "insufficient_data":
         shares = _status_shares(_point_verdicts(gap_rows, margin))
         out.status_shares = shares
