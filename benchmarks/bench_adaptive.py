@@ -5,7 +5,7 @@
 
 Adaptive: the scenario's grid (a factor of 2 apart) at 3 replicates, the top-up where undecided sizes
 decide the headline (to 10), then sizes at the geometric midpoint of n*'s bracket (at most 4 cells),
-exactly as harness-study does (harness/report/simulate_adaptive.py). Fixed: a grid fine enough to
+exactly as harness-study does (harness/calibration/adaptive.py). Fixed: a grid fine enough to
 bracket any n* within 1.5x, the same replicates at every cell. Compute in training runs (10 per
 tuned cell, 1 per replicate). Precision: "bracketed" = the measured sizes either side of the
 estimated n* are within 1.5x and hold the true n*; "decided" = the share of per-size verdicts that
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from harness.report.simulate import SCENARIOS, truth
-from harness.report.simulate_adaptive import Policy, adaptive, fine_grid, fixed
+from harness.calibration.simulate import SCENARIOS, truth
+from harness.calibration.adaptive import Policy, adaptive, fine_grid, fixed
 
 
 def summarise(outcomes) -> tuple[float, float, float, str]:

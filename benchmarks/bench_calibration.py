@@ -22,7 +22,7 @@ import dataclasses
 import math
 import time
 
-from harness.report.simulate import SCENARIOS, calibrate
+from harness.calibration.simulate import SCENARIOS, calibrate
 
 
 def _pct(v: float) -> str:

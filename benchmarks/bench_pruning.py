@@ -52,7 +52,7 @@ def compose_cell(args: argparse.Namespace, seed: int, pruner: str, overrides: li
 
     import harness.cli
 
-    from harness.config import load_cell
+    from harness.settings.config import load_cell
 
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         return load_cell(compose(config_name="tune", overrides=[
@@ -67,8 +67,8 @@ def tune_one(args: argparse.Namespace, seed: int, pruner: str, overrides: list[s
     os.environ.setdefault("WANDB_MODE", "disabled")
     from optuna.trial import TrialState
 
-    from harness.records import num, trial_records
-    from harness.tuning import tune_cell
+    from harness.store.records import num, trial_records
+    from harness.tuning.tune import tune_cell
 
     reused = db.exists()
     cfg = compose_cell(args, seed, pruner, overrides, db)

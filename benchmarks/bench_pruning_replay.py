@@ -5,18 +5,18 @@ swings 1x-10x with when the search happens to draw a good configuration. This sc
 the pruner from that luck, as tabular HPO benchmarks do (LCBench, HPOBench):
 
 1. collect (the costly part, once per cell): train C configurations drawn at random from the
-   cell's search space (plus its recipe) to the end of their schedules with harness.run,
+   cell's search space (plus its recipe) to the end of their schedules with harness.training.run,
    validating every --grain steps; store each curve and what each step and validation costs.
    Training is seeded and validating does not change it, so a trial pruned at step s would have
    produced exactly the first s steps of its stored curve.
 2. replay (seconds): R random search orders, each drawn with replacement from the stored
    configurations (random search over the cell's space, bootstrapped) and shared by both runs.
-   Without pruning the search runs --trials trials; with the pruner (harness.pruning.make_pruner on
-   the cell's real config, fed through real Optuna trials as harness.pruning.PruningCallback feeds
+   Without pruning the search runs --trials trials; with the pruner (harness.tuning.pruning.make_pruner on
+   the cell's real config, fed through real Optuna trials as harness.tuning.pruning.PruningCallback feeds
    it) it runs on the same FLOPs budget and each trial stops where the pruner says. Per order:
    FLOPs until the no-pruning run first reaches its best B; FLOPs until the pruned run first
    completes a trial within 0.5 points of B; and, for the same target, until the no-pruning run does.
-3. verify: one order run for real by harness.tuning.tune_cell (the order enqueued) beside its
+3. verify: one order run for real by harness.tuning.tune.tune_cell (the order enqueued) beside its
    replay, trial by trial: same pruned/complete states, values and FLOPs, or the replay is wrong.
 
 Never the test split the reports use: runs are trained with evaluate_test=False, and the quality of
@@ -62,7 +62,7 @@ def compose_cell(cell: dict, overrides: list[str] = ()):
 
     import harness.cli
 
-    from harness.config import load_cell
+    from harness.settings.config import load_cell
 
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         return load_cell(compose(config_name="tune", overrides=[
@@ -77,7 +77,7 @@ def draw_configurations(cfg, count: int, seed: int) -> list[dict]:
     """The recipes, then `count` draws of Optuna's random sampler over the cell's search space."""
     import optuna
 
-    from harness.search_space import SearchSpace
+    from harness.tuning.search_space import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
@@ -93,9 +93,9 @@ def holdout_split(cfg, size: int):
     cell's training, validation or test examples. Standardised as the cell's data are."""
     import numpy as np
 
-    from harness.schema import replace_path
-    from harness.data import build_task, split_classes
-    from harness.pools import LabelledImages, load_pool
+    from harness.settings.schema import replace_path
+    from harness.data.task import build_task, split_classes
+    from harness.data.pools import LabelledImages, load_pool
 
     d = cfg.data
     pool = load_pool(d)
@@ -116,11 +116,11 @@ def train_to_the_end(cell: dict, params: dict) -> dict:
     then scored on the benchmark's held-out split (never on the test split)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
 
-    from harness.data import eval_batches
-    from harness.module import accuracy
-    from harness.run import resolve_device, run_training
-    from harness.schema import replace_path
-    from harness.search_space import SearchSpace
+    from harness.data.task import eval_batches
+    from harness.training.module import accuracy
+    from harness.training.run import resolve_device, run_training
+    from harness.settings.schema import replace_path
+    from harness.tuning.search_space import SearchSpace
 
     cfg = compose_cell(cell)
     run_cfg = replace_path(SearchSpace.from_config(cfg.search_space, base=cfg).apply(cfg, params), "train.val_every",
@@ -141,7 +141,7 @@ def collect(cell: dict, configs: int, seed: int, jobs: int) -> dict:
     cfg = compose_cell(cell)
     holdout_split(cfg, int(cell["holdout"]))  # fails now, not in every worker, when the pool is too small
     if cell["strategy"] == "finetune" and str(cfg.strategy.weights) == "source":
-        from harness.pretrain import ensure_pretrained
+        from harness.training.pretrain import ensure_pretrained
 
         ensure_pretrained(cfg)  # once, before the workers start
     drawn = draw_configurations(cfg, configs, seed)
@@ -163,7 +163,7 @@ class Configuration:
         self.holdout_acc = run.get("holdout_acc")  # None in curves collected before it (their test_acc is not read)
         self.phases, self.eval_flops = run["phases"], float(run["eval_flops_per_validation"])
         curve = {int(s): float(a) for s, a in run["curve"]}
-        # harness.run validates every val_every steps, and once more at the end if the end is off that grid.
+        # harness.training.run validates every val_every steps, and once more at the end if the end is off that grid.
         points = list(range(val_every, self.steps + 1, val_every))
         self.pruning_points = len(points)  # validations the pruner is asked at (the extra one at the end is reported only)
         if not points or points[-1] != self.steps:
@@ -196,8 +196,8 @@ def search_without_pruning(order: list[Configuration], n_trials: int) -> list[Tr
 def search_with_pruner(order: list[Configuration], pruner, max_flops: float, study_name: str,
                        max_trials: int | None = None) -> list[Trial]:
     """Real Optuna trials in an in-memory study: each stored curve reported step by step, the
-    pruner asked after each validation on the grid (harness.pruning.PruningCallback), the trial
-    stopped where it says; the budget checked before each trial starts (harness.budget.Budget).
+    pruner asked after each validation on the grid (harness.tuning.pruning.PruningCallback), the trial
+    stopped where it says; the budget checked before each trial starts (harness.tuning.budget.Budget).
     The study name matters: Hyperband assigns brackets by a hash of it and the trial number."""
     import optuna
     from optuna.trial import TrialState
@@ -294,7 +294,7 @@ def rank_correlations(configs: list[Configuration], first: int = 6) -> list[tupl
 
 def load(path: str, pruner: str, pruner_overrides: list[str], val_every: int | None):
     """The stored cell, its configurations on the replayed validation grid, and its pruner factory."""
-    from harness.pruning import make_pruner
+    from harness.tuning.pruning import make_pruner
 
     stored = json.loads(Path(path).read_text())
     cell = {**stored["cell"], "cache": tempfile.gettempdir()}
@@ -304,13 +304,13 @@ def load(path: str, pruner: str, pruner_overrides: list[str], val_every: int | N
 
 
 def replay(args: argparse.Namespace) -> None:
-    from harness.tuning import cell_study_name
+    from harness.tuning.tune import cell_of
 
     cell, cfg, configs, val_every, make_pruner = load(args.curves, args.pruner, args.pruner_override, args.val_every)
     rng = random.Random(args.seed)
     started = time.perf_counter()
     rows = [replay_one(draw_order(configs, args.draws, not args.no_recipe, rng), make_pruner, args.trials,
-                       f"{cell_study_name(cfg)}/replay-{i}") for i in range(args.orders)]
+                       f"{cell_of(cfg).name}/replay-{i}") for i in range(args.orders)]
     reached = [r for r in rows if r["pruned_to_tolerance"] is not None]
     label = " ".join([args.pruner, *args.pruner_override])
     print(f"cell: digits {cell['strategy']} n_train={cell['n_train']} n_val={cell['n_val']} {' '.join(cell['overrides'])}")
@@ -353,22 +353,22 @@ def replay(args: argparse.Namespace) -> None:
 
 def replay_against_harness(path: str, pruner: str, pruner_overrides: list[str], n_trials: int, seed: int,
                            root: Path) -> list[dict]:
-    """One order, replayed and run for real by harness.tuning.tune_cell (the order enqueued into
+    """One order, replayed and run for real by harness.tuning.tune.tune_cell (the order enqueued into
     the cell's study, so the sampler does not choose), side by side per trial."""
     import optuna
 
-    from harness.records import TrialRecord, open_storage
-    from harness.schema import replace_path
-    from harness.tuning import cell_study_name, tune_cell
+    from harness.store.records import TrialRecord, open_storage
+    from harness.settings.schema import replace_path
+    from harness.tuning.tune import cell_of, tune_cell
 
     cell, cfg, configs, _, make_pruner = load(path, pruner, pruner_overrides, None)
     order = draw_order(configs, n_trials, recipe_first=True, rng=random.Random(seed))[:n_trials]
-    replayed = search_with_pruner(order, make_pruner(), math.inf, cell_study_name(cfg), max_trials=n_trials)
+    replayed = search_with_pruner(order, make_pruner(), math.inf, cell_of(cfg).name, max_trials=n_trials)
     for key, value in {"storage.url": f"sqlite:///{root / 'verify.db'}", "pretrain.cache_dir": str(root / "pretrained"),
                        "tune.n_trials": n_trials, "tune.enqueue_recipe": False, "study.seeds": 1}.items():
         cfg = replace_path(cfg, key, value)
     storage = open_storage(cfg.storage, heartbeats=False)
-    study = optuna.create_study(study_name=cell_study_name(cfg), storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=cell_of(cfg).name, storage=storage, direction="maximize")
     for config in order:
         study.enqueue_trial(config.params)
     del study, storage

@@ -7,7 +7,7 @@ each with its own Optuna storage file and report folder and with every seed diff
     run a: tune.sampler_seed=0  seed=0       data.draw=0
     run b: tune.sampler_seed=1  seed=100000  data.draw=100
 
-- `tune.sampler_seed`: each cell's TPE seed (with its tuning run index, harness/tuning.py);
+- `tune.sampler_seed`: each cell's TPE seed (with its tuning run index, harness/tuning/tune.py);
 - `seed`: the base training seed (replicate r of tuning run k trains from its own seed from it);
 - `data.draw`: the base index of the validation draws and training orders: tuning run k of a
   cell uses draw + k, so no validation split or tuning subset is shared between a and b.

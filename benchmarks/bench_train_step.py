@@ -56,7 +56,7 @@ class StepClock:
 
 
 def harness_run(cfg, steps: int, run_dir: Path, device: str) -> dict:
-    from harness.run import run_training
+    from harness.training.run import run_training
 
     clock = StepClock(steps, device)
     entered = time.perf_counter()
@@ -78,10 +78,10 @@ def plain_run(cfg, task, steps: int, device: str, precision: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from harness.data import TensorBatches
-    from harness.models import create_backbone
-    from harness.module import accuracy, warmup_cosine
-    from harness.strategies import optimizer_groups
+    from harness.data.task import TensorBatches
+    from harness.training.models import create_backbone
+    from harness.training.module import accuracy, warmup_cosine
+    from harness.training.strategies import optimizer_groups
 
     train = cfg.train
     pl.seed_everything(int(cfg.seed), verbose=False)
@@ -135,10 +135,10 @@ def main() -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
-    import harness.run  # noqa: F401  (imports excluded from every figure below)
+    import harness.training.run  # noqa: F401  (imports excluded from every figure below)
     from harness.cli import CONFIG_DIR
-    from harness.config import load_run
-    from harness.data import build_task
+    from harness.settings.config import load_run
+    from harness.data.task import build_task
 
     import_s = time.perf_counter() - t_import
     torch.set_num_threads(1)

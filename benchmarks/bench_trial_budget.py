@@ -15,7 +15,7 @@ little in another order).
 
 Per m, per strategy and over all cells:
 - shortfall: best validation accuracy of the first m trials (COMPLETE ones: what the harness
-  re-runs, harness/rerun.py) below the best of all 10, in points (1 validation image = 0.67);
+  re-runs, harness/tuning/rerun.py) below the best of all 10, in points (1 validation image = 0.67);
 - gain: the share of the 10-trial gain over the recipes (best of 10 - best of 3) reached by m;
 - same winner: how often the first m trials' winner is the 10-trial winner (ties: the earlier);
 - noise only: the shortfall the same cells would show if their completed trials were equally good

@@ -1,7 +1,7 @@
 """Throughput of one cell's tuning with 1 worker process vs 2, on the default SQLite storage.
 
 Each worker is a process of its own (one torch thread, as `trainer.threads=1` sets) running
-`harness.tuning.tune_cell` on the same cell, so the two share the study, its budget and its lock.
+`harness.tuning.tune.tune_cell` on the same cell, so the two share the study, its budget and its lock.
 The best is not re-run (`rerun=False`): nothing here reads the test split the reports use.
 Workers import everything first and start together at a barrier; throughput is read from the
 storage (first trial start to last trial end), so imports and the final re-run do not count.
@@ -38,8 +38,8 @@ def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: st
     from hydra import compose, initialize_config_dir
 
     from harness.cli import CONFIG_DIR
-    from harness.config import load_cell
-    from harness.schema import SearchSpaceConfig
+    from harness.settings.config import load_cell
+    from harness.settings.schema import SearchSpaceConfig
 
     overrides = [
         f"storage.url=sqlite:///{tmp}/bench.db", f"study.name={name}", f"tune.n_trials={n_trials}",
@@ -60,7 +60,7 @@ def worker(cfg, run_root: str, barrier, errors, cpu) -> None:
     try:
         import torch
 
-        from harness.tuning import tune_cell
+        from harness.tuning.tune import tune_cell
 
         torch.set_num_threads(1)
         barrier.wait()
@@ -76,7 +76,7 @@ def run(tmp: Path, workers: int, n_per_worker: int, steps: int, accelerator: str
     import optuna
     from optuna.trial import TrialState
 
-    from harness.records import CellId, trial_records
+    from harness.store.records import CellId, trial_records
 
     name = f"bench-{workers}w"
     cfg = cell_config(tmp, name, workers * n_per_worker, steps, accelerator)

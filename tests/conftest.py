@@ -1,4 +1,4 @@
-"""Shared fixtures: real configs composed from harness/conf/ with small sizes, a session-wide pretraining
+"""Shared fixtures: real configs composed from conf/ with small sizes, a session-wide pretraining
 cache, and a guard that lets no test reach anything but the loopback interface.
 
 Everything runs on the CPU with one torch thread (trainer.threads=1, the default), offline.
@@ -48,8 +48,8 @@ SMALL = (
 
 def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True, cache_dir: Path | None = None,
                 typed: bool = True):
-    """A real config from harness/conf/ as the console scripts would see it (later overrides win):
-    with typed=True, the checked settings its entry point builds (harness.config.load_*), else the
+    """A real config from conf/ as the console scripts would see it (later overrides win):
+    with typed=True, the checked settings its entry point builds (harness.settings.config.load_*), else the
     composed DictConfig."""
     base = list(SMALL) if small else []
     if cache_dir is not None:
@@ -63,8 +63,7 @@ def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True,
 
 def load_settings(composed: DictConfig, config_name: str):
     """What the entry point named `config_name` builds from its composed config."""
-    from harness import config
-
+    from harness.settings import config
     return {"train": config.load_run, "pretrain": config.load_pretrain, "tune": config.load_cell,
             "study": config.load_study, "report": config.load_report}[config_name](composed)
 

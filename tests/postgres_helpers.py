@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from harness.storage import redact_url
+from harness.store.storage import redact_url
 
 
 def postgres_url() -> str:

@@ -1,4 +1,4 @@
-"""A crafted Optuna storage shaped exactly like harness/tuning.py writes it, with known answers.
+"""A crafted Optuna storage shaped exactly like harness/tuning/tune.py writes it, with known answers.
 
 No training: each cell is created directly with optuna (study user attrs, trials made with
 optuna.trial.create_trial, some pruned, failed or left RUNNING), and each cell's ``final`` re-run

@@ -10,13 +10,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from harness.adaptive import n_star_bracket, next_size
+from harness.study.adaptive import n_star_bracket, next_size
 from harness.errors import ConfigError
 from harness.report.verdict import Comparison, SizeVerdict
-from harness.study import check_study
+from harness.study.orchestrator import check_study
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness.config import load_study  # noqa: E402
+from harness.settings.config import load_study  # noqa: E402
 from test_study import compose_study  # noqa: E402
 
 
@@ -87,7 +87,7 @@ class Scripted:
         self.sizes, self.seen = list(sizes), []
 
     def __call__(self, comparison, ratio):
-        from harness.adaptive import Refinement
+        from harness.study.adaptive import Refinement
 
         self.seen.append(sorted(p.n for p in comparison.per_n))
         size = self.sizes.pop(0) if self.sizes else None
@@ -99,8 +99,8 @@ def names(tmp_path):
 
 
 def test_refinement_tunes_the_new_size_for_both_strategies_with_the_full_budget_and_resumes(tmp_path, monkeypatch, capsys):
-    from harness import adaptive
-    from harness.study import run_study
+    from harness.study import adaptive
+    from harness.study.orchestrator import run_study
 
     script = Scripted([20])
     monkeypatch.setattr(adaptive, "next_size", script)
@@ -125,8 +125,8 @@ def test_refinement_tunes_the_new_size_for_both_strategies_with_the_full_budget_
 
 
 def test_max_cells_and_max_flops_stop_the_refinement_and_say_so(tmp_path, monkeypatch, capsys):
-    from harness import adaptive
-    from harness.study import refine, run_study
+    from harness.study import adaptive
+    from harness.study.orchestrator import refine, run_study
 
     monkeypatch.setattr(adaptive, "next_size", Scripted([]))
     cfg = tiny(tmp_path, f"report.dir={tmp_path}/report")
@@ -146,8 +146,8 @@ def test_max_cells_and_max_flops_stop_the_refinement_and_say_so(tmp_path, monkey
 
 
 def test_a_fixed_grid_adds_neither_replicates_nor_sizes(tmp_path, monkeypatch):
-    from harness import adaptive
-    from harness.study import run_study
+    from harness.study import adaptive
+    from harness.study.orchestrator import run_study
 
     script = Scripted([20])
     monkeypatch.setattr(adaptive, "next_size", script)
@@ -161,8 +161,8 @@ def test_a_fixed_grid_adds_neither_replicates_nor_sizes(tmp_path, monkeypatch):
 def test_on_simulated_studies_the_adaptive_rule_adds_sizes_only_where_n_star_is_in_range():
     import numpy as np
 
-    from harness.report.simulate import SCENARIOS
-    from harness.report.simulate_adaptive import Policy, adaptive, fine_grid
+    from harness.calibration.simulate import SCENARIOS
+    from harness.calibration.adaptive import Policy, adaptive, fine_grid
 
     policy = Policy(n_boot=200)
     grid_cells = 2 * len(SCENARIOS["crossover"].sizes)

@@ -1,5 +1,5 @@
-"""The package's import graph has no cycle: data flows one way (DESIGN.md), so a module never needs,
-even inside a function, a module that needs it. Built from the source with `ast`, every import
+"""The package's import graph runs one way: each stage package imports only the stages below it in
+LAYERS (docs/design.md), and no module needs, even inside a function, a module that needs it. Built from the source with `ast`, every import
 statement counted: top-level and function-local, `import harness.x` and `from harness.x import y`,
 relative ones resolved."""
 
@@ -107,7 +107,7 @@ def _path_within(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 
 def test_the_graph_sees_function_local_and_relative_imports(tmp_path):
     graph = import_graph()
-    assert "harness.run" in graph["harness.cli.train"]  # imported inside main()
+    assert "harness.training.run" in graph["harness.cli.train"]  # imported inside main()
     assert "harness.report" in graph["harness.cli.report"]
     assert "harness.report.cells" in graph["harness.report"]
     relative = ast.parse("from .cells import x\nfrom . import noise\nfrom .. import errors\n")
@@ -120,6 +120,45 @@ def test_cycles_are_found_and_named():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+# The stages, bottom to top. A module may import its own package and any package listed before it.
+# The report sits below the study because the study decides what to measure next (top-up,
+# refinement) from the report's statistics; calibration simulates studies with those statistics.
+LAYERS = ("errors", "settings", "store", "data", "training", "tuning", "report", "study", "calibration", "cli")
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower stage of a higher one, as "a -> b"."""
+    out = []
+    for module, targets in sorted(graph.items()):
+        here = _layer(module)
+        for target in sorted(targets):
+            there = _layer(target)
+            if here is not None and there is not None and there > here:
+                out.append(f"{module} -> {target}")
+    return out
+
+
+def test_the_layout_shows_the_stages_and_nothing_else():
+    packages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert set(packages) | set(modules) == set(LAYERS), (packages, modules)
+
+
+def test_upward_imports_are_found():
+    assert upward_imports({"harness.settings.x": {"harness.data.y", "harness.errors"},
+                           "harness.report.z": {"harness.tuning.w"}}) == ["harness.settings.x -> harness.data.y"]
+
+
+def test_imports_run_only_downward_through_the_stages():
+    found = upward_imports(import_graph())
+    assert not found, "upward imports: " + "; ".join(found)
+
+
 def test_the_package_has_no_import_cycle():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
@@ -128,7 +167,7 @@ def test_the_package_has_no_import_cycle():
 # ---------------------------------------------------------------- Optuna's private attributes
 
 # The modules allowed to reach into Optuna: the owner of the stored schema and the storage under it.
-OPTUNA_INTERNALS_ALLOWED = {"harness.records", "harness.storage"}
+OPTUNA_INTERNALS_ALLOWED = {"harness.store.records", "harness.store.storage"}
 
 
 def _optuna_private_names() -> set[str]:
@@ -185,9 +224,9 @@ def test_only_records_and_storage_touch_optuna_privates():
 
 
 def test_only_the_entry_points_and_the_config_module_see_the_composed_config():
-    """Hydra's DictConfig stops at the door: harness.config checks it once and builds the typed
-    settings (harness.schema) every other module takes."""
-    allowed = {"harness.config"}
+    """Hydra's DictConfig stops at the door: harness.settings.config checks it once and builds the typed
+    settings (harness.settings.schema) every other module takes."""
+    allowed = {"harness.settings.config"}
     offenders = []
     for module, path in _modules().items():
         if module in allowed or module.startswith("harness.cli"):

@@ -30,11 +30,11 @@ from safetensors.torch import save_file
 
 import harness.cli
 from conftest import IMAGE_SIZES
-from harness.config import load_cell, load_run, load_study
+from harness.settings.config import load_cell, load_run, load_study
 from harness.errors import ConfigError
-from harness.run import run_training
-from harness.study import run_study
-from harness.tuning import tune_cell
+from harness.training.run import run_training
+from harness.study.orchestrator import run_study
+from harness.tuning.tune import tune_cell
 from tuning_helpers import tiny_overrides
 
 BIN = Path(sys.executable).parent
@@ -239,7 +239,7 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
     before = dump(storage)
     cfg = compose_entry(entry, tmp_path, *_fill(overrides, tmp_path, weights_files))
 
-    with pytest.raises(ConfigError) as raised:  # the entry point's door (harness.config.load_*) included
+    with pytest.raises(ConfigError) as raised:  # the entry point's door (harness.settings.config.load_*) included
         if entry == "tune":
             tune_cell(load_cell(cfg), tmp_path / "runs")
         elif entry == "study":
@@ -259,7 +259,7 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
 
 
 def test_unreadable_images_are_left_out_and_counted_when_asked(tmp_path, capsys):
-    from harness.pools import load_pool
+    from harness.data.pools import load_pool
 
     root = unreadable_image_tree(tmp_path / "images")
     (root / "bee" / "empty.jpg").write_bytes(b"")
@@ -347,3 +347,18 @@ def test_console_script_exits_2_with_one_line(case, script_runs):
     if seeded:
         assert dump(tmp / "tune.db") == before, "a bad input changed the storage"
     assert not (tmp / "pretrained").exists()
+
+
+def test_the_private_hydra_hook_the_exit_code_relies_on_is_there():
+    """harness.errors.hydra_app swaps hydra's private run_and_report for the length of a call (no
+    public hook turns Hydra's own refusals into exit code 2). pyproject pins hydra-core < 1.4; this
+    fails loudly if an upgrade moves the hook."""
+    import inspect
+
+    import hydra
+    from hydra._internal import hydra as hydra_core
+    from hydra._internal import utils as hydra_utils
+
+    assert hydra.__version__.startswith("1.3."), hydra.__version__
+    assert callable(hydra_utils.run_and_report) and hydra_core.run_and_report is hydra_utils.run_and_report
+    assert "run_and_report" in inspect.getsource(hydra_utils._run_hydra)

@@ -1,6 +1,6 @@
 """The pruning replay benchmark speaks for harness-tune only if replaying a stored curve does what
 a real trial does: the same pruning decisions at the same steps and the same FLOPs. Checked here
-on a tiny cell, for both successive-halving pruners, against harness.tuning.tune_cell itself."""
+on a tiny cell, for both successive-halving pruners, against harness.tuning.tune.tune_cell itself."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ TINY = ["train.val_every=5", "~search_space.params.steps", "+search_space.params
 @pytest.fixture(scope="module")
 def tiny_collected(tmp_path_factory) -> tuple[Path, list[str]]:
     """The tiny cell's curves, collected while every evaluation of a test split is recorded."""
-    import harness.data
-    import harness.run
+    import harness.data.task
+    import harness.training.run
 
     root = tmp_path_factory.mktemp("replay")
     cell = {"strategy": "scratch", "n_train": 20, "n_val": 50, "overrides": TINY, "grain": 5, "holdout": 20,
@@ -54,7 +54,7 @@ def tiny_collected(tmp_path_factory) -> tuple[Path, list[str]]:
         return eval_batches
 
     with pytest.MonkeyPatch.context() as mp:
-        for module in (harness.data, harness.run):
+        for module in (harness.data.task, harness.training.run):
             mp.setattr(module, "build_task", recording_build(module))
             mp.setattr(module, "eval_batches", recording_eval(module))
         stored = replay.collect(cell, configs=10, seed=0, jobs=1)
@@ -111,5 +111,5 @@ def test_the_selected_configuration_is_the_first_best_complete_trial(tiny_curves
     assert len(order) == 3
     trials = [(0.5, 1.0), (0.7, 1.0), (None, 1.0)]  # a pruned trial is never selected
     assert replay.selected_holdout_acc(order, trials) == order[1].holdout_acc
-    trials = [(0.9, 1.0), (0.9, 1.0), (0.1, 1.0)]  # a tie goes to the first, as in harness.rerun.rerun_best
+    trials = [(0.9, 1.0), (0.9, 1.0), (0.1, 1.0)]  # a tie goes to the first, as in harness.tuning.rerun.rerun_best
     assert replay.selected_holdout_acc(order, trials) == order[0].holdout_acc

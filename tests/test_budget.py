@@ -8,8 +8,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from harness.budget import Budget
-from harness.tuning import tune_cell
+from harness.tuning.budget import Budget
+from harness.tuning.tune import tune_cell
 from tuning_helpers import compose_tune, load, set_space
 
 

@@ -1,4 +1,4 @@
-"""The verdict's calibration on simulated studies with known truth (harness.report.simulate):
+"""The verdict's calibration on simulated studies with known truth (harness.calibration.simulate):
 coverage of the per-size intervals and the n* interval, winners named where there are none,
 per-size claims the truth contradicts, one at a time and as a family.
 
@@ -15,7 +15,7 @@ import math
 
 import pytest
 
-from harness.report.simulate import SCENARIOS, TUNE_NOISE_SCENARIOS, calibrate
+from harness.calibration.simulate import SCENARIOS, TUNE_NOISE_SCENARIOS, calibrate
 
 STUDIES = 60        # the benchmark runs >= 500 a scenario; here what the suite affords
 TARGET_STUDIES = 150  # the scenarios with tuning noise, whose targets the issue sets

@@ -1,4 +1,4 @@
-"""What a run spends, counted by harness.compute.ComputeMeter: a run that raises, is interrupted,
+"""What a run spends, counted by harness.training.compute.ComputeMeter: a run that raises, is interrupted,
 exits or is pruned by a raised optuna.TrialPruned reports exactly the steps it did through a typed
 exception (the run's own error as __cause__), and a run that ends reports the meter's count."""
 
@@ -12,11 +12,11 @@ import pytorch_lightning as pl
 import torch
 from optuna.trial import TrialState
 
-import harness.module
-import harness.run
-from harness.compute import ComputeMeter, PhaseCost, phase_flops
-from harness.run import RunExited, RunFailed, RunInterrupted, run_training
-from harness.tuning import tune_cell
+import harness.training.module
+import harness.training.run
+from harness.training.compute import ComputeMeter, PhaseCost, phase_flops
+from harness.training.run import RunExited, RunFailed, RunInterrupted, run_training
+from harness.tuning.tune import tune_cell
 from test_trial_failures import _cfg as _tune_cfg
 from tuning_helpers import load
 
@@ -71,7 +71,7 @@ def test_a_run_that_raises_after_k_steps_reports_exactly_k_steps(finished, tmp_p
 
 def test_out_of_memory_in_the_training_step_reports_the_steps_before_it(finished, tmp_path, monkeypatch):
     cfg, result = finished
-    real_step = harness.module.Classifier.training_step
+    real_step = harness.training.module.Classifier.training_step
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     def step(self, batch, batch_idx):
@@ -79,7 +79,7 @@ def test_out_of_memory_in_the_training_step_reports_the_steps_before_it(finished
             raise oom
         return real_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(harness.module.Classifier, "training_step", step)
+    monkeypatch.setattr(harness.training.module.Classifier, "training_step", step)
     with pytest.raises(RunFailed) as raised:
         run_training(cfg, tmp_path)
     assert raised.value.__cause__ is oom
@@ -117,7 +117,7 @@ def test_an_interrupt_after_training_reports_every_step(finished, tmp_path, monk
     def interrupted(*args, **kwargs):
         raise stop
 
-    monkeypatch.setattr(harness.run, "correct_per_example", interrupted)
+    monkeypatch.setattr(harness.training.run, "correct_per_example", interrupted)
     with pytest.raises(RunInterrupted) as raised:
         run_training(cfg, tmp_path)
     assert isinstance(raised.value, KeyboardInterrupt) and raised.value.__cause__ is stop
@@ -152,14 +152,14 @@ def test_phase_flops_counts_each_step_at_its_phases_cost():
 
 def test_a_failed_trial_counts_what_its_run_spent(tmp_path, monkeypatch):
     """The tuning loop reads RunFailed: a trial that breaks at step 3 stores 3 steps' FLOPs and its reason."""
-    real_step = harness.module.Classifier.training_step
+    real_step = harness.training.module.Classifier.training_step
 
     def step(self, batch, batch_idx):
         if float(self.cfg.lr) == 0.001 and self.global_step == 3:
             raise RuntimeError("something broke")
         return real_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(harness.module.Classifier, "training_step", step)
+    monkeypatch.setattr(harness.training.module.Classifier, "training_step", step)
     tune_cell(_tune_cfg(tmp_path, "tune.n_trials=2", f"train.val_every={VAL_EVERY}"), tmp_path / "runs")
     broke, sound = load(tmp_path).trials
     assert [broke.state, sound.state] == [TrialState.FAIL, TrialState.COMPLETE]

@@ -4,6 +4,8 @@ inside the package, and a user's own recipe folder joins through Hydra's search 
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -88,16 +90,49 @@ def test_a_recipe_folder_of_ones_own_joins_through_the_search_path(tmp_path):
     assert composed("study", f"hydra.searchpath=[file://{tmp_path}]")["study"]["name"] == "digits"  # default kept
 
 
-def test_every_config_file_is_package_data():
-    """A non-editable install ships harness/conf/ and the report template: pyproject's package-data matches them."""
+def test_every_config_file_and_package_ships():
+    """A non-editable install ships the top-level conf/ (as harness.conf), every stage package and the
+    report template: pyproject's packages, package-dir and package-data match what is on disk."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["harness"]
-    package = ROOT / "harness"
-    shipped = {p for g in globs for p in package.glob(g)}
-    on_disk = set((package / "conf").rglob("*.yaml"))
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk_packages = {"harness"} | {"harness." + p.parent.name for p in (ROOT / "harness").glob("*/__init__.py")}
+    assert set(setup["packages"]) == on_disk_packages | {"harness.conf"}
+    assert setup["package-dir"] == {"harness.conf": "conf"}
+    conf = ROOT / "conf"
+    shipped = {p for g in setup["package-data"]["harness.conf"] for p in conf.glob(g)}
+    on_disk = set(conf.rglob("*.yaml"))
     assert on_disk and on_disk <= shipped, sorted(str(p) for p in on_disk - shipped)
-    assert package / "report" / "templates" / "report.html.j2" in shipped  # the report page's template
-    assert Path(CONFIG_DIR) == package / "conf"
+    templates = {p for g in setup["package-data"]["harness.report"] for p in (ROOT / "harness" / "report").glob(g)}
+    assert ROOT / "harness" / "report" / "templates" / "report.html.j2" in templates  # the report page's template
+    assert Path(CONFIG_DIR) == conf  # this checkout's editable install reads the top-level conf/
+
+
+@pytest.mark.slow
+def test_a_regular_install_composes_its_shipped_config(tmp_path):
+    """`pip install .` (not editable) into a folder of its own: the wheel carries harness.conf, and
+    harness-train --cfg job composes from it, not from this checkout."""
+    import subprocess
+    import sys
+
+    import shutil
+
+    source = tmp_path / "src"  # a copy: setuptools builds in the source tree, which must stay clean
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "harness", "conf"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(source)], check=True, cwd=tmp_path)
+    assert (target / "harness" / "conf" / "train.yaml").is_file()
+    script = ("import sys; sys.argv = ['harness-train', '--cfg', 'job']; "
+              "import harness.cli; print('CONFIG_DIR', harness.cli.CONFIG_DIR); "
+              "from harness.cli.train import main; main()")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"CONFIG_DIR {target / 'harness' / 'conf'}" in out.stdout
+    assert "strategy:" in out.stdout and "train:" in out.stdout
 
 
 def test_the_typed_settings_are_changed_by_copy_only():
@@ -105,7 +140,7 @@ def test_the_typed_settings_are_changed_by_copy_only():
     import dataclasses
 
     from conftest import compose_cfg
-    from harness.schema import as_dict, has_path, replace_path
+    from harness.settings.schema import as_dict, has_path, replace_path
 
     cell = compose_cfg(config_name="tune")
     trial = replace_path(replace_path(cell, "train.lr", 0.5), "search_space.params.lr.high", 0.9)
@@ -118,3 +153,36 @@ def test_the_typed_settings_are_changed_by_copy_only():
     assert has_path(cell, "strategy.name") and not has_path(cell, "train.learning_rate")
     plain = as_dict(cell)
     assert plain["train"]["lr"] == 0.003 and plain["data"]["glyphs"]["scale"] == [0.75, 1.0]
+
+
+# Settings whose composed value is the chosen option's, not a default of the settings group: the
+# digits data option's class split, the strategy's search space, harness-tune's study name.
+OPTION_VALUES = {"data.source_classes", "data.target_classes", "search_space.params", "search_space.recipes",
+                 "study_name"}
+
+
+def _differences(typed, default, path: str = "") -> list[str]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(typed) and type(typed) is type(default):
+        return [d for f in dataclasses.fields(typed)
+                for d in _differences(getattr(typed, f.name), getattr(default, f.name), f"{path}{f.name}.")]
+    return [] if typed == default or path.rstrip(".") in OPTION_VALUES else [f"{path.rstrip('.')}: {typed!r} vs {default!r}"]
+
+
+@pytest.mark.parametrize("app", ["train", "tune", "pretrain"])
+def test_the_composed_defaults_are_the_typed_defaults(app):
+    """Each entry point's composed defaults (no overrides) equal its settings dataclass built with no
+    arguments, but for the values an option carries (OPTION_VALUES): code and YAML do not disagree."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(config_name=app, small=False)
+    assert _differences(cfg, type(cfg)()) == []
+
+
+def test_every_settings_dataclass_built_with_no_arguments_is_valid():
+    from harness.settings.config import validate_cell, validate_run
+    from harness.settings.schema import CellConfig, RunConfig
+
+    validate_run(RunConfig())
+    validate_cell(CellConfig())

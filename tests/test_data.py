@@ -13,11 +13,11 @@ import pytest
 import torch
 from conftest import IMAGE_CLASSES, IMAGE_SIZES
 
-from harness.data import build_task
+from harness.data.task import build_task
 from harness.errors import ConfigError
-from harness.pools import load_pool
-from harness.pretrain import ensure_source
-from harness.run import run_training
+from harness.data.pools import load_pool
+from harness.training.pretrain import ensure_source
+from harness.training.run import run_training
 
 
 def _indexed_pool(data_cfg):
@@ -100,7 +100,7 @@ def test_split_seed_changes_the_subsets(make_cfg):
 
 
 # ------------------------------------------------------------------ training subsets (data.subset)
-# Replicate r of a cell's best trains on subset r (harness/replicates.py); subset 0 is tuning's.
+# Replicate r of a cell's best trains on subset r (harness/tuning/replicates.py); subset 0 is tuning's.
 SUBSETS = (0, 1, 2)
 
 
@@ -262,8 +262,8 @@ def test_imagefolder_unknown_class_name(make_cfg, image_tree):
 
 def test_a_dataset_is_read_once_per_process(make_cfg, monkeypatch):
     """Every trial of a cell builds its task; the images are read from disk once."""
-    import harness.data as data
-    import harness.pools as pools
+    import harness.data.task as data
+    import harness.data.pools as pools
 
     calls = []
     real = pools._LOADERS["digits"]
@@ -284,7 +284,7 @@ def test_a_dataset_is_read_once_per_process(make_cfg, monkeypatch):
 def test_tensor_normalisation_ignores_validation_and_test_images(make_cfg, monkeypatch):
     import sklearn.datasets
 
-    import harness.pools as data
+    import harness.data.pools as data
 
     cfg = make_cfg("data.n_train=40")
     held = build_task(cfg.data, pool=_indexed_pool(cfg.data)[0])
@@ -322,7 +322,7 @@ def test_lazy_dataset_normalisation_ignores_validation_and_test_images(make_cfg,
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
-    from harness.data import one_batch
+    from harness.data.task import one_batch
 
     def task(root):
         return build_task(make_cfg("data=imagefolder", f"data.root={root}", *IMAGE_SIZES, "data.n_train=24",
@@ -381,7 +381,7 @@ def test_with_glyphs_the_target_may_take_every_class(make_cfg):
 
 
 def test_a_fine_tune_from_glyphs_pretrains_on_them_then_trains_all_ten_digits(make_cfg, tmp_path):
-    from harness.pretrain import ensure_pretrained
+    from harness.training.pretrain import ensure_pretrained
 
     cfg = make_cfg(*GLYPHS, "data.source_classes=null", "data.target_classes=null", "strategy=finetune",
                    cache=tmp_path / "cache")
@@ -402,7 +402,7 @@ def test_a_fine_tune_from_glyphs_pretrains_on_them_then_trains_all_ten_digits(ma
 def test_a_bad_source_setting_is_a_one_line_config_error_exit_2(make_cfg, tmp_path, override, message, capsys):
     from harness.errors import EXIT_BAD_INPUT, exits_cleanly
 
-    from harness.config import load_run
+    from harness.settings.config import load_run
 
     cfg = make_cfg("data.source=glyphs", override, "strategy=finetune", cache=tmp_path / "cache", typed=False)
     with pytest.raises(ConfigError, match=message) as err:
@@ -415,9 +415,27 @@ def test_a_bad_source_setting_is_a_one_line_config_error_exit_2(make_cfg, tmp_pa
 
 
 def test_characters_no_font_draws_are_refused_before_a_pretraining_folder(make_cfg, tmp_path):
-    from harness.pretrain import ensure_pretrained
+    from harness.training.pretrain import ensure_pretrained
 
     cfg = make_cfg("data.source=glyphs", "data.glyphs.chars='AB\u4e00'", "strategy=finetune", cache=tmp_path / "cache")
     with pytest.raises(ConfigError, match="lacks real glyphs"):
         ensure_pretrained(cfg)
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_pool_key_changes_with_any_data_setting_not_declared_independent():
+    """The pool is keyed by every data setting but POOL_INDEPENDENT: a setting added to DataConfig
+    (a column name, a revision) changes the key without anyone listing it."""
+    import dataclasses
+
+    from harness.data.pools import POOL_INDEPENDENT, pool_key
+    from harness.settings.schema import DataConfig
+
+    base = DataConfig()
+    assert POOL_INDEPENDENT <= {f.name for f in dataclasses.fields(DataConfig)}  # no stale names
+    for name in POOL_INDEPENDENT - {"glyphs"}:
+        other = dataclasses.replace(base, **{name: 7 if name != "augment" else "off"})
+        assert pool_key(other) == pool_key(base), name
+    assert pool_key(dataclasses.replace(base, root="/elsewhere")) != pool_key(base)
+    WithRevision = dataclasses.make_dataclass("WithRevision", [("revision", str, "v1")], bases=(DataConfig,), frozen=True)
+    assert pool_key(WithRevision(revision="v1")) != pool_key(WithRevision(revision="v2"))

@@ -29,12 +29,12 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import FrozenTrial, TrialState
 
 import harness.cli
-from harness.config import load_cell
+from harness.settings.config import load_cell
 from harness.errors import ConfigError
-from harness.run import run_training
-from harness.storage import open_storage
-from harness.budget import Budget
-from harness.tuning import tune_cell
+from harness.training.run import run_training
+from harness.store.storage import open_storage
+from harness.tuning.budget import Budget
+from harness.tuning.tune import tune_cell
 from postgres_helpers import files_holding, postgres_url, secrets_of, text_holding
 from tuning_helpers import FINISHED, TUNE, load, sqlite_trials, tiny_overrides
 
@@ -275,7 +275,7 @@ def _age_heartbeat(storage, trial: FrozenTrial, hours: int = 1) -> None:
 
     from sqlalchemy import text
 
-    from harness.storage import rdb_of
+    from harness.store.storage import rdb_of
 
     with rdb_of(storage).engine.begin() as con:
         beat = con.execute(text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :t"), {"t": trial._trial_id}).scalar()

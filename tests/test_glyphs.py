@@ -1,4 +1,4 @@
-"""harness.glyphs: printed characters from matplotlib's fonts, warped and reduced to the digits'
+"""harness.data.glyphs: printed characters from matplotlib's fonts, warped and reduced to the digits'
 8x8 grid of 0..16; fonts without real glyphs are skipped; deterministic, fast, cached."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-import harness.glyphs as glyphs
+import harness.data.glyphs as glyphs
 from harness.errors import ConfigError
-from harness.glyphs import DEFAULT_CHARS, GlyphSettings, cached_glyphs, font_templates, render_glyphs
+from harness.data.glyphs import DEFAULT_CHARS, GlyphSettings, cached_glyphs, font_templates, render_glyphs
 
 # No warp, no thickening, no blur, no noise: every example of a (font, character) is its template.
 STILL = dict(rotation=0.0, shear=0.0, scale=(1.0, 1.0), aspect=0.0, translate=0.0, stroke=(0, 0), blur=0.0, noise=0.0)

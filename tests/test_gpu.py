@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import IMAGE_SIZES
 
-from harness.pretrain import ensure_source
-from harness.run import run_training
+from harness.training.pretrain import ensure_source
+from harness.training.run import run_training
 
-import harness.run
-from harness.data import TensorBatches
+import harness.training.run
+from harness.data.task import TensorBatches
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,7 +24,7 @@ def observed(monkeypatch) -> dict[str, set]:
     """What the backbone is fed and computes in (device, channels_last weights, its output's dtype), and
     where the training batches live: recorded at every forward of every backbone a run creates."""
     seen: dict[str, set] = {"device": set(), "channels_last": set(), "out_dtype": set(), "batches_on": set()}
-    real_create, real_batches = harness.run.create_backbone, harness.run.train_batches
+    real_create, real_batches = harness.training.run.create_backbone, harness.training.run.train_batches
 
     def create_backbone(*args, **kwargs):
         model = real_create(*args, **kwargs)
@@ -44,8 +44,8 @@ def observed(monkeypatch) -> dict[str, set]:
         seen["batches_on"].add(batches.x.device.type if isinstance(batches, TensorBatches) else "loader")
         return batches
 
-    monkeypatch.setattr(harness.run, "create_backbone", create_backbone)
-    monkeypatch.setattr(harness.run, "train_batches", train_batches)
+    monkeypatch.setattr(harness.training.run, "create_backbone", create_backbone)
+    monkeypatch.setattr(harness.training.run, "train_batches", train_batches)
     return seen
 
 
@@ -92,8 +92,8 @@ def test_a_loader_fed_run_trains_on_the_gpu(make_cfg, tmp_path, image_tree):
 
 @needs_gpu
 def test_a_flops_budgets_reference_trial_is_counted_the_same_on_the_gpu(make_cfg):
-    from harness.data import build_task
-    from harness.budget import reference_trial
+    from harness.data.task import build_task
+    from harness.tuning.budget import reference_trial
 
     cpu_cfg = make_cfg("tune.budget=flops", config_name="tune")
     gpu_cfg = make_cfg("tune.budget=flops", *ON_GPU, config_name="tune")

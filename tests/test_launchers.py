@@ -3,7 +3,7 @@
 - joblib (local processes): tests/test_tuning.py runs a grid multirun through it.
 - submitit_local: the local executor of hydra-submitit-launcher runs a real multirun here: two
   cells, every job a process of its own, sharing one storage.
-- SLURM (harness/conf/hydra/launcher/slurm_gpu.yaml): no cluster here, so the launcher is driven up to the
+- SLURM (conf/hydra/launcher/slurm_gpu.yaml): no cluster here, so the launcher is driven up to the
   point where it would call sbatch, and the job script it would submit is checked.
 """
 
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 import harness.cli
-from harness.budget import Budget
+from harness.tuning.budget import Budget
 from tuning_helpers import load, run_tune, study_names, tiny_overrides
 
 
@@ -38,7 +38,7 @@ def _compose_with_hydra(*overrides: str):
 
 
 def test_slurm_gpu_config_submits_one_gpu_per_worker(tmp_path, monkeypatch):
-    """Drive the SLURM launcher with harness/conf/hydra/launcher/slurm_gpu.yaml up to sbatch: a job array,
+    """Drive the SLURM launcher with conf/hydra/launcher/slurm_gpu.yaml up to sbatch: a job array,
     one task with one GPU per array job, the requested partition, time limit and timeout signal."""
     _require_submitit()
     import submitit.slurm.slurm as slurm

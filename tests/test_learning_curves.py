@@ -1,4 +1,4 @@
-"""harness.learning_curves: the batched saturating power-law fit the verdict relies on."""
+"""harness.report.learning_curves: the batched saturating power-law fit the verdict relies on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.learning_curves import C_MAX, C_MIN, fit_power_law_batch, mean_ci95, power_law
+from harness.report.learning_curves import C_MAX, C_MIN, fit_power_law_batch, mean_ci95, power_law
 
 GRID = np.array([10, 20, 40, 80, 160, 320], dtype=float)
 

@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 
 import harness.cli
 from harness.errors import ConfigError
-from harness.locks import rerun_lock, study_lock
-from harness.storage import open_storage
-from harness.tuning import tune_cell
+from harness.store.locks import rerun_lock, study_lock
+from harness.store.storage import open_storage
+from harness.tuning.tune import tune_cell
 from postgres_helpers import files_holding, postgres_url, secrets_of, text_holding
 from tuning_helpers import tiny_overrides
 
@@ -50,9 +50,9 @@ def pg(monkeypatch):
 
 
 def compose_pg(tmp: Path, *overrides: str):
-    """harness/conf/tune.yaml with storage=postgres (storage.url = env:HARNESS_STORAGE_URL) and a tiny cell."""
+    """conf/tune.yaml with storage=postgres (storage.url = env:HARNESS_STORAGE_URL) and a tiny cell."""
     base = [o for o in tiny_overrides(tmp) if not o.startswith("storage.url=")]
-    from harness.config import load_cell
+    from harness.settings.config import load_cell
 
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         return load_cell(compose(config_name="tune", overrides=[*base, "storage=postgres", *overrides]))
@@ -173,8 +173,8 @@ def _try_rerun_lock(storage, name: str) -> bool:
 
 _HOLD_LOCK = """
 import sys, time
-from harness.locks import study_lock
-from harness.storage import open_storage
+from harness.store.locks import study_lock
+from harness.store.storage import open_storage
 storage = open_storage(sys.argv[1], heartbeat_interval=None)
 with study_lock(storage, sys.argv[2]):
     print("LOCKED", flush=True)

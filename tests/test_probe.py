@@ -1,4 +1,4 @@
-"""harness.probe: a logistic-regression probe on the frozen source features, scored on the test split."""
+"""harness.training.probe: a logistic-regression probe on the frozen source features, scored on the test split."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import build_task
-from harness.pretrain import ensure_source
-from harness.probe import fit_probe, frozen_features, probe_accuracy
-from harness.run import build_model
+from harness.data.task import build_task
+from harness.training.pretrain import ensure_source
+from harness.training.probe import fit_probe, frozen_features, probe_accuracy
+from harness.training.run import build_model
 
 
 def test_features_are_the_frozen_backbones_pre_logits_and_nothing_moves(make_cfg) -> None:
@@ -53,8 +53,8 @@ def test_fit_probe_separates_separable_features() -> None:
 
 @pytest.mark.slow
 def test_each_fine_tune_replicate_stores_the_probe_of_its_own_training_subset(tmp_path) -> None:
-    from harness.schema import replace_path
-    from harness.tuning import tune_cell
+    from harness.settings.schema import replace_path
+    from harness.tuning.tune import tune_cell
     from tuning_helpers import compose_tune, load
 
     cfg = compose_tune(tmp_path, "strategy=finetune", "tune.n_trials=1", "study.seeds=2")

@@ -8,8 +8,8 @@ import sys
 import optuna
 import pytest
 
-from harness.budget import Budget
-from harness.progress import Progress
+from harness.tuning.budget import Budget
+from harness.tuning.progress import Progress
 
 
 class Terminal(io.StringIO):

@@ -1,4 +1,4 @@
-"""The replicate protocol and the stored re-run record (harness/replicates.py): which seed and
+"""The replicate protocol and the stored re-run record (harness/tuning/replicates.py): which seed and
 training subset replicate r uses, and per-example test correctness packed into `final` and read
 back, with bad stored data read as absent rather than raising."""
 
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness.replicates import decode_correct, encode_correct, make_record, replicate_overrides
+from harness.tuning.replicates import decode_correct, encode_correct, make_record, replicate_overrides
 
 
 def test_replicate_r_uses_seed_plus_r_and_subset_r():

@@ -158,6 +158,21 @@ def test_trials_and_cells_match_the_storage(report, crafted) -> None:
     assert trials.loc[trials["state"] == "FAIL", "fail_reason"].str.startswith("diverged").all()
 
 
+SCHEMA = REPO / "docs" / "crossover.schema.json"
+
+
+@pytest.mark.parametrize("where", ["built", "studies/digits", "studies/digits_split"])
+def test_crossover_json_follows_its_published_schema(report, where) -> None:
+    """docs/crossover.schema.json describes every key a report writes (no others allowed): the one
+    built here from a storage, and the committed studies'."""
+    import jsonschema  # a test dependency (pyproject: test extra)
+    folder = report["out"] if where == "built" else REPO / where
+    data = json.loads((folder / "crossover.json").read_text())
+    jsonschema.validate(data, json.loads(SCHEMA.read_text()))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**data, "undocumented": 1}, json.loads(SCHEMA.read_text()))
+
+
 def test_crossover_matches_the_known_curves(report, crafted) -> None:
     made = crafted["toy"]
     cross = json.loads((report["out"] / "crossover.json").read_text())

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.augment import LEVELS, augment_batch
-from harness.data import build_task
+from harness.data.augment import LEVELS, augment_batch
+from harness.data.task import build_task
 from harness.errors import ConfigError
-from harness.pretrain import ensure_source
-from harness.run import run_training
+from harness.training.pretrain import ensure_source
+from harness.training.run import run_training
 
 
 def _same_weights(a, b) -> bool:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from harness import pools as data_module
-from harness.data import build_task, cross_validation_fold, cv_folds_for
-from harness.pools import load_pool
+from harness.data import pools as data_module
+from harness.data.task import build_task, cross_validation_fold, cv_folds_for
+from harness.data.pools import load_pool
 from harness.errors import ConfigError
-from harness.tuning import check_cell_config, tune_cell
+from harness.tuning.tune import check_cell_config, tune_cell
 from tuning_helpers import compose_tune, load, split_rows
 
 

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from harness.errors import ConfigError
 from tuning_helpers import age_heartbeats
-from harness.storage import (
+from harness.store.storage import (
     DEFAULT_URL,
     fail_stale_trials,
     open_storage,
@@ -207,7 +207,7 @@ _DOOMED_WORKER = textwrap.dedent(
     """
     import sqlite3, sys, time
     import optuna
-    from harness.storage import open_storage
+    from harness.store.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
@@ -273,8 +273,8 @@ def test_killed_worker_trial_failed_and_retried(tmp_path: Path) -> None:
 
 _HOLD_RERUN_LOCK = """
 import sys, time
-from harness.locks import rerun_lock
-from harness.storage import open_storage
+from harness.store.locks import rerun_lock
+from harness.store.storage import open_storage
 with rerun_lock(open_storage(sys.argv[1], heartbeat_interval=None), sys.argv[2], blocking=True):
     print("LOCKED", flush=True)
     time.sleep(300)
@@ -284,7 +284,7 @@ with rerun_lock(open_storage(sys.argv[1], heartbeat_interval=None), sys.argv[2],
 def test_sqlite_lock_of_another_process_is_refused_and_freed_when_it_dies(tmp_path: Path) -> None:
     """The file lock beside a SQLite database: another process holding it makes a non-blocking try
     fail, and killing that process releases it (no stale lock left behind)."""
-    from harness.locks import rerun_lock
+    from harness.store.locks import rerun_lock
 
     url = _sqlite(tmp_path / "locks.db")
     storage = open_storage(url, heartbeat_interval=None)

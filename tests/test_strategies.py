@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from harness.data import build_task
-from harness.models import classifier_names, stage_groups
-from harness.pretrain import ensure_pretrained, ensure_source
-from harness.run import build_model, run_training
-from harness.strategies import plan_phases
+from harness.data.task import build_task
+from harness.training.models import classifier_names, stage_groups
+from harness.training.pretrain import ensure_pretrained, ensure_source
+from harness.training.run import build_model, run_training
+from harness.training.strategies import plan_phases
 
 # Source: 4 classes, target: the other 6, so the head must be rebuilt.
 SPLIT = ("data.source_classes=[0,1,2,3]", "data.target_classes=null")
@@ -90,7 +90,7 @@ def test_linear_probe_leaves_backbone_unchanged(runs, pretrained_state):
 
 def _initial_state(result) -> dict:
     """The model exactly as run_training made it before training (same config, same seeding)."""
-    from harness.config import load_run
+    from harness.settings.config import load_run
 
     cfg = load_run(OmegaConf.create(result.config))
     task = build_task(cfg.data)

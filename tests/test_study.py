@@ -17,15 +17,15 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from harness.cli import CONFIG_DIR
-from harness.config import load_study
+from harness.settings.config import load_study
 from harness.errors import ConfigError
-from harness.study import cell_config, check_study, grid
+from harness.study.orchestrator import cell_config, check_study, grid
 
 STUDY = str(Path(sys.executable).with_name("harness-study"))
 
 
 def compose_study(*overrides: str, recipe: str = "digits", typed: bool = True):
-    """harness-study's settings as it builds them (harness.config.load_study), or with typed=False
+    """harness-study's settings as it builds them (harness.settings.config.load_study), or with typed=False
     the composed DictConfig."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         composed = compose("study", overrides=[f"recipe={recipe}", *overrides], return_hydra_config=False)
@@ -69,7 +69,7 @@ def test_gpu_recipe_composes_with_hub_weights_and_longer_scratch_schedules():
 
 
 def test_digits_recipe_pretrains_on_glyphs_and_targets_every_digit_from_one_per_class(tmp_path):
-    from harness.data import build_task
+    from harness.data.task import build_task
 
     cfg = compose_study(f"storage.url=sqlite:///{tmp_path}/s.db", f"pretrain.cache_dir={tmp_path}/pre")
     assert cfg.study.name == "digits" and cfg.data.source == "glyphs" and cfg.study.adaptive is True
@@ -128,7 +128,7 @@ def test_a_flops_budget_gives_both_strategies_of_a_size_the_same_compute(tmp_pat
     """Two tiny real cells of one size, as harness-study makes them, with tune.budget=flops: the same
     budget (n_trials x one reference trial of the widest steps range, 10-40), and tuning FLOPs equal
     to within the largest single trial (the budget is checked before each trial starts)."""
-    from harness.tuning import tune_cell
+    from harness.tuning.tune import tune_cell
 
     cfg = compose_study("tune.budget=flops", "tune.n_trials=3", "study.seeds=1", "study.n_train=[10]", "study.tunings=1",
                         f"storage.url=sqlite:///{tmp_path}/study.db", f"pretrain.cache_dir={tmp_path}/pre",
@@ -232,8 +232,8 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     from tuning_helpers import age_while_waiting
 
     pauses = age_while_waiting(monkeypatch, tmp_path / "study.db")
-    from harness import tuning
-    from harness.study import _worker
+    from harness.tuning import tune as tuning
+    from harness.study.orchestrator import _worker
 
     cfg = compose_study("study.strategies=[scratch]", "study.n_train=[10,20]", "tune.n_trials=1", "study.seeds=1",
                         "study.tunings=1",

@@ -6,17 +6,16 @@ shows the mark does reach a model that reads the test split."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from optuna.trial import TrialState
 
-import harness.run
-import harness.rerun
-import harness.tuning
-from harness.data import build_task
-from harness.pools import load_pool
-from harness.tuning import tune_cell
+import harness.training.run
+import harness.tuning.rerun
+import harness.tuning.tune
+from harness.data.task import build_task
+from harness.data.pools import load_pool
+from harness.tuning.tune import tune_cell
 from tuning_helpers import compose_tune, load, split_rows
 
 MARK = 1e4  # raw pixel value of a marked test image (digits' pixels are 0..16)
@@ -55,7 +54,7 @@ def test_no_model_of_the_tuning_sees_a_marked_image_and_the_reruns_do(marked, tm
     assert float(marked_task.test.x.abs().min()) > threshold  # every marked image is unmistakable, standardised
 
     phase, seen = ["before"], {}
-    real_create, real_run = harness.run.create_backbone, harness.tuning.run_training
+    real_create, real_run = harness.training.run.create_backbone, harness.tuning.tune.run_training
 
     def create_backbone(*args, **kwargs):
         model = real_create(*args, **kwargs)
@@ -70,9 +69,9 @@ def test_no_model_of_the_tuning_sees_a_marked_image_and_the_reruns_do(marked, tm
         phase[0] = run_dir.name.split("-")[0]  # "trial" or "final"
         return real_run(run_cfg, run_dir, **kwargs)
 
-    monkeypatch.setattr(harness.run, "create_backbone", create_backbone)
-    monkeypatch.setattr(harness.tuning, "run_training", run_training)
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.training.run, "create_backbone", create_backbone)
+    monkeypatch.setattr(harness.tuning.tune, "run_training", run_training)
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     tune_cell(compose_tune(tmp_path, *SPLITS, "tune.n_trials=3", "study.seeds=1"), tmp_path / "runs")
 
     trials = load(tmp_path).trials

@@ -5,16 +5,15 @@ counts as one failed trial; a pruned trial's W&B run ends `pruned`."""
 from __future__ import annotations
 
 import optuna
-import pytest
 import torch
 from optuna.trial import TrialState
 
-import harness.module
-import harness.tuning
-import harness.workers
-from harness.storage import fail_stale_trials
-from harness.budget import Budget
-from harness.tuning import tune_cell
+import harness.training.module
+import harness.tuning.tune
+import harness.tuning.workers
+from harness.store.storage import fail_stale_trials
+from harness.tuning.budget import Budget
+from harness.tuning.tune import tune_cell
 from test_tuning_wandb import _runs
 from tuning_helpers import age_heartbeats, compose_tune, load, set_space
 
@@ -30,7 +29,7 @@ def _cfg(tmp_path, *more: str):
 def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     """Trial 0 raises inside the training step (through Lightning, as a real fault would), trial 1
     runs out of memory there (torch's own OutOfMemoryError, what CUDA raises), trial 2 is sound."""
-    real_step = harness.module.Classifier.training_step
+    real_step = harness.training.module.Classifier.training_step
     faults = {0.001: RuntimeError("something broke\nsecond line"),
               0.002: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")}
 
@@ -40,7 +39,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason_and_the
             raise fault
         return real_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(harness.module.Classifier, "training_step", step)
+    monkeypatch.setattr(harness.training.module.Classifier, "training_step", step)
     tune_cell(_cfg(tmp_path), tmp_path / "runs")
 
     study = load(tmp_path)
@@ -58,15 +57,15 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason_and_the
 def _dead_worker_trial(study: optuna.Study) -> optuna.Trial:
     """A trial taken the way harness-tune takes one (asked, one heartbeat), by a worker that then dies."""
     trial = study.ask()
-    harness.workers._beat_once(study._storage, trial._trial_id)
+    harness.tuning.workers._beat_once(study._storage, trial._trial_id)
     return trial
 
 
 def test_a_trial_killed_max_retry_times_counts_as_one_failed_trial(tmp_path):
     cfg = _cfg(tmp_path, "tune.n_trials=2", "tune.enqueue_recipe=false", "storage.max_retry=1",
                "storage.heartbeat_interval=1", "storage.grace_period=60")
-    space, budget = harness.tuning.check_cell_config(cfg)
-    study = harness.tuning.open_cell(cfg, space, budget)
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    study = harness.tuning.tune.open_cell(cfg, space, budget)
     first = _dead_worker_trial(study)
     first.suggest_categorical("lr", [0.001, 0.002, 0.003])
     assert fail_stale_trials(study) == 0  # alive: within its grace period
@@ -96,7 +95,7 @@ class _PruneTrialOne(optuna.pruners.BasePruner):
 def test_a_pruned_trials_wandb_run_ends_pruned(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setattr(harness.tuning, "make_pruner", lambda cfg: _PruneTrialOne())
+    monkeypatch.setattr(harness.tuning.tune, "make_pruner", lambda cfg: _PruneTrialOne())
     cfg = _cfg(tmp_path, "train.steps=20", "logger=wandb", f"logger.dir={tmp_path / 'wb'}")
     tune_cell(cfg, tmp_path / "runs")
 

@@ -2,7 +2,7 @@
 truth: study and trial attributes, pruning, resume, killed and concurrent workers, failures, config
 errors, the test split, search spaces, multirun, secrets, FLOP budgets.
 
-In-process tests compose the real harness/conf/tune.yaml and call harness.tuning.tune_cell; subprocess tests
+In-process tests compose the real conf/tune.yaml and call harness.tuning.tune.tune_cell; subprocess tests
 (marked slow) are those where processes are the point.
 """
 
@@ -21,25 +21,25 @@ import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from harness.config import load_cell, search_space_config
-from harness.schema import SearchSpaceConfig, has_path
+from harness.settings.config import load_cell, search_space_config
+from harness.settings.schema import SearchSpaceConfig, has_path
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 import harness.cli
-import harness.budget
-import harness.locks
-import harness.pruning
-import harness.rerun
-import harness.run
-import harness.storage
-import harness.tuning
-import harness.workers
-from harness.data import build_task
+import harness.tuning.budget
+import harness.store.locks
+import harness.tuning.pruning
+import harness.tuning.rerun
+import harness.training.run
+import harness.store.storage
+import harness.tuning.tune
+import harness.tuning.workers
+from harness.data.task import build_task
 from harness.errors import ConfigError
-from harness.replicates import decode_correct, encode_correct
-from harness.search_space import SearchSpace
-from harness.tuning import cell_study_name, tune_cell
+from harness.tuning.replicates import decode_correct, encode_correct
+from harness.tuning.search_space import SearchSpace
+from harness.tuning.tune import cell_of, tune_cell
 from tuning_helpers import (
     FINISHED,
     age_heartbeats,
@@ -77,7 +77,7 @@ def test_cell_study_and_trial_attrs(tmp_path):
     study = tune_cell(cfg, tmp_path / "runs")
 
     stored = load(tmp_path)
-    assert cell_study_name(cfg) == study.study_name == "digits/scratch/n10"
+    assert cell_of(cfg).name == study.study_name == "digits/scratch/n10"
     attrs = stored.user_attrs
     assert attrs["strategy"] == "scratch" and attrs["n_train"] == 10 and attrs["study"] == "digits"
     assert (attrs["tuning"], attrs["draw"], attrs["seed"]) == (0, 0, 0)  # tuning run 0: the split cells always had
@@ -206,14 +206,14 @@ def test_a_trial_taken_by_a_worker_that_dies_before_training_is_still_retried(tm
     """Between taking a trial and its first heartbeat a worker can die too; Optuna never fails a
     RUNNING trial that has no heartbeat, so taking one must record it."""
     cfg = compose_tune(tmp_path, "tune.n_trials=2", "storage.heartbeat_interval=1", "storage.grace_period=600")
-    space, budget = harness.tuning.check_cell_config(cfg)
-    study = harness.tuning.open_cell(cfg, space, budget)
-    taken = harness.tuning._take_trial(study, cfg, budget)  # ...and the worker dies here
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    study = harness.tuning.tune.open_cell(cfg, space, budget)
+    taken = harness.tuning.tune._take_trial(study, cfg, budget)  # ...and the worker dies here
     assert load(tmp_path).trials[taken.number].state == TrialState.RUNNING
 
-    assert harness.storage.fail_stale_trials(study) == 0  # within its grace period
+    assert harness.store.storage.fail_stale_trials(study) == 0  # within its grace period
     assert age_heartbeats(tmp_path / "tune.db") == 1  # the one heartbeat taking it recorded, now old
-    assert harness.storage.fail_stale_trials(study) == 1
+    assert harness.store.storage.fail_stale_trials(study) == 1
     trials = load(tmp_path).trials
     assert trials[taken.number].state == TrialState.FAIL
     assert [t.state for t in trials if t.system_attrs.get("failed_trial") == taken.number] == [TrialState.WAITING]
@@ -266,7 +266,7 @@ def test_config_errors_fail_before_any_trial(tmp_path, overrides, words):
 
 def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeypatch):
     test_splits, runs, test_reads = [], [], []
-    real_build_task, real_eval_batches, real_run = harness.run.build_task, harness.run.eval_batches, harness.tuning.run_training
+    real_build_task, real_eval_batches, real_run = harness.training.run.build_task, harness.training.run.eval_batches, harness.tuning.tune.run_training
 
     def build_task(data, role="target", pool=None):
         task = real_build_task(data, role, pool)
@@ -282,10 +282,10 @@ def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeyp
         runs.append((run_dir.name, kwargs.get("evaluate_test", True)))
         return real_run(cfg, run_dir, **kwargs)
 
-    monkeypatch.setattr(harness.run, "build_task", build_task)
-    monkeypatch.setattr(harness.run, "eval_batches", eval_batches)
-    monkeypatch.setattr(harness.tuning, "run_training", run_training)
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.training.run, "build_task", build_task)
+    monkeypatch.setattr(harness.training.run, "eval_batches", eval_batches)
+    monkeypatch.setattr(harness.tuning.tune, "run_training", run_training)
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
 
     cfg = compose_tune(tmp_path, "tune.n_trials=3", "study.seeds=2", pruner="hyperband")
     tune_cell(cfg, tmp_path / "runs")
@@ -299,17 +299,17 @@ def test_the_test_split_is_read_only_by_the_reruns_of_the_best(tmp_path, monkeyp
 
 def test_without_the_rerun_of_the_best_nothing_reads_the_test_split(tmp_path, monkeypatch):
     """What the benchmarks use (tune_cell(rerun=False)): trials only, no `final`, no test split."""
-    evaluated, real = [], harness.tuning.run_training
-    monkeypatch.setattr(harness.tuning, "run_training",
+    evaluated, real = [], harness.tuning.tune.run_training
+    monkeypatch.setattr(harness.tuning.tune, "run_training",
                         lambda cfg, run_dir, **kw: evaluated.append(kw.get("evaluate_test", True)) or real(cfg, run_dir, **kw))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     tune_cell(compose_tune(tmp_path, "tune.n_trials=2", "train.steps=10", "~search_space.params.steps"), tmp_path / "runs",
               rerun=False)
     assert evaluated == [False, False] and "final" not in load(tmp_path).user_attrs
 
 
 class _Replicates:
-    """Wraps run_training (of harness.tuning and harness.rerun): records each re-run's seed and subset, and can interrupt
+    """Wraps run_training (of harness.tuning.tune and harness.tuning.rerun): records each re-run's seed and subset, and can interrupt
     the n-th re-run (as Ctrl-C would) to show what an interrupted extension keeps."""
 
     def __init__(self, real, interrupt_at: int | None = None):
@@ -333,7 +333,7 @@ def _check_records(final: list[dict], n_test: int) -> None:
 
 
 def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path, monkeypatch):
-    real = harness.tuning.run_training
+    real = harness.tuning.tune.run_training
     trial_subsets = []
 
     def tracked(cfg, run_dir, **kwargs):
@@ -341,8 +341,8 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
             trial_subsets.append((int(cfg.seed), int(cfg.data.subset)))
         return real(cfg, run_dir, **kwargs)
 
-    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(tracked))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(tracked))
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=2", "train.steps=10", "~search_space.params.steps",
                        "data.n_test=60")
     tune_cell(cfg, tmp_path / "runs")
@@ -351,9 +351,9 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
     _check_records(first, 60)
 
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    extend = harness.rerun.extend_replicates
-    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    extend = harness.tuning.rerun.extend_replicates
+    monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(real))
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=4)
     assert replicates.runs == [(3, 3), (4, 4)]  # only the missing ones, each with its seed and subset
     assert final == load(tmp_path).user_attrs["final"] and final[:2] == first
@@ -365,13 +365,13 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
     assert replicates.runs == [(3, 3), (4, 4)]
 
     # Interrupted at replicate 6: replicate 5 is kept, and the next call runs only 6.
-    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real, interrupt_at=2))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(real, interrupt_at=2))
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     with pytest.raises(KeyboardInterrupt):
         extend(load(tmp_path), cfg, space, tmp_path / "runs", target=6)
     assert replicates.runs == [(5, 5), (6, 6)] and len(load(tmp_path).user_attrs["final"]) == 5
-    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(real))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(real))
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=6)
     assert replicates.runs == [(6, 6)] and len(final) == 6
     _check_records(final, 60)
@@ -379,7 +379,7 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
 
     # Another worker holds the cell's re-run lock: without waiting, nothing to do here.
     study = load(tmp_path)
-    with harness.locks.rerun_lock(study._storage, study.study_name, blocking=True):
+    with harness.store.locks.rerun_lock(study._storage, study.study_name, blocking=True):
         assert extend(study, cfg, space, tmp_path / "runs", target=7, wait=False) is None
     # `final` of an earlier best: extending it would mix two configurations.
     study.set_user_attr("best_trial", -1)
@@ -389,15 +389,15 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
 
 def test_a_cell_without_final_has_nothing_to_extend(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(harness.tuning, "run_training", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.tune, "run_training", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     cfg = compose_tune(tmp_path, "tune.n_trials=1")
-    space, budget = harness.tuning.check_cell_config(cfg)
-    study = harness.tuning.open_cell(cfg, space, budget)
-    assert harness.rerun.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no trial
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    study = harness.tuning.tune.open_cell(cfg, space, budget)
+    assert harness.tuning.rerun.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no trial
     lr = FloatDistribution(1e-4, 1e-1, log=True)
     study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions={"lr": lr}, value=0.5))
-    assert harness.rerun.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no final
+    assert harness.tuning.rerun.extend_replicates(study, cfg, space, tmp_path / "runs", target=3) is None  # no final
     assert calls == [] and "final" not in load(tmp_path).user_attrs
 
 
@@ -406,10 +406,10 @@ def test_two_workers_extending_one_cell_run_each_replicate_once(tmp_path, monkey
     cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=1", "train.steps=10", "~search_space.params.steps")
     tune_cell(cfg, tmp_path / "runs")
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    monkeypatch.setattr(harness.tuning, "run_training", replicates := _Replicates(harness.tuning.run_training))
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(harness.tuning.tune.run_training))
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     results = []
-    workers = [threading.Thread(target=lambda: results.append(harness.rerun.extend_replicates(
+    workers = [threading.Thread(target=lambda: results.append(harness.tuning.rerun.extend_replicates(
         load(tmp_path), cfg, space, tmp_path / "runs", target=3))) for _ in range(2)]
     for w in workers:
         w.start()
@@ -447,15 +447,15 @@ def test_a_flops_budget_is_n_trials_reference_trials_of_the_cells_own_steps_rang
     """harness-tune alone: the reference trial is one full-training step of the model on a real batch
     times the midpoint of this cell's steps range (10-20 here: 15), plus that trial's validations."""
     cfg = compose_tune(tmp_path, "tune.budget=flops", "tune.n_trials=3", "study.seeds=1", pruner="hyperband")
-    space, budget = harness.tuning.check_cell_config(cfg)
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
     ref = budget.reference
     assert (budget.kind, ref["steps"], ref["steps_from"], ref["validations"]) == ("flops", 15, "midpoint of this cell's steps range 10-20", 3)
     assert ref["batch_size"] == 10 and ref["trial_flops"] == pytest.approx(15 * ref["step_flops"] + ref["val_flops"])
     assert budget.max_flops == pytest.approx(3 * ref["trial_flops"])
-    assert budget.n_trials == harness.budget.FLOPS_TRIAL_GUARD * 3  # a guard, not the budget
+    assert budget.n_trials == harness.tuning.budget.FLOPS_TRIAL_GUARD * 3  # a guard, not the budget
     # The reference's step is what a real full-training trial of that batch counts per step.
     task = build_task(cfg.data)
-    real = harness.run.run_training(space.apply(cfg, {"steps": 15, "batch_size": 64}), tmp_path / "one", evaluate_test=False)
+    real = harness.training.run.run_training(space.apply(cfg, {"steps": 15, "batch_size": 64}), tmp_path / "one", evaluate_test=False)
     assert ref["step_flops"] == pytest.approx(real.compute.flops_per_step)
     assert ref["val_flops"] == pytest.approx(real.compute.eval_flops)
     assert len(task.val) == 50
@@ -468,17 +468,17 @@ def test_a_flops_budget_is_n_trials_reference_trials_of_the_cells_own_steps_rang
     assert budget.max_flops <= spent < budget.max_flops + largest  # the last trial may overshoot, by less than one
     # tune.reference_steps fixes the reference whatever the cell's own range
     fixed = compose_tune(tmp_path, "tune.budget=flops", "tune.n_trials=3", "tune.reference_steps=40")
-    ref40 = harness.tuning.check_cell_config(fixed)[1].reference
+    ref40 = harness.tuning.tune.check_cell_config(fixed)[1].reference
     assert (ref40["steps"], ref40["steps_from"]) == (40, "tune.reference_steps")
     assert ref40["step_flops"] == ref["step_flops"] and ref40["trial_flops"] > ref["trial_flops"]
 
 
 def test_tune_max_flops_is_the_flops_budget_and_trials_is_the_default(tmp_path):
     cfg = compose_tune(tmp_path, "tune.budget=flops", "tune.max_flops=1e9", "tune.n_trials=null", "tune.max_wall_s=60")
-    budget = harness.tuning.check_cell_config(cfg)[1]
+    budget = harness.tuning.tune.check_cell_config(cfg)[1]
     assert (budget.max_flops, budget.n_trials, budget.max_wall_s, budget.reference) == (1e9, None, 60.0, None)
     assert compose_tune(tmp_path).tune.budget == "trials"
-    assert harness.tuning.check_cell_config(compose_tune(tmp_path, "tune.n_trials=4"))[1] == harness.budget.Budget(4, None, None)
+    assert harness.tuning.tune.check_cell_config(compose_tune(tmp_path, "tune.n_trials=4"))[1] == harness.tuning.budget.Budget(4, None, None)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -501,17 +501,17 @@ def test_budget_pruner_and_pretraining_settings_are_checked_at_start_up(tmp_path
 
 def test_the_cell_stores_its_pruner_and_the_max_resource_it_used(tmp_path):
     cfg = compose_tune(tmp_path, "tune.n_trials=1", "study.seeds=1", pruner="hyperband")
-    assert harness.pruning.make_pruner(cfg)._max_resource == 20  # null: the cell's own steps.high
+    assert harness.tuning.pruning.make_pruner(cfg)._max_resource == 20  # null: the cell's own steps.high
     tune_cell(cfg, tmp_path / "runs")
     assert load(tmp_path).user_attrs["pruner"] == {"name": "hyperband", "min_resource": 5, "max_resource": 20,
                                                    "reduction_factor": 3, "max_resource_from": "steps.high"}
     wider = compose_tune(tmp_path, "tune.n_trials=2", "study.seeds=1", "pruner.max_resource=40", pruner="hyperband")
-    assert harness.pruning.make_pruner(wider)._max_resource == 40
+    assert harness.tuning.pruning.make_pruner(wider)._max_resource == 40
     tune_cell(wider, tmp_path / "runs")  # resumed with another pruner setting: the attr says what it uses now
     stored = load(tmp_path).user_attrs["pruner"]
     assert (stored["max_resource"], stored["max_resource_from"]) == (40, "pruner.max_resource")
     asha = compose_tune(tmp_path, pruner="asha")
-    assert harness.pruning.pruner_attrs(asha)["max_resource"] is None  # successive halving plans for no maximum
+    assert harness.tuning.pruning.pruner_attrs(asha)["max_resource"] is None  # successive halving plans for no maximum
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -710,8 +710,8 @@ def test_recipes_are_a_named_table_or_a_list_and_are_fitted_to_the_space():
 
 def _open_scratch_cell(tmp_path: Path, *overrides: str):
     cfg = compose_tune(tmp_path, *overrides)
-    space, budget = harness.tuning.check_cell_config(cfg)
-    return cfg, space, budget, harness.tuning.open_cell(cfg, space, budget)
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    return cfg, space, budget, harness.tuning.tune.open_cell(cfg, space, budget)
 
 
 @pytest.mark.parametrize("overrides, names", [
@@ -734,7 +734,7 @@ def _first_draws(tmp_path: Path, *overrides: str, k: int = 2) -> list[dict]:
     cfg, space, budget, study = _open_scratch_cell(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=10", *overrides)
     draws = []
     for _ in range(k):
-        trial = harness.tuning._take_trial(study, cfg, budget)
+        trial = harness.tuning.tune._take_trial(study, cfg, budget)
         draws.append(space.suggest(trial))
         study.tell(trial, 0.5)
     return draws
@@ -753,7 +753,7 @@ def test_the_cell_seed_is_a_stable_hash_of_study_strategy_size_and_sampler_seed(
     seeds = {}
     for extra in ([], ["strategy=finetune"], ["data.n_train=20"], ["tune.sampler_seed=1"], ["study.name=other"]):
         cfg = compose_tune(tmp_path, *extra)
-        seeds[tuple(extra)] = harness.tuning.cell_sampler_seed(cfg)
+        seeds[tuple(extra)] = harness.tuning.tune.cell_sampler_seed(cfg)
     assert len(set(seeds.values())) == len(seeds)
     assert all(0 <= s < 2**31 for s in seeds.values())
     # sha256 of "digits\x1fscratch\x1f10\x1f0": the same in every process (hash() is not)
@@ -763,8 +763,8 @@ def test_the_cell_seed_is_a_stable_hash_of_study_strategy_size_and_sampler_seed(
 def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental_warnings(tmp_path):
     cfg = compose_tune(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=20", "tune.n_startup_trials=4")
     cfg = set_space(cfg, COND)
-    space, budget = harness.tuning.check_cell_config(cfg)
-    study = harness.tuning.open_cell(cfg, space, budget)
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    study = harness.tuning.tune.open_cell(cfg, space, budget)
     rng = np.random.default_rng(0)
     for i in range(8):  # complete trials, half of them with the conditional parameter
         params = {"optimizer": ["adamw", "sgd"][i % 2], "lr": float(10 ** rng.uniform(-3, -2))}
@@ -775,7 +775,7 @@ def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trial = harness.tuning._take_trial(study, cfg, budget)
+        trial = harness.tuning.tune._take_trial(study, cfg, budget)
         values = space.suggest(trial)
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
     sampler = study.sampler
@@ -831,7 +831,7 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     assert retries[0].state == TrialState.COMPLETE
     # The killed attempt is replaced by its retry, not counted: 3 trials spent, all finished.
     assert len(trials) == 4 and all(t.state in FINISHED for t in trials)
-    assert harness.budget.Budget(3, None, None).spent(trials)["n_trials"] == 3
+    assert harness.tuning.budget.Budget(3, None, None).spent(trials)["n_trials"] == 3
 
 
 def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path, capsys, monkeypatch):
@@ -844,9 +844,9 @@ def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(t
             "study.seeds=1"]
     tune_cell(compose_tune(tmp_path, "tune.n_trials=2", *beat), tmp_path / "runs")
     cfg = compose_tune(tmp_path, "tune.n_trials=3", *beat)
-    space, budget = harness.tuning.check_cell_config(cfg)
-    study = harness.tuning.open_cell(cfg, space, budget)
-    dead = harness.tuning._take_trial(study, cfg, budget)  # what a worker does before it is killed
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    study = harness.tuning.tune.open_cell(cfg, space, budget)
+    dead = harness.tuning.tune._take_trial(study, cfg, budget)  # what a worker does before it is killed
     dead_params = space.suggest(dead)
 
     capsys.readouterr()
@@ -869,10 +869,10 @@ def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path, monkeypatch):
     """harness-study's first pass over the cells: a peer's running trial does not hold it up."""
     beat = ["storage.heartbeat_interval=1", "storage.grace_period=600", "tune.n_trials=1"]
     cfg = compose_tune(tmp_path, *beat)
-    space, budget = harness.tuning.check_cell_config(cfg)
-    study = harness.tuning.open_cell(cfg, space, budget)
-    running = harness.tuning._take_trial(study, cfg, budget)
-    monkeypatch.setattr(harness.workers, "pause", lambda s: pytest.fail("a worker that need not wait paused"))
+    space, budget = harness.tuning.tune.check_cell_config(cfg)
+    study = harness.tuning.tune.open_cell(cfg, space, budget)
+    running = harness.tuning.tune._take_trial(study, cfg, budget)
+    monkeypatch.setattr(harness.tuning.workers, "pause", lambda s: pytest.fail("a worker that need not wait paused"))
     tune_cell(cfg, tmp_path / "runs", wait_for_peers=False)
     assert [t.state for t in load(tmp_path).trials] == [TrialState.RUNNING]
     assert running.number == 0
@@ -897,18 +897,18 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
         return SimpleNamespace(val_acc=0.5, test_acc=0.25, compute=SimpleNamespace(total_flops=1.0, wall_s=2.0),
                                test_correct=np.array([True, False, False, False]), test_split="cafe")
 
-    monkeypatch.setattr(harness.tuning, "run_training", slow_training)
-    monkeypatch.setattr(harness.rerun, "run_training", harness.tuning.run_training)  # the replicates' runs
+    monkeypatch.setattr(harness.tuning.tune, "run_training", slow_training)
+    monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     space = SearchSpace.from_config(cfg_a.search_space, base=cfg_a)
     cfg_b = compose_tune(tmp_path, "tune.n_trials=1", "data.n_train=20", *common)
-    space_b, budget_b = harness.tuning.check_cell_config(cfg_b)
-    study_b = harness.tuning.open_cell(cfg_b, space_b, budget_b)
-    rerun = threading.Thread(target=harness.rerun.rerun_best, args=(study_a, cfg_a, space, tmp_path / "runs"))
+    space_b, budget_b = harness.tuning.tune.check_cell_config(cfg_b)
+    study_b = harness.tuning.tune.open_cell(cfg_b, space_b, budget_b)
+    rerun = threading.Thread(target=harness.tuning.rerun.rerun_best, args=(study_a, cfg_a, space, tmp_path / "runs"))
     rerun.start()
     try:
         assert started.wait(30)
         taken = []
-        taker = threading.Thread(target=lambda: taken.append(harness.tuning._take_trial(study_b, cfg_b, budget_b)))
+        taker = threading.Thread(target=lambda: taken.append(harness.tuning.tune._take_trial(study_b, cfg_b, budget_b)))
         leaver = threading.Thread(target=tune_cell, args=(cfg_a, tmp_path / "runs"), kwargs={"wait_for_peers": False})
         for t in (taker, leaver):
             t.start()
@@ -919,7 +919,7 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
     finally:
         release.set()
         rerun.join(60)
-    assert harness.rerun.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
+    assert harness.tuning.rerun.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
         {"replicate": 1, "seed": 1, "subset": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0,
          "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False])),
          "probe_acc": None, "status": "collapsed",  # 0.25 on 4 examples of 5 classes: not told from chance
@@ -995,8 +995,8 @@ def test_the_pruner_waits_for_lp_ft_to_leave_its_head_only_phase():
     full fine-tuning phase, and is stopped only from its first validation there."""
     from types import SimpleNamespace
 
-    from harness.strategies import Phase
-    from harness.pruning import PruningCallback
+    from harness.training.strategies import Phase
+    from harness.tuning.pruning import PruningCallback
 
     asked = []
     trial = SimpleNamespace(report=lambda value, step: None, should_prune=lambda: asked.append(True) or True)

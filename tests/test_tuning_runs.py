@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness.data import build_task
-from harness.records import CellId
-from harness.replicates import DIVERGED, FAILED, RUN_SEED_STRIDE, failure_record, make_record, tuning_run
+from harness.data.task import build_task
+from harness.store.records import CellId
+from harness.tuning.replicates import DIVERGED, FAILED, RUN_SEED_STRIDE, failure_record, make_record, tuning_run
 from harness.report.noise import Replicates
 from harness.report.verdict import compare
-from harness.schema import CellConfig, DataConfig, TuneConfig
+from harness.settings.schema import CellConfig, DataConfig, TuneConfig
 
 
 def _ids(images) -> set:
@@ -44,7 +44,7 @@ def test_tuning_run_k_has_its_own_seed_draw_and_name_and_run_0_is_unchanged():
     assert tuning_run(cfg, 0) is cfg
     run = tuning_run(cfg, 3)
     assert (run.tune.run, run.seed, run.data.draw) == (3, 7 + 3 * RUN_SEED_STRIDE, 5)
-    from harness.tuning import cell_of, cell_sampler_seed
+    from harness.tuning.tune import cell_of, cell_sampler_seed
 
     assert cell_of(run).name.endswith("/t3") and cell_of(cfg).name == f"{cfg.study.name}/{cfg.strategy.name}/n80"
     assert cell_sampler_seed(run) != cell_sampler_seed(cfg)
@@ -73,10 +73,10 @@ def test_a_failed_rerun_is_recorded_with_its_reason():
 
 
 def test_rerun_that_raises_becomes_a_record_and_the_cell_goes_on(monkeypatch, tmp_path):
-    import harness.rerun as rerun
-    from harness.module import TrainingDiverged
-    from harness.run import RunFailed
-    from harness.compute import Compute
+    import harness.tuning.rerun as rerun
+    from harness.training.module import TrainingDiverged
+    from harness.training.run import RunFailed
+    from harness.training.compute import Compute
 
     def boom(cfg, run_dir, weights=None, **kwargs):
         if cfg.data.subset == 1:
@@ -136,7 +136,7 @@ def test_tau_is_where_the_refitted_lack_of_fit_meets_its_chi_square_quantile():
     quantile to 1%, and a tenth more or less moves it off."""
     from scipy import stats
 
-    from harness.learning_curves import fit_power_law_batch
+    from harness.report.learning_curves import fit_power_law_batch
     from harness.report.noise import TAU_LEVEL, between_run_variance
 
     rng = np.random.default_rng(4)

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from test_run import _wandb_records
 from tuning_helpers import compose_tune, load, set_space
 
-from harness.tuning import tune_cell
+from harness.tuning.tune import tune_cell
 
 
 def _runs(folder: Path) -> list[dict]:

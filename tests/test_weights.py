@@ -12,11 +12,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import harness.run
-from harness.data import build_task
+import harness.training.run
+from harness.data.task import build_task
 from harness.errors import ConfigError
-from harness.pretrain import cache_dir, ensure_pretrained, ensure_source, find_pretrained
-from harness.run import build_model, run_training
+from harness.training.pretrain import cache_dir, ensure_pretrained, ensure_source, find_pretrained
+from harness.training.run import build_model, run_training
 
 
 class _Payload:
@@ -156,13 +156,13 @@ def test_pretrain_cache_is_reused(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("strategy=finetune", cache=tmp_path / "cache")
     assert find_pretrained(cfg) is None
     calls = []
-    real = harness.run.run_training
+    real = harness.training.run.run_training
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("role"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(harness.run, "run_training", counting)
+    monkeypatch.setattr(harness.training.run, "run_training", counting)
     first = ensure_pretrained(cfg)
     assert calls == ["source"]
     assert first.weights.parent == cache_dir(cfg) and first.weights.is_file()
@@ -173,7 +173,7 @@ def test_pretrain_cache_is_reused(make_cfg, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the cached pretraining was trained again")
 
-    monkeypatch.setattr(harness.run, "run_training", refuse)
+    monkeypatch.setattr(harness.training.run, "run_training", refuse)
     second = ensure_pretrained(cfg)
     assert second == first
     assert second.meta == json.loads((cache_dir(cfg) / "meta.json").read_text())
@@ -192,7 +192,7 @@ def test_pretrain_cache_is_reused(make_cfg, tmp_path, monkeypatch):
 
 
 def test_the_cache_key_of_a_glyph_source_is_its_glyph_settings_not_the_targets_split(make_cfg, tmp_path):
-    from harness.pretrain import source_config
+    from harness.training.pretrain import source_config
 
     cfg = make_cfg("strategy=finetune", "data.source=glyphs", cache=tmp_path / "cache")
     assert source_config(cfg)["data"]["glyphs"]["stroke"] == (0, 1)  # every effective setting, defaults too
@@ -207,7 +207,7 @@ def test_the_cache_key_of_a_glyph_source_is_its_glyph_settings_not_the_targets_s
 
 def test_a_class_source_keeps_the_cache_key_it_had_before_glyphs(make_cfg, tmp_path):
     """Checkpoints cached before data.source existed must still be found: same keys, same hash."""
-    from harness.pretrain import config_hash, source_config
+    from harness.training.pretrain import config_hash, source_config
 
     cfg = make_cfg("strategy=finetune", cache=tmp_path / "cache")
     assert sorted(source_config(cfg)["data"]) == sorted(
@@ -221,14 +221,14 @@ def test_finetune_run_uses_cache(make_cfg, tmp_path, monkeypatch):
     ensure_source(cfg)
     run_training(cfg, tmp_path / "a")
     assert find_pretrained(cfg) is not None
-    monkeypatch.setattr("harness.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("pretrained again")))
+    monkeypatch.setattr("harness.training.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("pretrained again")))
     ensure_source(cfg)
     run_training(cfg, tmp_path / "b")
 
 
 def test_the_trainer_only_reads_the_source_model_and_says_who_makes_it(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("strategy=finetune", "train.steps=5", cache=tmp_path / "cache")
-    monkeypatch.setattr("harness.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("the trainer pretrained")))
+    monkeypatch.setattr("harness.training.pretrain.pretrain", lambda cfg: (_ for _ in ()).throw(AssertionError("the trainer pretrained")))
     with pytest.raises(ConfigError, match="no source model is cached .* run harness-pretrain"):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "cache").exists()
@@ -237,7 +237,7 @@ def test_the_trainer_only_reads_the_source_model_and_says_who_makes_it(make_cfg,
 # ----------------------------------------------------------------------------- what cells record of their weights
 def test_a_cell_records_where_its_weights_came_from_and_the_report_says_unknown_not_0(make_cfg, tmp_path, source_state):
     from harness.report import build_report
-    from harness.tuning import tune_cell, weights_attrs
+    from harness.tuning.tune import tune_cell, weights_attrs
 
     path = tmp_path / "w.safetensors"
     save_file(source_state, str(path))
@@ -256,3 +256,28 @@ def test_a_cell_records_where_its_weights_came_from_and_the_report_says_unknown_
     assert weights_attrs(hub, None) == {"origin": "hub", "ref": "resnet18.a1_in1k", "pretrain_flops": 3e18,
                                         "pretrain_flops_from": "declared"}
     assert weights_attrs(make_cfg("strategy=scratch"), None) is None
+
+
+def test_the_checkpoint_key_changes_with_any_data_setting_not_declared_independent():
+    """The pretraining cache is keyed by every data setting but the declared independent ones: a
+    setting added to DataConfig changes the source model's key unless someone decides otherwise;
+    the target's sizes and draws never do (nor, for glyphs, its split and classes)."""
+    import dataclasses
+
+    from conftest import compose_cfg
+    from harness.settings.schema import DataConfig
+    from harness.training.source_cache import GLYPH_SOURCE_INDEPENDENT, SOURCE_INDEPENDENT, config_hash
+
+    cfg = compose_cfg("strategy=finetune")
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    assert SOURCE_INDEPENDENT <= names and GLYPH_SOURCE_INDEPENDENT <= names
+    same = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n_train=11, draw=3, subset=2, n_test=99))
+    assert config_hash(same) == config_hash(cfg)
+    moved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_seed=cfg.data.split_seed + 1))
+    assert config_hash(moved) != config_hash(cfg)  # the source classes' split moves with it
+    WithRevision = dataclasses.make_dataclass("WithRevision", [("revision", str, "v1")], bases=(DataConfig,), frozen=True)
+    plain = dataclasses.asdict(cfg.data)
+    plain["glyphs"] = cfg.data.glyphs
+    a = dataclasses.replace(cfg, data=WithRevision(**plain, revision="v1"))
+    b = dataclasses.replace(cfg, data=WithRevision(**plain, revision="v2"))
+    assert config_hash(a) != config_hash(b)

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import FrozenTrial, TrialState
 
 import harness.cli
-from harness.config import load_cell
-from harness.schema import CellConfig, SearchSpaceConfig
+from harness.settings.config import load_cell
+from harness.settings.schema import CellConfig, SearchSpaceConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 TUNE = str(Path(sys.executable).with_name("harness-tune"))
@@ -49,8 +49,8 @@ def tiny_overrides(tmp: Path, pruner: str = "none", n_train: int | None = 10) ->
 
 
 def compose_tune(tmp: Path, *overrides: str, pruner: str = "none", typed: bool = True):
-    """harness/conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first: the
-    checked settings harness-tune builds from it (harness.config.load_cell), or with typed=False the
+    """conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first: the
+    checked settings harness-tune builds from it (harness.settings.config.load_cell), or with typed=False the
     composed DictConfig."""
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         composed = compose(config_name="tune", overrides=[*tiny_overrides(tmp, pruner), *overrides])
@@ -137,7 +137,7 @@ def age_heartbeats(db: Path, seconds: int = 3600, trial_ids: list[int] | None = 
 def age_while_waiting(monkeypatch, db: Path) -> list[float]:
     """A worker waiting on its spent cell's peers finds, at its first pause, every heartbeat old: the
     dead peer's trial goes stale then, whatever the machine's speed. Returns the pauses taken."""
-    import harness.workers
+    import harness.tuning.workers
 
     pauses: list[float] = []
 
@@ -145,7 +145,7 @@ def age_while_waiting(monkeypatch, db: Path) -> list[float]:
         pauses.append(seconds)
         age_heartbeats(db)
 
-    monkeypatch.setattr(harness.workers, "pause", pause)
+    monkeypatch.setattr(harness.tuning.workers, "pause", pause)
     return pauses
 
 
@@ -155,8 +155,8 @@ def split_rows(cfg, size: int) -> list[int]:
     import numpy as np
     import pytest
 
-    from harness import pools
-    from harness.data import build_task
+    from harness.data import pools
+    from harness.data.task import build_task
 
     seen: list = []
     real = pools._Pool.take

@@ -1,6 +1,7 @@
 """Console entry points: thin Hydra shells around the core."""
 
-from pathlib import Path
+from importlib.resources import files
 
-# The package's conf/ (absolute, so console scripts work from any folder and from an installed wheel).
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The config tree: the top-level conf/ in a checkout, harness/conf in an installed wheel (both are the
+# package harness.conf); absolute, so console scripts work from any folder.
+CONFIG_DIR = str(files("harness.conf"))

@@ -12,8 +12,8 @@ from harness.errors import exits_cleanly, hydra_app
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 @exits_cleanly
 def _main(composed: DictConfig) -> float:
-    from harness.config import load_pretrain
-    from harness.pretrain import ensure_pretrained, find_pretrained
+    from harness.settings.config import load_pretrain
+    from harness.training.pretrain import ensure_pretrained, find_pretrained
 
     cfg = load_pretrain(composed)  # checked once: what the cache key reads included
     cached = find_pretrained(cfg)

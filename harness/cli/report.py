@@ -14,7 +14,7 @@ from harness.errors import exits_cleanly, hydra_app
 def _main(composed: DictConfig) -> dict:
     from pathlib import Path
 
-    from harness.config import load_report
+    from harness.settings.config import load_report
     from harness.report import build_report
 
     cfg = load_report(composed)

@@ -16,8 +16,8 @@ def _study(composed: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.config import load_study
-    from harness.study import run_study
+    from harness.settings.config import load_study
+    from harness.study.orchestrator import run_study
 
     summary = run_study(load_study(composed), Path(HydraConfig.get().runtime.output_dir))
     print(summary.get("verdict", ""))

@@ -17,10 +17,10 @@ from harness.errors import exits_cleanly, hydra_app
 def _main(composed: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.config import load_run
-    from harness.pretrain import ensure_source
-    from harness.run import run_training
-    from harness.weights import resolve_weights
+    from harness.settings.config import load_run
+    from harness.training.pretrain import ensure_source
+    from harness.training.run import run_training
+    from harness.training.weights import resolve_weights
 
     cfg = load_run(composed)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

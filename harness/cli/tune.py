@@ -17,10 +17,10 @@ def _main(composed: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.config import load_cell
-    from harness.records import StudyRecord
-    from harness.replicates import tuning_run
-    from harness.tuning import best_value, tune_cell
+    from harness.settings.config import load_cell
+    from harness.store.records import StudyRecord
+    from harness.tuning.replicates import tuning_run
+    from harness.tuning.tune import best_value, tune_cell
 
     cfg = load_cell(composed)
     study = tune_cell(tuning_run(cfg, cfg.tune.run), Path(HydraConfig.get().runtime.output_dir))

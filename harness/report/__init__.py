@@ -1,7 +1,7 @@
 """The report: everything a study measured, read from the Optuna storage and nothing else.
 
 One cell of a study is one Optuna study whose user attrs name its study, strategy and n_train
-(harness/tuning.py writes them; the study's name is for display only). From those cells the
+(harness/tuning/tune.py writes them; the study's name is for display only). From those cells the
 report derives
 
 - tables: every trial (trials.csv), one row per cell (cells.csv), the crossover (crossover.json);
@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.records import open_existing
+from harness.store.records import open_existing
 from harness.report.answer import headline_line, short_headline
 from harness.report.cells import (
     LABELS,
@@ -62,7 +62,7 @@ from harness.report.frames import (
 )
 from harness.report.verdict import HORIZON, MARGIN, Comparison, compare
 from harness.report.wandb_run import log_to_wandb
-from harness.schema import LoggerConfig
+from harness.settings.schema import LoggerConfig
 
 __all__ = [
     "EDGE_FRACTION", "HORIZON", "LABELS", "MARGIN", "METRICS", "PLOT_FILES", "STRATEGIES",

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from harness.records import TrialRecord
+from harness.store.records import TrialRecord
 from harness.report.cells import STRATEGIES, Cell
 from harness.report.verdict import EQUIVALENT, FINETUNE_BETTER, INCONCLUSIVE, MARGIN, SCRATCH_BETTER, classify
 

@@ -1,5 +1,5 @@
 """A study's cells as the report sees them (one Optuna study each, found by its user attrs through
-harness/records.py), their re-run results and pretraining runs, plus the constants and small value
+harness/store/records.py), their re-run results and pretraining runs, plus the constants and small value
 helpers the other report modules share."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
-from harness.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, study_part
-from harness.replicates import DIVERGED, FAILED, decode_correct
+from harness.store.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, study_part
+from harness.tuning.replicates import DIVERGED, FAILED, decode_correct
 from harness.report.noise import Replicates
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,7 +31,7 @@ UNKNOWN = "unknown"  # what the report says for FLOPs nobody measured or declare
 @dataclass(frozen=True)
 class Cell:
     """One cell (strategy x n_train) of a study, as stored: the study's attrs and its trials (given
-    as Optuna's FrozenTrial or as records, kept as harness.records.TrialRecord)."""
+    as Optuna's FrozenTrial or as records, kept as harness.store.records.TrialRecord)."""
 
     name: str
     strategy: str
@@ -149,7 +149,7 @@ def load_cells(storage: optuna.storages.BaseStorage, study: str, shown_url: str)
     """All cells of `study`, sorted by (strategy, n_train); ConfigError if there are none.
 
     A cell is identified by its Optuna study's user attrs ``study``, ``strategy`` and ``n_train``
-    (harness/records.py, never by the study's name, which is for display only); a study without
+    (harness/store/records.py, never by the study's name, which is for display only); a study without
     those attrs is not a cell. Only the matching studies' trials are read."""
     found = cell_studies(storage)
     cells: list[Cell] = []

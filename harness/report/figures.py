@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.learning_curves import mean_ci95, power_law
+from harness.report.learning_curves import mean_ci95, power_law
 from harness.report.answer import n_star_phrase, short_headline
 from harness.report.anytime import NOT_MEASURED, Anytime
 from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n

@@ -14,8 +14,8 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.learning_curves import mean_ci95
-from harness.records import TrialRecord
+from harness.report.learning_curves import mean_ci95
+from harness.store.records import TrialRecord
 from harness.report.anytime import Anytime
 from harness.report.cells import STRATEGIES, UNKNOWN, Cell, describe, iso, num
 

@@ -242,7 +242,7 @@ def between_run_variance(cells: Sequence[tuple[str, int, Replicates]], mean_var:
     when no strategy has four sizes (three curve parameters leave no residual)."""
     from scipy import stats
 
-    from harness.learning_curves import fit_power_law_batch
+    from harness.report.learning_curves import fit_power_law_batch
 
     groups = {}
     for i, (s, n, r) in enumerate(cells):

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from harness.learning_curves import fit_power_law_batch
+from harness.report.learning_curves import fit_power_law_batch
 from harness.report.noise import MEASURED, Draws, Replicates, draw
 
 MARGIN = 0.01

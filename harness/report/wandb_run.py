@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.schema import LoggerConfig
+from harness.settings.schema import LoggerConfig
 import pandas as pd
 
 
@@ -17,7 +17,7 @@ def log_to_wandb(wandb_cfg: LoggerConfig, study: str, out_dir: Path, frames: Map
     artifact of type "report". Returns the run's local directory."""
     import wandb
 
-    from harness.loggers import wandb_mode
+    from harness.training.loggers import wandb_mode
 
     save_dir = Path(str(wandb_cfg.dir or "outputs"))
     save_dir.mkdir(parents=True, exist_ok=True)

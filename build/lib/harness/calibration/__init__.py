@@ -1,0 +1,1 @@
+"""Calibration: simulated studies with known truth, for tests and benchmarks only (layer 8)."""

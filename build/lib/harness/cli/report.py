@@ -1,0 +1,44 @@
+"""harness-report: the report of one study, built from the Optuna storage alone."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.cli import CONFIG_DIR
+from harness.errors import exits_cleanly, hydra_app
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
+@exits_cleanly
+def _main(composed: DictConfig) -> dict:
+    from pathlib import Path
+
+    from harness.settings.config import load_report
+    from harness.report import build_report
+
+    cfg = load_report(composed)
+
+    wandb_cfg = cfg.logger if str(cfg.logger.name) == "wandb" else None
+    summary = build_report(
+        str(cfg.storage.url),
+        str(cfg.study.name),
+        Path(str(cfg.report.dir)),
+        metric=str(cfg.report.metric),
+        n_boot=cfg.report.n_boot,
+        margin=cfg.report.margin,
+        horizon=cfg.report.horizon,
+        wandb_cfg=wandb_cfg,
+        sqlite_wal=bool(cfg.storage.wal),
+    )
+    print(f"report: {Path(summary['report_html']).resolve()}")
+    print(summary["verdict"])
+    if summary["wandb_run_dir"]:
+        print(f"wandb run: {summary['wandb_run_dir']}")
+    return summary
+
+
+main = hydra_app(_main)
+
+if __name__ == "__main__":
+    main()

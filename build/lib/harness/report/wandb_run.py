@@ -1,0 +1,49 @@
+"""The report as one W&B run (job_type "report"); wandb is imported only when it is logged."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.settings.schema import LoggerConfig
+import pandas as pd
+
+
+def log_to_wandb(wandb_cfg: LoggerConfig, study: str, out_dir: Path, frames: Mapping[str, pd.DataFrame],
+                 crossover: Mapping[str, Any], plots: Mapping[str, Path]) -> str | None:
+    """One W&B run (job_type "report", group = study): tables, plots, the report folder as an
+    artifact of type "report". Returns the run's local directory."""
+    import wandb
+
+    from harness.training.loggers import wandb_mode
+
+    save_dir = Path(str(wandb_cfg.dir or "outputs"))
+    save_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=str(wandb_cfg.project or "harness"), entity=wandb_cfg.entity, mode=wandb_mode(wandb_cfg),
+                     dir=str(save_dir), job_type="report", group=study, name=f"report-{study}",
+                     config={"study": study, "crossover": dict(crossover)}, reinit="finish_previous")
+    try:
+        run.log({name: wandb.Table(dataframe=_wandb_safe(frame)) for name, frame in frames.items()})
+        run.log({name: wandb.Image(str(path), caption=name) for name, path in plots.items()})
+        for key in ("status", "margin", "n_star", "n_cross", "agreement"):
+            if crossover.get(key) is not None:
+                run.summary[f"crossover/{key}"] = crossover[key]
+        artifact = wandb.Artifact(name=re.sub(r"[^A-Za-z0-9_.-]", "-", f"report-{study}"), type="report",
+                                  metadata={"study": study, "crossover": dict(crossover)})
+        artifact.add_dir(str(out_dir))
+        run.log_artifact(artifact)
+        run_dir = str(Path(run.dir).parent) if getattr(run, "dir", None) else None
+    finally:
+        wandb.finish()
+    return run_dir
+
+
+def _wandb_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """W&B tables want one type per column: objects become strings, missing values None."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return out

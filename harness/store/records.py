@@ -1,0 +1,381 @@
+"""What tuning stores beside Optuna's own data, named once: a cell's identity, the study and trial
+records read back with their coercions, the writers, and the one opening of the storage from config.
+
+docs/design.md's storage contract ("What the storage holds") lives here: the keys are written and read by these functions only, so
+a reader never guesses a key or a type, and this module (with harness/store/storage.py under it) is the
+only one that touches Optuna's private attributes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from harness.errors import ConfigError
+from harness.settings.schema import StorageConfig
+from harness.store.storage import open_storage as open_storage_url
+from harness.store.storage import redact_url, resolve_url
+
+CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make an Optuna study a cell
+# Trials whose work is spent (and counted against the budget), unless interrupted or retried.
+SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+COMPUTE_KEYS = ("flops", "train_flops", "eval_flops", "wall_s", "flops_per_step", "steps", "samples_seen")
+_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)(?:/t(?P<tuning>\d+))?$")
+
+
+# ============================================================================ cell identity
+
+
+@dataclass(frozen=True)
+class CellId:
+    """One tuning run of one cell of a study (strategy x n_train; tuning run k, 0-based): one Optuna
+    study. Stored as study attrs; the name is for display. A study stored before tuning runs
+    existed has no `tuning` attr and reads as run 0, so an old storage is a study of one run a cell."""
+
+    study: str
+    strategy: str
+    n_train: int
+    tuning: int = 0
+
+    @property
+    def name(self) -> str:
+        """The Optuna study name: <study>/<strategy>/n<n_train> for run 0 (the name before tuning runs
+        existed), <study>/<strategy>/n<n_train>/t<k> for run k."""
+        base = f"{self.study}/{self.strategy}/n{self.n_train}"
+        return base if self.tuning == 0 else f"{base}/t{self.tuning}"
+
+    @property
+    def cell(self) -> tuple[str, int]:
+        return self.strategy, self.n_train
+
+    @classmethod
+    def parse(cls, name: str) -> CellId | None:
+        """The cell a study name spells, or None: for display and for stores without the attrs."""
+        match = _NAME.match(name)
+        return None if match is None else cls(match["study"], match["strategy"], int(match["n_train"]),
+                                              int(match["tuning"] or 0))
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> CellId | None:
+        """The cell a study's user attrs name; None unless all three are there (non-empty strings,
+        a whole number of examples); a missing `tuning` is run 0."""
+        study, strategy, n_train = (attrs.get(k) for k in CELL_ATTRS)
+        if not (isinstance(study, str) and study and isinstance(strategy, str) and strategy):
+            return None
+        if isinstance(n_train, bool) or not isinstance(n_train, (int, float)) or not float(n_train).is_integer():
+            return None
+        tuning = attrs.get("tuning", 0)
+        if isinstance(tuning, bool) or not isinstance(tuning, int) or tuning < 0:
+            return None
+        return cls(study, strategy, int(n_train), tuning)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "n_train": self.n_train, "study": self.study, "tuning": self.tuning}
+
+
+def study_part(name: str) -> str:
+    """The study a stored study's name belongs to (its first part), for messages about old stores."""
+    cell = CellId.parse(name)
+    return cell.study if cell is not None else name.split("/", 1)[0]
+
+
+# ============================================================================ value coercions
+
+
+def num(v: Any, default: float = math.nan) -> float:
+    """A stored number as a float, `default` for a missing, boolean, NaN or non-numeric value."""
+    if isinstance(v, bool) or v is None:
+        return default
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f if not math.isnan(f) else default
+
+
+def _int_or_none(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _mapping(v: Any) -> dict[str, Any] | None:
+    return dict(v) if isinstance(v, Mapping) else None
+
+
+# ============================================================================ study records
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A cell's study attrs, typed: what harness-tune and the re-runs wrote (docs/design.md)."""
+
+    name: str
+    attrs: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:
+        return cls(study.study_name, dict(study.user_attrs))
+
+    @property
+    def cell(self) -> CellId | None:
+        return CellId.from_attrs(self.attrs)
+
+    @property
+    def n_val(self) -> int | None:
+        return _int_or_none(self.attrs.get("n_val"))
+
+    @property
+    def selection(self) -> str:
+        """How the configuration was chosen: "holdout" (the validation split; older cells) or "cv"."""
+        return "cv" if self.attrs.get("selection") == "cv" else "holdout"
+
+    @property
+    def has_final(self) -> bool:
+        return "final" in self.attrs
+
+    @property
+    def final(self) -> list[dict[str, Any]]:
+        """Re-runs of the best configuration (empty until tuning re-ran it)."""
+        final = self.attrs.get("final")
+        return [r for r in final if isinstance(r, Mapping)] if isinstance(final, list) else []
+
+    @property
+    def final_replicates(self) -> list[dict[str, Any]] | None:
+        """`final` when every record is a replicate (harness/tuning/replicates.py), None otherwise: missing,
+        or re-runs of an older protocol (all on the tuning subset) not to be mixed with replicates."""
+        final = self.attrs.get("final")
+        if not isinstance(final, list) or not all(isinstance(r, dict) and "replicate" in r for r in final):
+            return None
+        return list(final)
+
+    @property
+    def best_trial(self) -> Any:
+        """The number of the trial the re-runs are of, as stored (None before any re-run)."""
+        return self.attrs.get("best_trial")
+
+    @property
+    def best_params(self) -> dict[str, Any] | None:
+        return _mapping(self.attrs.get("best_params"))
+
+    @property
+    def budget(self) -> dict[str, Any] | None:
+        return _mapping(self.attrs.get("budget"))
+
+    @property
+    def pruner(self) -> dict[str, Any] | None:
+        return _mapping(self.attrs.get("pruner"))
+
+    @property
+    def pretrain(self) -> dict[str, Any] | None:
+        return _mapping(self.attrs.get("pretrain"))
+
+    @property
+    def weights(self) -> dict[str, Any] | None:
+        return _mapping(self.attrs.get("weights"))
+
+    @property
+    def search_space(self) -> dict[str, Any] | None:
+        return _mapping(self.attrs.get("search_space"))
+
+
+def cell_studies(storage: optuna.storages.BaseStorage, study: str | None = None) -> list[tuple[StudyRecord, CellId]]:
+    """The cells the storage holds (of `study` when given), sorted by name, found by their attrs
+    alone: ``get_all_studies()`` reads every study's attrs and no trial (one query on an RDB)."""
+    found = []
+    for s in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
+        record = StudyRecord.of(s)
+        cell = record.cell
+        if cell is not None and (study is None or cell.study == study):
+            found.append((record, cell))
+    return found
+
+
+def n_trials_of(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """How many trials a stored study has, without reading them."""
+    return storage.get_n_trials(storage.get_study_id_from_name(name))
+
+
+# ============================================================================ trial records
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored: Optuna's own fields plus the attrs harness-tune wrote, typed. Numbers
+    nobody recorded are NaN; `spent_flops` and `spent_wall_s` count them as 0. `user_attrs` keeps
+    the attrs as stored, for exports and comparisons, not for reading a value (use the fields)."""
+
+    number: int
+    state: TrialState
+    value: float | None
+    params: dict[str, Any]
+    distributions: dict[str, BaseDistribution]
+    intermediate_values: dict[int, float]
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+    duration: timedelta | None
+    compute: dict[str, float]
+    interrupted: bool
+    recipe: bool
+    recipe_name: Any
+    fail_reason: Any
+    retry_history: tuple[int, ...] = field(default=())
+    user_attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, t: FrozenTrial) -> TrialRecord:
+        ua = t.user_attrs
+        return cls(number=t.number, state=t.state, value=t.value, params=t.params, distributions=t.distributions,
+                   intermediate_values=t.intermediate_values, datetime_start=t.datetime_start,
+                   datetime_complete=t.datetime_complete, duration=t.duration,
+                   compute={key: num(ua.get(key)) for key in COMPUTE_KEYS},
+                   interrupted=bool(ua.get("interrupted")), recipe=bool(ua.get("recipe", False)),
+                   recipe_name=ua.get("recipe_name"), fail_reason=ua.get("fail_reason"),
+                   # read from the system attrs directly to skip the callback's experimental warning
+                   retry_history=tuple(t.system_attrs.get("retry_history", ())), user_attrs=dict(ua))
+
+    @property
+    def flops(self) -> float:
+        return self.compute["flops"]
+
+    @property
+    def wall_s(self) -> float:
+        return self.compute["wall_s"]
+
+    @property
+    def steps(self) -> float:
+        return self.compute["steps"]
+
+    @property
+    def spent_flops(self) -> float:
+        return num(self.flops, 0.0)
+
+    @property
+    def spent_wall_s(self) -> float:
+        return num(self.wall_s, 0.0)
+
+
+def trial_records(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:
+    return [TrialRecord.of(t) for t in trials]
+
+
+# ============================================================================ budget accounting
+
+
+def counted_trials(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:
+    """The trials a cell's budget counts. Interrupted trials and killed workers' trials that were
+    re-queued (the storage's RetryHeartbeatStaleTrialCallback) are not verdicts on their parameters:
+    their re-run counts instead (a trial killed max_retry times counts)."""
+    records = trial_records(trials)
+    retried = {n for r in records for n in r.retry_history}
+    return [r for r in records if r.state in SPENT_STATES and not r.interrupted and r.number not in retried]
+
+
+def spent(trials: Iterable[FrozenTrial]) -> dict[str, float]:
+    """What a cell's trials have spent of its budget: trials, FLOPs and wall time."""
+    counted = counted_trials(trials)
+    return {"n_trials": len(counted), "flops": sum(r.spent_flops for r in counted),
+            "wall_s": sum(r.spent_wall_s for r in counted)}
+
+
+# ============================================================================ writers
+
+
+def write_study_attrs(study: optuna.Study, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+
+
+def write_final(study: optuna.Study, final: list[dict], best_params: dict[str, Any] | None = None,
+                best_trial: int | None = None) -> None:
+    """The re-runs of the best; `best_trial` last: a worker dying before it leaves the re-run undone."""
+    study.set_user_attr("final", final)
+    if best_params is not None:
+        study.set_user_attr("best_params", best_params)
+    if best_trial is not None:
+        study.set_user_attr("best_trial", best_trial)
+
+
+def write_compute(trial: optuna.Trial, compute: Mapping[str, float]) -> None:
+    """A trial's compute, under the keys of COMPUTE_KEYS that `compute` has."""
+    for key in COMPUTE_KEYS:
+        if key in compute:
+            trial.set_user_attr(key, compute[key])
+
+
+def write_failure(trial: optuna.Trial, reason: str, flops: float, wall_s: float, flops_per_step: float) -> None:
+    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr("flops", flops)
+    trial.set_user_attr("wall_s", wall_s)
+    trial.set_user_attr("flops_per_step", flops_per_step)
+
+
+def write_interrupted(trial: optuna.Trial) -> None:
+    """Not a verdict on the parameters: the budget does not count it (counted_trials)."""
+    trial.set_user_attr("fail_reason", "interrupted")
+    trial.set_user_attr("interrupted", True)
+
+
+def recipe_attrs(name: str) -> dict[str, Any]:
+    """The user attrs of an enqueued recipe's trial."""
+    return {"recipe": True, "recipe_name": name}
+
+
+def retry_attrs(number: int) -> dict[str, Any]:
+    """The user attrs of the re-queued copy of interrupted trial `number`."""
+    return {"retry_of": number}
+
+
+# ============================================================================ Optuna internals
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study object reads and writes (Optuna keeps it private)."""
+    return study._storage
+
+
+def trial_id_of(trial: optuna.Trial) -> int:
+    """The storage's id of a live trial (what heartbeats are recorded against)."""
+    return trial._trial_id
+
+
+# ============================================================================ opening from config
+
+
+def open_storage(settings: StorageConfig, *, heartbeats: bool = True) -> optuna.storages.RDBStorage:
+    """The storage the config names. A tuning worker opens it with heartbeats (dead peers' trials are
+    failed and retried); everything else, `heartbeats=False`."""
+    if not heartbeats:
+        return open_storage_url(str(settings.url), heartbeat_interval=None, sqlite_wal=bool(settings.wal))
+    beat, grace = settings.heartbeat_interval, settings.grace_period
+    return open_storage_url(str(settings.url), heartbeat_interval=int(beat) if beat else None,
+                            grace_period=int(grace) if grace else None, max_retry=int(settings.max_retry),
+                            sqlite_wal=bool(settings.wal))
+
+
+def open_existing(url: str, sqlite_wal: bool) -> tuple[optuna.storages.RDBStorage, str]:
+    """Open an existing storage for reading, with its URL as messages show it; a SQLite path that
+    does not exist is an error, not a new file."""
+    url = resolve_url(url)
+    shown = redact_url(url)
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    ):
+        raise ConfigError(
+            f"storage {shown}: no such database file {database!r}: point storage.url at the "
+            "database the tuning wrote (e.g. sqlite:///outputs/harness.db)"
+        )
+    return open_storage_url(url, heartbeat_interval=None, sqlite_wal=sqlite_wal), shown

@@ -1,0 +1,1 @@
+"""Training: one run of one strategy -> RunResult; models, strategies, weights, pretraining, measured compute (layer 4)."""
