@@ -120,6 +120,24 @@ def test_every_file_written_and_html_self_contained(report) -> None:
     assert report["summary"]["verdict"] in md
 
 
+def test_the_report_opens_with_the_answer_and_the_gap_figure(report) -> None:
+    """report.md and report.html: the title, then the answer in a sentence or two and gap.png, before
+    the margin, the source and the labelled-data notes."""
+    md = (report["out"] / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("#")]
+    assert headings[1] == "## The answer" and headings[2] == "## How it was measured"
+    answer = md.split("## The answer", 1)[1].split("## How it was measured", 1)[0]
+    cross = json.loads((report["out"] / "crossover.json").read_text())
+    assert "Crossover" in answer and cross["status"] == "crossover"
+    assert "pretraining" in answer and "(gap.png)" in answer
+    assert "**Margin" not in answer
+    first_image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", md).group(1)
+    assert first_image == "gap.png"
+    page = (report["out"] / "report.html").read_text()
+    assert page.index("The answer") < page.index("How it was measured") < page.index("Margin: ")
+    assert page.index("data:image/png") < page.index("How it was measured")  # the gap figure comes with the answer
+
+
 # ------------------------------------------------------------------ numbers
 
 
@@ -771,3 +789,34 @@ def test_failed_reruns_are_counted_per_cell_and_listed_with_their_reasons(tmp_pa
     answers = next(line for line in md.splitlines() if line.startswith("| 64 |") and "%" in line)
     assert "| 0/2 |" in answers  # failed re-runs (fine-tune/scratch) in the per-size answers
     assert "](gap.png)" in md and "](error_rate.png)" in md
+
+
+# ------------------------------------------------------------------ the page in a real browser
+
+def _page_checker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_report_page", REPO / "benchmarks" / "check_report_page.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if module.chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs the browser check: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    return module
+
+
+@pytest.mark.slow
+def test_the_report_page_renders_in_a_real_browser(report, tmp_path) -> None:
+    """Headless Chromium renders report.html: every image decodes, no console message, nothing wider
+    than the window; a broken image in a copy of the page is caught (the check can fail)."""
+    checker = _page_checker()
+    result = checker.check_page(report["out"], screenshot=tmp_path / "shot.png")
+    assert result["ok"], result
+    assert result["images"] == len(PLOT_FILES) and (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    page = (report["out"] / "report.html").read_text()
+    (broken / "report.html").write_text(page.replace("src='data:image/png;base64,", "src='data:image/png;base64,AAAA", 1))
+    bad = checker.check_page(broken)
+    assert not bad["ok"] and len(bad["broken"]) == 1, bad

@@ -107,6 +107,31 @@ def headline_line(c: Mapping[str, Any]) -> str:
     return f"[{c.get('metric', 'test_acc')}, margin {m}] {text}"
 
 
+def answer_sentences(c: Mapping[str, Any]) -> str:
+    """The answer in one or two sentences, for the top of the report: the headline (without the
+    per-size list of what would decide it), then where the gap is settled and what pretraining is
+    worth at the largest measured size."""
+    status, m = c.get("status"), f"{float(c.get('margin', 0.0)):g}"
+    if status == "inconclusive":
+        first = f"**Inconclusive at a margin of +-{m}** ({c.get('metric', 'test_acc')}): {c.get('reason')}."
+    elif status == "insufficient_data":
+        first = f"**Insufficient data:** {c.get('reason') or 'no re-run results'}."
+    else:
+        text = headline_line(c).split("] ", 1)[-1]
+        first = "**" + text[:1].upper() + text[1:] + ".**"
+    rows = [p for p in c.get("per_n", []) if _finite(p.get("upper975"))]
+    if not rows:
+        return first
+    largest = max(rows, key=lambda p: p["n"])
+    settled = c.get("settled_from") if "settled_from" in c else next(
+        (p["n"] for p in rows if _finite(p.get("p_within_margin")) and p["p_within_margin"] >= SETTLED), None)
+    where = (f"From n = {settled} on, fine-tune's advantage is within the margin with probability >= {SETTLED:g}; "
+             if settled is not None else f"At no measured size is fine-tune's advantage within the margin with "
+             f"probability {SETTLED:g}; ")
+    return first + " " + where + _worth(int(largest["n"]), float(largest["upper975"])).replace(
+        "With", "with", 1) + "."
+
+
 def short_headline(c: Mapping[str, Any]) -> str:
     """A few words for a plot title."""
     status = str(c.get("status"))

@@ -16,7 +16,7 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
-from harness.store.records import CELL_ATTRS, StudyRecord, TrialRecord, cell_studies, num, study_part
+from harness.store.records import CELL_ATTRS, TuningRunRecord, TrialRecord, cell_studies, num, study_part
 from harness.tuning.replicates import DIVERGED, FAILED, decode_correct
 from harness.report.noise import Replicates
 
@@ -45,8 +45,8 @@ class Cell:
         object.__setattr__(self, "trials", trials)
 
     @property
-    def record(self) -> StudyRecord:
-        return StudyRecord(self.name, self.attrs)
+    def record(self) -> TuningRunRecord:
+        return TuningRunRecord(self.name, self.attrs)
 
     @property
     def n_val(self) -> int | None:

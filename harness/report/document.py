@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness.report.cells import Cell, strategy_rank
 from harness.report.answer import (
-    answer_lines, answer_table, band_note, details, per_size_table, settled_line, transfer_table,
+    answer_lines, answer_sentences, answer_table, band_note, details, per_size_table, settled_line, transfer_table,
 )
 from harness.report.anytime import winner_summary
 from harness.report.frames import EDGE_FRACTION, MIN_TRIALS_FOR_IMPORTANCE, edge_flags
@@ -50,6 +50,12 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     seeds = sorted({len(c.final) for c in cells if c.final})
     margin = float(crossover.get("margin", 0.0))
     source = crossover.get("source") or {}
+    doc.heading("The answer")
+    doc.para(answer_sentences(crossover))
+    if "gap" in pngs:
+        doc.image(PLOT_FILES["gap"], "The gap per size: simultaneous 95% band, pointwise 95% intervals and the margin",
+                  pngs["gap"])
+    doc.heading("How it was measured")
     doc.para(
         f"**Margin: +-{margin:g} {metric}** (`report.margin`, declared before the results): a difference smaller than "
         "this does not matter here. A size is called better only when the whole "
@@ -85,9 +91,6 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     doc.bullets(details(crossover))
     doc.para(band_note(crossover))
     doc.table(per_size_table(crossover, values, n_val, metric))
-    if "gap" in pngs:
-        doc.image(PLOT_FILES["gap"], "The gap per size: simultaneous 95% band, pointwise 95% intervals and the margin",
-                  pngs["gap"])
     failures = failed_rerun_notes(cells)
     if failures:
         doc.para("**Re-runs that did not end ok** (stored with their reason; the cell went on): a failed re-run is "

@@ -115,14 +115,14 @@ def _mapping(v: Any) -> dict[str, Any] | None:
 
 
 @dataclass(frozen=True)
-class StudyRecord:
-    """A cell's study attrs, typed: what harness-tune and the re-runs wrote (docs/design.md)."""
+class TuningRunRecord:
+    """One tuning run of a cell (one Optuna study): its attrs, typed, as harness-tune and the re-runs wrote them (docs/design.md)."""
 
     name: str
     attrs: Mapping[str, Any]
 
     @classmethod
-    def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:
+    def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> TuningRunRecord:
         return cls(study.study_name, dict(study.user_attrs))
 
     @property
@@ -187,12 +187,12 @@ class StudyRecord:
         return _mapping(self.attrs.get("search_space"))
 
 
-def cell_studies(storage: optuna.storages.BaseStorage, study: str | None = None) -> list[tuple[StudyRecord, CellId]]:
+def cell_studies(storage: optuna.storages.BaseStorage, study: str | None = None) -> list[tuple[TuningRunRecord, CellId]]:
     """The cells the storage holds (of `study` when given), sorted by name, found by their attrs
     alone: ``get_all_studies()`` reads every study's attrs and no trial (one query on an RDB)."""
     found = []
     for s in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
-        record = StudyRecord.of(s)
+        record = TuningRunRecord.of(s)
         cell = record.cell
         if cell is not None and (study is None or cell.study == study):
             found.append((record, cell))

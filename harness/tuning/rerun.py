@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from harness.settings.config import require_int
 from harness.data.task import cv_folds_for
 from harness.store.locks import rerun_lock
-from harness.store.records import StudyRecord, storage_of, write_final
+from harness.store.records import TuningRunRecord, storage_of, write_final
 from harness.training.module import TrainingDiverged
 from harness.tuning.replicates import DIVERGED, FAILED, failure_record, make_record, replicate_overrides
 from harness.training.run import RunFailed, run_training
@@ -87,7 +87,7 @@ def rerun_best(study: optuna.Study, cfg: CellConfig, space: SearchSpace, run_roo
         best = _best_complete(study)
         if best is None:
             return None
-        stored = StudyRecord.of(study)
+        stored = TuningRunRecord.of(study)
         # Done already, unless a resumed cell or another worker found a better trial since.
         if stored.has_final and stored.best_trial == best.number:
             return stored.attrs["final"]
@@ -112,7 +112,7 @@ def extend_replicates(study: optuna.Study, cfg: CellConfig, space: SearchSpace, 
         if not held:
             return None
         best = _best_complete(study)
-        stored = StudyRecord.of(study)
+        stored = TuningRunRecord.of(study)
         final = stored.final_replicates
         if best is None or final is None or stored.best_trial != best.number:
             return None

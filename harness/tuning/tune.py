@@ -150,7 +150,7 @@ def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
     with study_lock(storage, name):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=make_pruner(cfg))
-        stored = records.StudyRecord.of(study)
+        stored = records.TuningRunRecord.of(study)
         if stored.attrs and stored.cell != cell:
             raise ConfigError(f"study {name} in {redact_url(str(cfg.storage.url))} belongs to another cell: use another study.name")
         if not stored.attrs:
