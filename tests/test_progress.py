@@ -58,3 +58,55 @@ def test_disabled_progress_says_nothing(monkeypatch: pytest.MonkeyPatch, stream:
     monkeypatch.setattr(sys, "stderr", err)
     _run(Progress(_study_with_two_trials(), Budget(n_trials=4, max_flops=None, max_wall_s=None), enabled=False))
     assert err.getvalue() == ""
+
+
+# ------------------------------------------------------------------ the study's one clock
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.text, self.tty = "", tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_study_clock_runs_through_every_phase_with_one_elapsed_and_an_eta(monkeypatch):
+    """Elapsed counts from the study's start whatever the phase; the ETA is the trainings left at
+    this session's rate, and grows when a phase schedules more; a log gets plain lines."""
+    from harness.study import clock as clock_module
+    from harness.study.clock import StudyClock
+
+    now = [100.0]
+    monkeypatch.setattr(clock_module.time, "perf_counter", lambda: now[0])
+    stream = _Stream(tty=False)
+    clock = StudyClock("digits", stream)
+    clock.add(100)
+    clock.status("tuning", "tuning runs done 0/10", 0)
+    now[0] += 60
+    line = clock.status("tuning", "tuning runs done 5/10", 50)
+    assert "trainings 50/100" in line and "elapsed 1m00s" in line and "eta 1m00s" in line
+    clock.add(20)  # the top-up schedules 20 more re-runs
+    now[0] += 60
+    line = clock.status("top-up", "re-runs 30", 100)
+    assert line.startswith("[digits] top-up:") and "elapsed 2m00s" in line and "eta 24s" in line  # 20 left at 50/min
+    clock.say("refinement done")
+    assert stream.text.count("\n") == 4 and "\r" not in stream.text and "refinement done [elapsed 2m00s]" in stream.text
+
+
+def test_on_a_terminal_the_status_line_is_rewritten_in_place():
+    from harness.study.clock import StudyClock
+
+    stream = _Stream(tty=True)
+    clock = StudyClock("s", stream)
+    clock.add(10)
+    clock.status("tuning", "a", 1)
+    clock.status("tuning", "b", 2)
+    clock.say("kept")
+    clock.close()
+    assert stream.text.count("\r\x1b[2K") == 3 and stream.text.count("\n") == 1 and stream.text.endswith("kept [elapsed 0s]\n")

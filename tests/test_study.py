@@ -257,3 +257,26 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     # n20 was tuned before the dead trial could be failed: the worker did not wait on n10 first
     assert len(pauses) == 1
     assert other.trials[0].datetime_start < held.trials[0].datetime_complete
+
+
+def test_a_plan_counts_the_work_estimates_it_from_timed_steps_and_trains_nothing(tmp_path, capsys):
+    """study.plan=true: the tuning runs, trainings and FLOPs of the grid, a time from short timed
+    trainings on this machine, the caps of what the adaptive study may add; no storage is written
+    and no source model pretrained."""
+    from harness.study.orchestrator import run_study
+
+    db = tmp_path / "plan.db"
+    cfg = compose_study("study.n_train=[10,40]", "tune.n_trials=4", "study.seeds=2", "study.tunings=2", "study.plan=true",
+                        f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={tmp_path}/pre", "logger=none")
+    summary = run_study(cfg, tmp_path / "run")
+    text = summary["plan"]
+    assert "2 strategies (finetune, scratch) x 2 sizes [10, 40] x 2 tuning runs = 8 tuning runs" in text
+    assert summary["trainings"] == 8 * (4 + 2) and "48 (32 trials before pruning, 16 re-runs)" in text
+    assert "plus one pretraining of the source model" in text and "up to 6 a cell" in text
+    assert summary["flops"] > 0 and summary["seconds"] > 0
+    assert "ms/step" in text and "nothing was trained" in text
+    assert not db.exists() and not (tmp_path / "pre").exists()
+    # the n = 40 cells train more FLOPs than the n = 10 ones (batches capped at n_train = 10 there)
+    n10 = next(line for line in text.splitlines() if line.strip().startswith("n = 10:"))
+    n40 = next(line for line in text.splitlines() if line.strip().startswith("n = 40:"))
+    assert float(n40.split(" trainings, ")[1].split(" FLOPs")[0]) > float(n10.split(" trainings, ")[1].split(" FLOPs")[0])

@@ -20,6 +20,9 @@ def _study(composed: DictConfig) -> float:
     from harness.study.orchestrator import run_study
 
     summary = run_study(load_study(composed), Path(HydraConfig.get().runtime.output_dir))
+    if "plan" in summary:
+        print(summary["plan"])
+        return 0.0
     print(summary.get("verdict", ""))
     print(f"report: {summary.get('report_html')}")
     return float(summary.get("n_star") or 0.0)

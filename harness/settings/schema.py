@@ -169,6 +169,7 @@ class StudyConfig:
     bracket: float = 1.5
     max_cells: int | None = 4
     max_flops: float | None = None
+    plan: bool = False  # harness-study: print what the study would do (harness/study/plan.py) and exit
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
-import sys
-import time
 from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.settings.schema import CellConfig, StudyAppConfig
+from harness.study.clock import StudyClock
 
 
 def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int, run: int = 0) -> CellConfig:
@@ -65,7 +64,8 @@ def run_dir(run_root: Path, cell: CellConfig) -> Path:
 
 
 def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
-    """Every cell's config checked before any training or storage write."""
+    """Every cell's config checked before any training or storage write; the storage is opened (and
+    so made) unless the study is only planned."""
     from harness.store import records
     from harness.report import check_report_dir, check_report_settings
     from harness.tuning.tune import check_cell_config
@@ -76,7 +76,8 @@ def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
     cells = [cell_config(cfg, s, n, k) for s, n, k in grid(cfg)]
     for cell in cells:
         check_cell_config(cell)
-    records.open_storage(cfg.storage, heartbeats=False)
+    if not cfg.study.plan:
+        records.open_storage(cfg.storage, heartbeats=False)
     return cells
 
 
@@ -130,28 +131,33 @@ def _in_workers(target, jobs: list, workers: int, run_root: Path, tick) -> None:
         raise RuntimeError(f"{len(failed)} study worker(s) failed (exit codes {failed}); run the same command again to resume")
 
 
-def _say(cfg: StudyAppConfig, text: str) -> None:
-    print(f"[{cfg.study.name}] {text}", file=sys.stderr, flush=True)
-
-
 def _open(cfg: StudyAppConfig):
     """The study's storage, for reading what the workers wrote."""
     from harness.store import records
     return records.open_storage(cfg.storage, heartbeats=False)
 
 
-def _progress(cfg: StudyAppConfig, storage, n_cells: int, started: float) -> tuple[int, int]:
+def _trainings(cfg: StudyAppConfig, storage) -> tuple[int, int, int]:
+    """(tuning runs with their re-runs done, trials, re-runs) the storage holds for this study."""
     from harness.store.records import cell_studies, n_trials_of
 
-    done = trials = 0
+    done = trials = reruns = 0
     for record, _ in cell_studies(storage, str(cfg.study.name)):
         trials += n_trials_of(storage, record.name)
         done += record.has_final
-    elapsed = time.perf_counter() - started
-    budget = int(cfg.tune.n_trials or 0) * n_cells if cfg.tune.budget == "trials" else 0  # flops: no count
-    eta = f"{elapsed / trials * max(0, budget - trials):.0f}s" if trials and budget else "-"
-    _say(cfg, f"tuning runs done {done}/{n_cells}, trials {trials}/{budget or '?'}, elapsed {elapsed:.0f}s, eta {eta}")
-    return done, trials
+        reruns += len(record.final)
+    return done, trials, reruns
+
+
+def _per_run(cfg: StudyAppConfig) -> int:
+    """Trainings one tuning run schedules: its trial budget and its re-runs."""
+    return int(cfg.tune.n_trials or 0) + int(cfg.study.seeds)
+
+
+def _status(cfg: StudyAppConfig, storage, clock: StudyClock, phase: str, n_cells: int | None = None) -> None:
+    done, trials, reruns = _trainings(cfg, storage)
+    detail = f"tuning runs done {done}/{n_cells}, trials {trials}" if n_cells else f"re-runs {reruns}"
+    clock.status(phase, detail, trials + reruns)
 
 
 def _stored(cfg: StudyAppConfig) -> list:
@@ -202,14 +208,16 @@ def stored_runs(cfg: StudyAppConfig) -> list[tuple[str, int, int]]:
     return sorted(found, key=lambda x: (x[2], x[1], x[0]))
 
 
-def _tune(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path, n_cells: int) -> None:
-    started = time.perf_counter()
+def _tune(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path, n_cells: int, clock: StudyClock,
+          phase: str = "tuning") -> None:
     storage = _open(cfg)  # one connection pool for every poll, not one per poll
-    _in_workers(_worker, list(cells), int(cfg.study.workers), run_root, lambda: _progress(cfg, storage, n_cells, started))
-    _progress(cfg, storage, n_cells, started)
+    _in_workers(_worker, list(cells), int(cfg.study.workers), run_root,
+                lambda: _status(cfg, storage, clock, phase, n_cells))
+    _status(cfg, storage, clock, phase, n_cells)
 
 
-def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list[CellConfig]:
+def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
+           clock: StudyClock | None = None) -> list[CellConfig]:
     """Add sizes between the two measured sizes that bracket n* (harness/study/adaptive.py), each with both
     strategies and the full tuning budget, then top them up, until the bracket is within
     study.bracket or study.max_cells / study.max_flops is spent. Returns every cell, added ones too."""
@@ -219,36 +227,38 @@ def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list
     grid_sizes = {int(n) for n in cfg.study.n_train}
     strategies = list(cfg.study.strategies)
     cap_cells, cap_flops = cfg.study.max_cells, cfg.study.max_flops
+    clock = clock or StudyClock(str(cfg.study.name))
     tried: set[int] = set()
     while True:
         stored = _stored(cfg)
         comparison, _ = _comparison(cfg, stored)
         plan = adaptive.next_size(comparison, float(cfg.study.bracket))
         if plan.size is None:
-            _say(cfg, f"refinement done: {plan.reason}")
+            clock.say(f"refinement done: {plan.reason}")
             return cells
         added = {c.n_train for c in stored} - grid_sizes
         spent = sum(c.spent_flops for c in stored)
         if plan.size in tried:
-            _say(cfg, f"refinement stops: n = {plan.size} was tuned in this run and is still not measured by "
+            clock.say(f"refinement stops: n = {plan.size} was tuned in this run and is still not measured by "
                       "both strategies (see its cells' failed trials)")
             return cells
         if cap_cells is not None and len(strategies) * (len(added - {plan.size}) + 1) > int(cap_cells):
-            _say(cfg, f"refinement stops: {plan.reason}, but study.max_cells={cap_cells} allows no more cells "
+            clock.say(f"refinement stops: {plan.reason}, but study.max_cells={cap_cells} allows no more cells "
                       f"({len(added)} size(s) added already); raise it to pin n* closer")
             return cells
         if cap_flops is not None and spent >= float(cap_flops):
-            _say(cfg, f"refinement stops: {plan.reason}, but the study has spent {spent:.3g} FLOPs of "
+            clock.say(f"refinement stops: {plan.reason}, but the study has spent {spent:.3g} FLOPs of "
                       f"study.max_flops={float(cap_flops):.3g}; raise it to pin n* closer")
             return cells
-        _say(cfg, f"refining: {plan.reason}, both strategies, the full tuning budget")
+        clock.say(f"refining: {plan.reason}, both strategies, the full tuning budget")
         tried.add(plan.size)
         new = [cell_config(cfg, s, plan.size, k) for k in range(int(cfg.study.tunings)) for s in strategies]
         for cell in new:
             check_cell_config(cell)
         cells = cells + [c for c in new if key_of(c) not in {key_of(x) for x in cells}]
-        _tune(cfg, new, run_root, len(cells))
-        cells = top_up(cfg, cells, run_root)
+        clock.add(len(new) * _per_run(cfg))
+        _tune(cfg, new, run_root, len(cells), clock, "refinement")
+        cells = top_up(cfg, cells, run_root, clock)
 
 
 def _unit_costs(stored: list) -> tuple[float, float]:
@@ -259,7 +269,8 @@ def _unit_costs(stored: list) -> tuple[float, float]:
     return trial, (sum(reruns) / len(reruns) if reruns else trial)
 
 
-def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list[CellConfig]:
+def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
+           clock: StudyClock | None = None) -> list[CellConfig]:
     """More measurement where it matters: while sizes that decide the headline are undecided and the
     caps can decide them, each such size gets the addition that narrows its interval most per FLOP
     (harness.study.adaptive.topup_plan): `study.topup_step` more replicates on every tuning run (up to
@@ -270,7 +281,8 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list
     from harness.tuning.tune import check_cell_config
 
     strategies = list(cfg.study.strategies)
-    started = time.perf_counter()
+    clock = clock or StudyClock(str(cfg.study.name))
+    storage = _open(cfg)
     while True:
         stored = _stored(cfg)
         comparison, counts = _comparison(cfg, stored)
@@ -285,11 +297,11 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list
         if not plan:
             undecided = [p.n for p in comparison.per_n if p.decide is not None]
             if undecided:
-                _say(cfg, f"n = {undecided} undecided; what would decide them is beyond study.max_tunings="
+                clock.say(f"n = {undecided} undecided; what would decide them is beyond study.max_tunings="
                           f"{cfg.study.max_tunings} / study.max_seeds={cfg.study.max_seeds} (the report says what would)")
             return cells
-        _say(cfg, f"verdict {comparison.status} ({comparison.reason}); adding: "
-                  + "; ".join(a.reason for a in plan) + f" [elapsed {time.perf_counter() - started:.0f}s]")
+        clock.say(f"verdict {comparison.status} ({comparison.reason}); adding: "
+                  + "; ".join(a.reason for a in plan))
         before = sum(counts.values()) + len(counts)
         new = [cell_config(cfg, s, a.n, k) for a in plan if a.action == "tuning_runs"
                for k in range(runs[a.n], a.target) for s in strategies]
@@ -298,14 +310,17 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path) -> list
         known = {key_of(c) for c in cells}
         cells = cells + [c for c in new if key_of(c) not in known]
         if new:
-            _tune(cfg, new, run_root, len(cells))
+            clock.add(len(new) * _per_run(cfg))
+            _tune(cfg, new, run_root, len(cells), clock, "top-up")
         by_key = {key_of(c): c for c in cells}
         jobs = [(by_key[(s, a.n, k)], a.target) for a in plan if a.action == "replicates"
                 for (s, n, k) in sorted(counts) if n == a.n and s in strategies and (s, n, k) in by_key
                 and counts[(s, n, k)] < a.target]
         if jobs:
+            clock.add(sum(target - counts[key_of(c)] for c, target in jobs))
             _in_workers(_topup_worker, jobs, int(cfg.study.workers), run_root,
-                        lambda: _say(cfg, f"adding replicates, elapsed {time.perf_counter() - started:.0f}s"))
+                        lambda: _status(cfg, storage, clock, "top-up"))
+            _status(cfg, storage, clock, "top-up")
         after = _stored(cfg)  # a count of what is stored: no need to re-derive the verdict for it
         if sum(len(c.final) for c in after) + len(after) == before:
             return cells  # nothing could be added (a run's best changed since its re-run): leave it to the next run
@@ -318,23 +333,34 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
     from harness.report import build_report
 
     cells = check_study(cfg)
+    if cfg.study.plan:
+        from harness.study.plan import make_plan
+
+        plan = make_plan(cfg)
+        return {"plan": plan.text(), "seconds": plan.seconds, "flops": plan.flops, "trainings": plan.trainings}
+    clock = StudyClock(str(cfg.study.name))
     needs_source = [c for c in cells if c.strategy.name == "finetune" and str(c.strategy.weights) == "source"]
     if needs_source:
         from harness.training.pretrain import ensure_pretrained
 
         pretrained = ensure_pretrained(needs_source[0])
-        _say(cfg, f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
+        clock.say(f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
     adaptive = bool(cfg.study.adaptive)
     if adaptive:  # sizes and tuning runs an earlier run added are finished and counted like the grid's
         known = {key_of(c) for c in cells}
         extra = [cell_config(cfg, s, n, k) for s, n, k in stored_runs(cfg) if (s, n, k) not in known]
         cells += extra
-    _tune(cfg, cells, run_root, len(cells))
+    clock.add(len(cells) * _per_run(cfg))
+    _tune(cfg, cells, run_root, len(cells), clock)
     if adaptive:
-        cells = top_up(cfg, cells, run_root)
-        refine(cfg, cells, run_root)
+        cells = top_up(cfg, cells, run_root, clock)
+        refine(cfg, cells, run_root, clock)
     logger = cfg.logger if str(cfg.logger.name) == "wandb" else None
     r = cfg.report
-    return build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),
-                        n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
-                        sqlite_wal=bool(cfg.storage.wal))
+    clock.say("building the report")
+    summary = build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),
+                           n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
+                           sqlite_wal=bool(cfg.storage.wal))
+    clock.say("done")
+    clock.close()
+    return summary
