@@ -160,10 +160,10 @@ def test_wandb_logger_offline(make_cfg, tmp_path, monkeypatch):
         records = _wandb_records(Path(file))
         (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
         by_job[run.job_type] = (run, records)
-    assert set(by_job) == {"pretrain", "finetune"}
+    assert set(by_job) == {"pretrain", "train"}  # harness-train's job_type; tuning's are "trial" and "rerun"
     assert by_job["pretrain"][0].run_group == "my-study"
-    run, records = by_job["finetune"]
-    assert run.run_group == "my-study" and run.job_type == "finetune"
+    run, records = by_job["train"]
+    assert run.run_group == "my-study" and run.job_type == "train"
     assert run.display_name == "finetune-n30" and set(run.tags) == {"n_train=30", "finetune"}
     history = [{i.nested_key[0] if i.nested_key else i.key: i.value_json for i in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]

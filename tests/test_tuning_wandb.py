@@ -1,5 +1,6 @@
-"""W&B with tuning: one run per trial (never merged), grouped by study, job_type = strategy, tags with
-n_train, the trial's parameters in its config and its final state in its summary."""
+"""W&B with tuning: one run per trial (never merged), grouped by study, job_type "trial" (a re-run:
+"rerun", with its test accuracy in the summary), tags with n_train and the strategy, the trial's
+parameters in its config and its final state in its summary."""
 
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ def test_one_wandb_run_per_trial_with_params_and_final_state(tmp_path, monkeypat
     state_name = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
     for r in per_trial:
         trial = trials[r["config"]["trial"]["number"]]
-        assert r["run"].run_group == "wbstudy" and r["run"].job_type == "scratch"
+        assert r["run"].run_group == "wbstudy" and r["run"].job_type == "trial"
         assert "n_train=10" in r["run"].tags
         assert r["config"]["trial"]["params"] == trial.params
         assert r["summary"]["final_state"] == state_name[trial.state]
     assert {r["summary"]["final_state"] for r in per_trial} >= {"failed", "complete"}
+    (rerun,) = [r for r in runs if r["run"].job_type == "rerun"]
+    stored = load(tmp_path, "wbstudy/scratch/n10").user_attrs["final"]
+    assert rerun["summary"]["test_acc"] == stored[0]["test_acc"] and rerun["config"]["data"]["n_train"] == 10

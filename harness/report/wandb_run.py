@@ -23,7 +23,7 @@ def log_to_wandb(wandb_cfg: LoggerConfig, study: str, out_dir: Path, frames: Map
     save_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=str(wandb_cfg.project or "harness"), entity=wandb_cfg.entity, mode=wandb_mode(wandb_cfg),
                      dir=str(save_dir), job_type="report", group=study, name=f"report-{study}",
-                     config={"study": study, "crossover": dict(crossover)}, reinit="finish_previous")
+                     config={"study": study, "crossover": dict(crossover)}, reinit="create_new")
     try:
         run.log({name: wandb.Table(dataframe=_wandb_safe(frame)) for name, frame in frames.items()})
         run.log({name: wandb.Image(str(path), caption=name) for name, path in plots.items()})
@@ -36,7 +36,7 @@ def log_to_wandb(wandb_cfg: LoggerConfig, study: str, out_dir: Path, frames: Map
         run.log_artifact(artifact)
         run_dir = str(Path(run.dir).parent) if getattr(run, "dir", None) else None
     finally:
-        wandb.finish()
+        run.finish()  # this run only: harness-study's own study run stays open until the study ends
     return run_dir
 
 

@@ -27,6 +27,7 @@ class StudyClock:
         self.done_at_start: int | None = None
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._transient = False
+        self.wandb = None  # the study's open W&B run (harness.study.wandb_study.StudyRun), logger=wandb only
 
     def add(self, trainings: int) -> None:
         """Work a phase schedules (trials at their budget, re-runs), counted in trainings."""

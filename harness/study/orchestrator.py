@@ -158,6 +158,8 @@ def _status(cfg: StudyAppConfig, storage, clock: StudyClock, phase: str, n_cells
     done, trials, reruns = _trainings(cfg, storage)
     detail = f"tuning runs done {done}/{n_cells}, trials {trials}" if n_cells else f"re-runs {reruns}"
     clock.status(phase, detail, trials + reruns)
+    if clock.wandb is not None and reruns != clock.wandb.rows_logged:
+        clock.wandb.update(_stored(cfg))  # the study's W&B run grows as re-runs land
 
 
 def _stored(cfg: StudyAppConfig) -> list:
@@ -286,6 +288,7 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
     while True:
         stored = _stored(cfg)
         comparison, counts = _comparison(cfg, stored)
+        _show_verdict(clock, comparison)
         runs = {n: min(sum(1 for (s2, n2, _) in counts if (s2, n2) == (s, n)) for s in strategies)
                 for n in {n for (_, n, _) in counts}}
         reps = {n: min((v for (s2, n2, _), v in counts.items() if n2 == n and s2 in strategies), default=0)
@@ -326,6 +329,14 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
             return cells  # nothing could be added (a run's best changed since its re-run): leave it to the next run
 
 
+def _show_verdict(clock: StudyClock, comparison) -> None:
+    """The verdict so far in the study's W&B run (when it has one)."""
+    if clock.wandb is not None:
+        from harness.report.answer import headline_line
+
+        clock.wandb.verdict(comparison, headline_line(comparison.to_json()))
+
+
 def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
     """Pretrain when needed, tune every cell, re-run the bests; with study.adaptive, add replicates
     where the verdict needs them and sizes where n* is not yet bracketed; build the report; returns
@@ -339,6 +350,10 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
         plan = make_plan(cfg)
         return {"plan": plan.text(), "seconds": plan.seconds, "flops": plan.flops, "trainings": plan.trainings}
     clock = StudyClock(str(cfg.study.name))
+    if str(cfg.logger.name) == "wandb":
+        from harness.study.wandb_study import StudyRun
+
+        clock.wandb = StudyRun(cfg)
     needs_source = [c for c in cells if c.strategy.name == "finetune" and str(c.strategy.weights) == "source"]
     if needs_source:
         from harness.training.pretrain import ensure_pretrained
@@ -357,10 +372,15 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
         refine(cfg, cells, run_root, clock)
     logger = cfg.logger if str(cfg.logger.name) == "wandb" else None
     r = cfg.report
+    if clock.wandb is not None:
+        clock.wandb.update(_stored(cfg))
+        _show_verdict(clock, _comparison(cfg)[0])
     clock.say("building the report")
     summary = build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),
                            n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
                            sqlite_wal=bool(cfg.storage.wal))
+    if clock.wandb is not None:
+        clock.wandb.finish(summary)
     clock.say("done")
     clock.close()
     return summary

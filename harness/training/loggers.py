@@ -12,7 +12,12 @@ def wandb_mode(logger_cfg: LoggerConfig) -> str:
     return str(logger_cfg.mode or os.environ.get("WANDB_MODE") or "offline")
 
 
-def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str | None = None, extra_config: dict | None = None):
+def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str | None = None,
+                extra_config: dict | None = None, job_type: str = "train"):
+    """The run's logger. W&B: one run per training, job_type "trial" (tuning), "rerun" (a best
+    configuration re-run), "pretrain" (the source model) or "train" (harness-train), grouped by the
+    study, with n_train and the strategy in its config and tags; a run of its own even beside the
+    study's open run (reinit="create_new")."""
     kind = str(cfg.logger.name)
     if kind == "none":
         return None
@@ -31,17 +36,21 @@ def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str |
     save_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
         project=str(cfg.logger.project), entity=cfg.logger.entity, save_dir=str(save_dir), mode=wandb_mode(cfg.logger),
-        group=str(cfg.study_name), job_type=strategy, tags=[f"n_train={n_train}", strategy],
-        name=name or f"{strategy}-n{n_train}", config=config, reinit="finish_previous",
+        group=str(cfg.study_name), job_type="pretrain" if role == "source" else job_type,
+        tags=[f"n_train={n_train}", strategy], name=name or f"{strategy}-n{n_train}", config=config,
+        reinit="create_new",
     )
 
 
-def finish_logger(logger, state: str) -> None:
-    """Close a W&B run so that the next run (the next trial) gets its own; its final state
-    (complete, pruned, failed) stays visible in the run's summary and exit code."""
+def finish_logger(logger, state: str, summary: dict | None = None) -> None:
+    """Close this run's W&B run (not another one the process holds open, such as the study's), so
+    the next training gets its own; its final state (complete, pruned, failed) and `summary` (the
+    validation and test accuracy) stay in its summary."""
     if logger is not None and type(logger).__name__ == "WandbLogger":
-        import wandb
-
-        if wandb.run is not None:
-            wandb.run.summary["final_state"] = state
-            wandb.finish(exit_code=1 if state == "failed" else 0)  # wandb 0.31 has no quiet=
+        run = getattr(logger, "_experiment", None)
+        if run is not None:
+            run.summary["final_state"] = state
+            for key, value in (summary or {}).items():
+                if value is not None:
+                    run.summary[key] = value
+            run.finish(exit_code=1 if state == "failed" else 0)

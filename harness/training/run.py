@@ -148,7 +148,7 @@ def _phase_costs(model: torch.nn.Module, phases: Sequence[Phase], task: Task, ba
 
 def run_training(cfg: RunConfig, run_dir: Path, *, role: str = "target", callbacks: Sequence[pl.Callback] = (),
                  evaluate_test: bool = True, run_name: str | None = None, log_extra: dict | None = None,
-                 weights: InitialWeights | None = None) -> RunResult:
+                 weights: InitialWeights | None = None, log_kind: str = "train") -> RunResult:
     """Train one model as `cfg` says and measure it. role="source" trains on the source classes
     (pretraining) and reads no test split. `weights`: what the model starts from, resolved by the
     caller (harness.training.weights.resolve_weights; resolved from cfg here when not given). A run that
@@ -182,7 +182,7 @@ def run_training(cfg: RunConfig, run_dir: Path, *, role: str = "target", callbac
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    logger = make_logger(cfg, run_dir, role, name=run_name, extra_config=log_extra)
+    logger = make_logger(cfg, run_dir, role, name=run_name, extra_config=log_extra, job_type=log_kind)
     workers = int(cfg.data.num_workers)
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=int(cfg.trainer.devices) if device.type == "cuda" else 1,
@@ -193,26 +193,25 @@ def run_training(cfg: RunConfig, run_dir: Path, *, role: str = "target", callbac
         limit_val_batches=1.0 if validates else 0,
     )
     val_loader = eval_batches(task.val, int(train.batch_size) * 4, device, workers)
-    state = "failed"
+    state, history, test_acc, test_correct = "failed", [], None, None
     with _accounted(meter):
         try:
             trainer.fit(module, train_dataloaders=train_batches(task.train, int(train.batch_size), int(cfg.seed), device, workers),
                         val_dataloaders=val_loader)
             state = "complete" if trainer.global_step >= int(train.steps) else "pruned"
-        finally:
-            finish_logger(logger, state)
-        steps_done = int(trainer.global_step)
-        module.to(device)  # Lightning's teardown moved it back to the CPU; the evaluation batches live on the device
-        stopped_early = steps_done < int(train.steps)
-        history = list(module.val_history)
-        if validates and (not history or history[-1][0] != steps_done):
-            history.append((steps_done, accuracy(module, val_loader, device)))
-            meter.count_evaluated(len(task.val))
-        test_acc, test_correct = None, None
-        if role == "target" and evaluate_test and not stopped_early:
-            test_correct = correct_per_example(module, eval_batches(task.test, int(train.batch_size) * 4, device, workers), device)
-            test_acc = accuracy_of(test_correct)
-            meter.count_evaluated(len(task.test))
+            steps_done = int(trainer.global_step)
+            module.to(device)  # Lightning's teardown moved it back to the CPU; the evaluation batches live on the device
+            stopped_early = steps_done < int(train.steps)
+            history = list(module.val_history)
+            if validates and (not history or history[-1][0] != steps_done):
+                history.append((steps_done, accuracy(module, val_loader, device)))
+                meter.count_evaluated(len(task.val))
+            if role == "target" and evaluate_test and not stopped_early:
+                test_correct = correct_per_example(module, eval_batches(task.test, int(train.batch_size) * 4, device, workers), device)
+                test_acc = accuracy_of(test_correct)
+                meter.count_evaluated(len(task.test))
+        finally:  # the logger's run ends with the accuracies in its summary (the test's too, for a re-run)
+            finish_logger(logger, state, {"val_acc": history[-1][1] if history else None, "test_acc": test_acc})
     return RunResult(strategy=str(cfg.strategy.name), n_train=len(task.train), val_acc=history[-1][1] if history else None, test_acc=test_acc,
                      compute=meter.spent(), val_history=history, stopped_early=stopped_early,
                      config=as_dict(cfg), class_names=task.class_names, model=model,

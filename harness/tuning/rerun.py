@@ -55,7 +55,7 @@ def _run_replicate(best_cfg: CellConfig, base_seed: int, r: int, run_root: Path)
     chance = _chance(best_cfg)
     started = time.perf_counter()
     try:
-        result = run_training(best_cfg, run_root / f"final-seed{seed}", weights=resolve_weights(best_cfg))
+        result = run_training(best_cfg, run_root / f"final-seed{seed}", weights=resolve_weights(best_cfg), log_kind="rerun")
     except Exception as err:  # noqa: BLE001 - one re-run's failure is recorded; the cell goes on
         compute = err.compute if isinstance(err, RunFailed) else None
         cause = err.__cause__ if isinstance(err, RunFailed) and err.__cause__ is not None else err

@@ -263,13 +263,13 @@ def _train_trial(trial_cfg: CellConfig, run_dir: Path, callback: PruningCallback
     mean over folds, the validation split never read; the pruner watches fold 0 (its curve is the
     trial's intermediate values) and a pruned fold 0 ends the trial."""
     if str(trial_cfg.tune.selection) != "cv":
-        return run_training(trial_cfg, run_dir, callbacks=[callback], evaluate_test=False, **kwargs)
+        return run_training(trial_cfg, run_dir, callbacks=[callback], evaluate_test=False, log_kind="trial", **kwargs)
     folds = cv_folds_for(trial_cfg.data, int(trial_cfg.tune.cv_folds))
     results: list[RunResult] = []
     for fold in range(folds):
         fold_cfg = dataclasses.replace(trial_cfg, data=dataclasses.replace(trial_cfg.data, cv_folds=folds, cv_fold=fold))
         results.append(run_training(fold_cfg, run_dir / f"fold-{fold}", callbacks=[callback] if fold == 0 else [],
-                                    evaluate_test=False, **kwargs))
+                                    evaluate_test=False, log_kind="trial", **kwargs))
         if results[0].stopped_early:
             break
     return _cross_validated(results)

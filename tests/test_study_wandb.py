@@ -1,0 +1,102 @@
+"""The study in W&B as it runs (issue 24): harness-study logger=wandb keeps one run (job_type "study")
+whose re-runs table grows during the study and ends equal to the storage, with the per-size gap as a
+W&B plot and the headline in its summary; every trial is a run of job_type "trial" and every re-run
+one of job_type "rerun" with its test accuracy in the summary and n_train / strategy in its config.
+Read back from the offline run files, as W&B would sync them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_run import _wandb_records
+
+STUDY = str(Path(sys.executable).with_name("harness-study"))
+
+
+def _nested(items) -> dict:
+    """A history record's items ({"reruns": {"path": ...}} for a logged table's nested keys)."""
+    out: dict = {}
+    for i in items:
+        keys = list(i.nested_key) or [i.key]
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = json.loads(i.value_json)
+    return out
+
+
+def _runs(folder: Path) -> list[dict]:
+    runs = []
+    for file in glob.glob(str(folder / "wandb" / "offline-run-*" / "run-*.wandb")):
+        records = _wandb_records(Path(file))
+        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        config = {i.key: json.loads(i.value_json) for i in run.config.update}
+        summary = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+                   for i in r.summary.update}
+        history = [_nested(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
+        runs.append({"run": run, "config": config, "summary": summary, "history": history,
+                     "dir": Path(file).parent})
+    return runs
+
+
+@pytest.mark.slow
+def test_the_study_run_grows_with_the_study_and_ends_equal_to_the_storage(tmp_path):
+    import optuna
+
+    from harness.store.records import TuningRunRecord
+
+    db = tmp_path / "study.db"
+    args = [STUDY, "study.n_train=[10,40]", "tune.n_trials=2", "study.seeds=2", "study.workers=2", "study.tunings=2",
+            "study.adaptive=false", f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={tmp_path}/pre",
+            "pretrain.train.steps=30", f"report.dir={tmp_path}/report", "report.n_boot=100", "logger=wandb",
+            f"logger.dir={tmp_path}/wb", "data.n_val=50", "train.val_every=10", f"hydra.run.dir={tmp_path}/run",
+            "search_spaces.scratch.params.steps.low=10", "search_spaces.scratch.params.steps.high=20",
+            "search_spaces.scratch.params.steps.step=10", "search_spaces.finetune.params.steps.low=10",
+            "search_spaces.finetune.params.steps.high=20", "search_spaces.finetune.params.steps.step=10"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    runs = _runs(tmp_path / "wb")
+    by_type: dict[str, list[dict]] = {}
+    for r in runs:
+        by_type.setdefault(r["run"].job_type, []).append(r)
+    (study,) = by_type["study"]
+    assert study["run"].run_group == "digits"
+
+    # the re-runs table was logged as it grew, not only at the end
+    tables = [h["reruns"] for h in study["history"] if "reruns" in h]
+    sizes = [h["reruns_done"] for h in study["history"] if "reruns_done" in h]
+    assert len(tables) >= 2 and sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    last = json.loads((study["dir"] / "files" / tables[-1]["path"]).read_text())
+    assert last["columns"][:5] == ["n_train", "strategy", "tuning_run", "replicate", "status"]
+
+    storage = f"sqlite:///{db}"
+    stored = []
+    for name in optuna.get_all_study_names(storage):
+        record = TuningRunRecord.of(optuna.load_study(study_name=name, storage=storage))
+        for r in record.final:
+            stored.append([record.attrs["n_train"], record.attrs["strategy"], record.attrs.get("tuning", 0),
+                           r.get("replicate"), r.get("status", "ok"), r.get("test_acc")])
+    logged = [[row[0], row[1], row[2], row[3], row[4], row[6]] for row in last["data"]]
+    assert sorted(map(str, logged)) == sorted(map(str, stored)) and len(stored) == 2 * 2 * 2 * 2
+
+    # the per-size gap as a W&B plot, and the headline in the summary
+    assert any("gap_table" in h for h in study["history"])  # the line plot (W&B stores its data as <key>_table)
+    assert any("gap_by_size" in h for h in study["history"])
+    crossover = json.loads((tmp_path / "report" / "crossover.json").read_text())
+    assert study["summary"]["status"] == crossover["status"] and study["summary"]["headline"]
+
+    # trials and re-runs are runs of their own
+    reruns = by_type["rerun"]
+    assert len(reruns) == len(stored)
+    assert all(r["summary"].get("test_acc") is not None for r in reruns)
+    assert {r["config"]["data"]["n_train"] for r in reruns} == {10, 40}
+    assert {r["config"]["strategy"]["name"] for r in reruns} == {"finetune", "scratch"}
+    assert len(by_type["trial"]) == 2 * 2 * 2 * 2  # 2 strategies x 2 sizes x 2 tuning runs x 2 trials
