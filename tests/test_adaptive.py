@@ -106,7 +106,7 @@ def test_refinement_tunes_the_new_size_for_both_strategies_with_the_full_budget_
     monkeypatch.setattr(adaptive, "next_size", script)
     cfg = tiny(tmp_path, f"report.dir={tmp_path}/report")
     run_study(cfg, tmp_path / "runs")
-    assert names(tmp_path) == sorted(f"digits/{s}/n{n}" for s in ("finetune", "scratch") for n in (10, 20, 40))
+    assert names(tmp_path) == sorted(f"digits/n{n:06d}/{s}/t0" for s in ("finetune", "scratch") for n in (10, 20, 40))
     assert script.seen == [[10, 40], [10, 20, 40]]  # the second decision saw the added size measured
     for s in ("finetune", "scratch"):
         study = optuna.load_study(study_name=f"digits/{s}/n20", storage=f"sqlite:///{tmp_path}/study.db")
@@ -137,12 +137,12 @@ def test_max_cells_and_max_flops_stop_the_refinement_and_say_so(tmp_path, monkey
     refine(tiny(tmp_path, "study.max_cells=2"), cells, tmp_path / "runs")
     err = capsys.readouterr().err
     assert "study.max_cells=2 allows no more cells" in err
-    assert names(tmp_path) == sorted(f"digits/{s}/n{n}" for s in ("finetune", "scratch") for n in (10, 20, 40))
+    assert names(tmp_path) == sorted(f"digits/n{n:06d}/{s}/t0" for s in ("finetune", "scratch") for n in (10, 20, 40))
 
     monkeypatch.setattr(adaptive, "next_size", Scripted([28]))
     refine(tiny(tmp_path, "study.max_flops=1"), cells, tmp_path / "runs")
     assert "of study.max_flops=1" in capsys.readouterr().err
-    assert not any("/n28" in n for n in names(tmp_path))
+    assert not any("/n000028/" in n for n in names(tmp_path))
 
 
 def test_a_fixed_grid_adds_neither_replicates_nor_sizes(tmp_path, monkeypatch):

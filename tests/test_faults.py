@@ -304,7 +304,7 @@ def test_chaos_sqlite_two_workers_one_killed(tmp_path):
     url = f"sqlite:///{tmp_path}/tune.db"
     storage = open_storage(url, heartbeat_interval=None)  # the schema exists before the workers race for it
     common = [*tiny_overrides(tmp_path, n_train=None), *CHAOS, f"study.name={study}"]
-    a, b = f"{study}/scratch/n10", f"{study}/scratch/n20"
+    a, b = f"{study}/n000010/scratch/t0", f"{study}/n000020/scratch/t0"
     logs = [tmp_path / "victim.log", tmp_path / "grid.log"]
     procs = []
     try:
@@ -338,7 +338,7 @@ def test_chaos_postgres_four_workers_one_killed(tmp_path):
     env = _env(HARNESS_STORAGE_URL=url)
     common = [*[o for o in tiny_overrides(tmp_path, n_train=None) if not o.startswith("storage.url=")],
               "storage=postgres", *CHAOS, f"study.name={study}"]
-    a, b = f"{study}/scratch/n10", f"{study}/scratch/n20"
+    a, b = f"{study}/n000010/scratch/t0", f"{study}/n000020/scratch/t0"
     names = ["victim", "b1", "b2", "a1"]
     logs = [tmp_path / f"{n}.log" for n in names]
     procs = []

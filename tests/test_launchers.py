@@ -93,9 +93,9 @@ def test_submitit_local_multirun_over_two_cells(tmp_path):
                       "data.n_train=10,20", f"hydra.sweep.dir={tmp_path}/sweep", timeout=480)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
-    assert study_names(tmp_path) == ["digits/scratch/n10", "digits/scratch/n20"]
+    assert study_names(tmp_path) == ["digits/n000010/scratch/t0", "digits/n000020/scratch/t0"]
     for n in (10, 20):
-        study = load(tmp_path, f"digits/scratch/n{n}")
+        study = load(tmp_path, f"digits/n{n:06d}/scratch/t0")
         trials = study.get_trials(deepcopy=False)
         assert len(trials) == budget and all(t.state == TrialState.COMPLETE for t in trials), \
             [(t.state, t.user_attrs.get("fail_reason")) for t in trials]

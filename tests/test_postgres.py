@@ -66,8 +66,8 @@ def test_tune_on_postgres_from_env_never_shows_the_url(pg, tmp_path, capsys):
     tune_cell(cfg, tmp_path / "runs")
 
     storage = open_storage(url, heartbeat_interval=None)
-    assert [n for n in optuna.get_all_study_names(storage) if n.startswith(f"{name}/")] == [f"{name}/scratch/n10"]
-    study = optuna.load_study(study_name=f"{name}/scratch/n10", storage=storage)
+    assert [n for n in optuna.get_all_study_names(storage) if n.startswith(f"{name}/")] == [f"{name}/n000010/scratch/t0"]
+    study = optuna.load_study(study_name=f"{name}/n000010/scratch/t0", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert len(study.user_attrs["final"]) == 1
 

@@ -59,7 +59,7 @@ def test_each_fine_tune_replicate_stores_the_probe_of_its_own_training_subset(tm
 
     cfg = compose_tune(tmp_path, "strategy=finetune", "tune.n_trials=1", "study.seeds=2")
     tune_cell(cfg, tmp_path / "runs")
-    final = load(tmp_path, "digits/finetune/n10").user_attrs["final"]
+    final = load(tmp_path, "digits/n000010/finetune/t0").user_attrs["final"]
     for r in final:
         replicate = replace_path(cfg, "data.subset", r["subset"])
         assert r["probe_acc"] == pytest.approx(probe_accuracy(replicate))

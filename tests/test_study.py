@@ -178,7 +178,7 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
 
     storage = f"sqlite:///{db}"
     names = sorted(optuna.get_all_study_names(storage))
-    grid = {f"digits/{s}/n{n}" + suffix for s in ("finetune", "scratch") for n in (10, 20, 40) for suffix in ("", "/t1")}
+    grid = {f"digits/n{n:06d}/{s}/t{k}" for s in ("finetune", "scratch") for n in (10, 20, 40) for k in (0, 1)}
     assert grid <= set(names)  # two tuning runs a cell, each its own Optuna study; the top-up may add a third
     assert all(n in grid or n.endswith("/t2") for n in names)
     trials_before, draws = {}, {}
@@ -188,7 +188,7 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
         assert len(done) == 2  # the per-run budget
         trials_before[name] = [(t.number, t.datetime_complete) for t in study.trials]
         draws[name] = (study.user_attrs["tuning"], study.user_attrs["draw"], study.user_attrs["seed"])
-    assert draws["digits/scratch/n10/t1"] == (1, 1, 1000) and draws["digits/scratch/n10"] == (0, 0, 0)
+    assert draws["digits/n000010/scratch/t1"] == (1, 1, 1000) and draws["digits/n000010/scratch/t0"] == (0, 0, 0)
     report = tmp_path / "report"
     for name in ("report.html", "report.md", "trials.csv", "cells.csv", "crossover.json", "learning_curves.png",
                  "gap.png", "error_rate.png"):
@@ -249,8 +249,8 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     _worker(cells, 0, str(tmp_path / "runs"))
 
     storage = f"sqlite:///{tmp_path}/study.db"
-    held = optuna.load_study(study_name="digits/scratch/n10", storage=storage)
-    other = optuna.load_study(study_name="digits/scratch/n20", storage=storage)
+    held = optuna.load_study(study_name="digits/n000010/scratch/t0", storage=storage)
+    other = optuna.load_study(study_name="digits/n000020/scratch/t0", storage=storage)
     assert [t.state for t in held.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert held.trials[1].system_attrs["failed_trial"] == dead.number and "final" in held.user_attrs
     assert [t.state for t in other.trials] == [TrialState.COMPLETE] and "final" in other.user_attrs

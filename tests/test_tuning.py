@@ -77,7 +77,7 @@ def test_cell_study_and_trial_attrs(tmp_path):
     study = tune_cell(cfg, tmp_path / "runs")
 
     stored = load(tmp_path)
-    assert cell_of(cfg).name == study.study_name == "digits/scratch/n10"
+    assert cell_of(cfg).name == study.study_name == "digits/n000010/scratch/t0"
     attrs = stored.user_attrs
     assert attrs["strategy"] == "scratch" and attrs["n_train"] == 10 and attrs["study"] == "digits"
     assert (attrs["tuning"], attrs["draw"], attrs["seed"]) == (0, 0, 0)  # tuning run 0: the split cells always had
@@ -124,7 +124,7 @@ def test_a_finetune_cell_runs_its_recipes_and_each_trial_carries_only_what_its_m
     cfg = compose_tune(tmp_path, "strategy=finetune", "tune.n_trials=5", "study.seeds=1", "tune.n_startup_trials=5")
     tune_cell(cfg, tmp_path / "runs")
 
-    study = load(tmp_path, "digits/finetune/n10")
+    study = load(tmp_path, "digits/n000010/finetune/t0")
     trials = finished(study)
     assert len(trials) == 5
     assert [t.user_attrs.get("recipe_name") for t in trials[:3]] == ["bit_sgd", "adamw_full", "lp_ft"]
@@ -962,10 +962,10 @@ def test_multirun_over_a_grid_with_the_joblib_launcher(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     names = study_names(tmp_path)
-    assert names == ["digits/finetune/n10", "digits/finetune/n20", "digits/scratch/n10", "digits/scratch/n20"]
+    assert names == ["digits/n000010/finetune/t0", "digits/n000010/scratch/t0", "digits/n000020/finetune/t0", "digits/n000020/scratch/t0"]
     for name in names:
         study = load(tmp_path, name)
-        _, strategy, n = name.split("/")
+        _, n, strategy, _ = name.split("/")
         attrs = study.user_attrs
         assert (attrs["strategy"], attrs["n_train"], attrs["study"]) == (strategy, int(n[1:]), "digits")
         assert attrs["budget"]["n_trials"] == 2 and len(attrs["final"]) == 1

@@ -46,7 +46,7 @@ def test_tuning_run_k_has_its_own_seed_draw_and_name_and_run_0_is_unchanged():
     assert (run.tune.run, run.seed, run.data.draw) == (3, 7 + 3 * RUN_SEED_STRIDE, 5)
     from harness.tuning.tune import cell_of, cell_sampler_seed
 
-    assert cell_of(run).name.endswith("/t3") and cell_of(cfg).name == f"{cfg.study.name}/{cfg.strategy.name}/n80"
+    assert cell_of(run).name.endswith("/t3") and cell_of(cfg).name == f"{cfg.study.name}/n000080/{cfg.strategy.name}/t0"
     assert cell_sampler_seed(run) != cell_sampler_seed(cfg)
     with pytest.raises(ValueError):
         tuning_run(cfg, -1)
@@ -58,6 +58,31 @@ def test_cell_ids_round_trip_and_old_attrs_read_as_run_0():
     old = {"study": "s", "strategy": "finetune", "n_train": 40}  # written before tuning runs
     assert CellId.from_attrs(old) == CellId("s", "finetune", 40, 0)
     assert CellId.from_attrs({**old, "tuning": -1}) is None
+    assert CellId.parse("s/finetune/n40/t2") == cell and CellId.parse("s/finetune/n40") == CellId("s", "finetune", 40)
+
+
+def test_study_names_sort_by_study_size_strategy_and_run():
+    """What optuna-dashboard's sorted study list shows: a study's sizes in numeric order, at each
+    size its two strategies side by side, then the tuning runs."""
+    cells = [CellId("digits", s, n, k) for n in (640, 10, 80, 160, 20) for s in ("scratch", "finetune") for k in (1, 0)]
+    names = sorted(c.name for c in cells)
+    assert [CellId.parse(n) for n in names] == sorted(cells, key=lambda c: (c.n_train, c.strategy, c.tuning))
+    assert names[:4] == ["digits/n000010/finetune/t0", "digits/n000010/finetune/t1", "digits/n000010/scratch/t0",
+                         "digits/n000010/scratch/t1"]
+
+
+def test_a_storage_with_the_old_names_resumes_under_them(tmp_path):
+    """A tuning run stored under its name from before the sortable names is found and resumed there,
+    not started again under the new name."""
+    import optuna
+
+    from harness.store.records import stored_name
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'old.db'}")
+    old, new = CellId("digits", "scratch", 80, 0), CellId("digits", "scratch", 160, 1)
+    optuna.create_study(study_name=old.legacy_name, storage=storage)
+    assert stored_name(storage, old) == "digits/scratch/n80"
+    assert stored_name(storage, new) == "digits/n000160/scratch/t1" == new.name
 
 
 def test_a_failed_rerun_is_recorded_with_its_reason():

@@ -38,7 +38,7 @@ def test_one_wandb_run_per_trial_with_params_and_final_state(tmp_path, monkeypat
     cfg = set_space(cfg, space, recipe={"lr": 1e6})  # the first trial diverges
     tune_cell(cfg, tmp_path / "runs")
 
-    trials = load(tmp_path, "wbstudy/scratch/n10").trials
+    trials = load(tmp_path, "wbstudy/n000010/scratch/t0").trials
     runs = _runs(tmp_path / "wb")
     per_trial = [r for r in runs if "trial" in r["config"]]
     assert sorted(r["config"]["trial"]["number"] for r in per_trial) == [t.number for t in trials]
@@ -52,5 +52,5 @@ def test_one_wandb_run_per_trial_with_params_and_final_state(tmp_path, monkeypat
         assert r["summary"]["final_state"] == state_name[trial.state]
     assert {r["summary"]["final_state"] for r in per_trial} >= {"failed", "complete"}
     (rerun,) = [r for r in runs if r["run"].job_type == "rerun"]
-    stored = load(tmp_path, "wbstudy/scratch/n10").user_attrs["final"]
+    stored = load(tmp_path, "wbstudy/n000010/scratch/t0").user_attrs["final"]
     assert rerun["summary"]["test_acc"] == stored[0]["test_acc"] and rerun["config"]["data"]["n_train"] == 10

@@ -71,7 +71,7 @@ def storage_url(tmp: Path) -> str:
     return f"sqlite:///{tmp}/tune.db"
 
 
-def load(tmp: Path, name: str = "digits/scratch/n10") -> optuna.Study:
+def load(tmp: Path, name: str = "digits/n000010/scratch/t0") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage_url(tmp))
 
 

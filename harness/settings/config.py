@@ -65,13 +65,13 @@ def validate_threads(trainer: TrainerConfig) -> None:
 
 
 def validate_study_name(name) -> None:
-    """A cell is stored as <study.name>/<strategy>/n<n_train> and its outputs go to folders named
+    """A tuning run is stored as <study.name>/n<n_train>/<strategy>/t<run> and its outputs go to folders named
     after the study: the name is one path part, so no '/', backslash, control character or dots only."""
     text = str(name)
     bad = [c for c in text if c in "/\\" or ord(c) < 32 or ord(c) == 127]
     if not text.strip() or text != text.strip() or bad or text in (".", ".."):
         why = f"contains {bad[0]!r}" if bad else "is empty, '.' or '..', or starts or ends with a space"
-        raise ConfigError(f"study.name={text!r} {why}, but it is one part of a cell's name <study>/<strategy>/n<n_train> "
+        raise ConfigError(f"study.name={text!r} {why}, but it is one part of a tuning run's name <study>/n<n_train>/<strategy>/t<run> "
                           "and of folder names: use letters, digits, '-', '_' or '.', e.g. study.name=my-study")
 
 

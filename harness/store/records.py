@@ -30,7 +30,10 @@ CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make 
 # Trials whose work is spent (and counted against the budget), unless interrupted or retried.
 SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 COMPUTE_KEYS = ("flops", "train_flops", "eval_flops", "wall_s", "flops_per_step", "steps", "samples_seen")
-_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)(?:/t(?P<tuning>\d+))?$")
+# <study>/n<n_train, 6 digits>/<strategy>/t<run>: names sort by study, size, strategy and run (in
+# optuna-dashboard too); <study>/<strategy>/n<n_train>[/t<run>] is how storages before it named them.
+_NAME = re.compile(r"^(?P<study>.+)/n(?P<n_train>\d+)/(?P<strategy>[^/]+)/t(?P<tuning>\d+)$")
+_LEGACY_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)(?:/t(?P<tuning>\d+))?$")
 
 
 # ============================================================================ cell identity
@@ -49,8 +52,13 @@ class CellId:
 
     @property
     def name(self) -> str:
-        """The Optuna study name: <study>/<strategy>/n<n_train> for run 0 (the name before tuning runs
-        existed), <study>/<strategy>/n<n_train>/t<k> for run k."""
+        """The Optuna study name, <study>/n<n_train>/<strategy>/t<k> with n_train in six digits, so a
+        sorted list (optuna-dashboard's) reads by study, size, strategy and tuning run."""
+        return f"{self.study}/n{self.n_train:06d}/{self.strategy}/t{self.tuning}"
+
+    @property
+    def legacy_name(self) -> str:
+        """The name storages written before the sortable names gave this tuning run (still resumed)."""
         base = f"{self.study}/{self.strategy}/n{self.n_train}"
         return base if self.tuning == 0 else f"{base}/t{self.tuning}"
 
@@ -61,7 +69,7 @@ class CellId:
     @classmethod
     def parse(cls, name: str) -> CellId | None:
         """The cell a study name spells, or None: for display and for stores without the attrs."""
-        match = _NAME.match(name)
+        match = _NAME.match(name) or _LEGACY_NAME.match(name)
         return None if match is None else cls(match["study"], match["strategy"], int(match["n_train"]),
                                               int(match["tuning"] or 0))
 
@@ -197,6 +205,16 @@ def cell_studies(storage: optuna.storages.BaseStorage, study: str | None = None)
         if cell is not None and (study is None or cell.study == study):
             found.append((record, cell))
     return found
+
+
+def stored_name(storage: optuna.storages.BaseStorage, cell: CellId) -> str:
+    """The name a tuning run has in this storage: its legacy name when a storage written before the
+    sortable names holds it under that one (so it resumes, not starts over), else CellId.name."""
+    try:
+        storage.get_study_id_from_name(cell.legacy_name)
+    except KeyError:
+        return cell.name
+    return cell.legacy_name
 
 
 def n_trials_of(storage: optuna.storages.BaseStorage, name: str) -> int:

@@ -146,7 +146,7 @@ def weights_attrs(cfg: CellConfig, pretrain: dict[str, Any] | None) -> dict[str,
 def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
     storage = records.open_storage(cfg.storage)
     cell = cell_of(cfg)
-    name = cell.name
+    name = records.stored_name(storage, cell)  # a storage from before the sortable names keeps its own
     with study_lock(storage, name):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=make_pruner(cfg))
