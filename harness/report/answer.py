@@ -114,6 +114,12 @@ def answer_sentences(c: Mapping[str, Any]) -> str:
     status, m = c.get("status"), f"{float(c.get('margin', 0.0)):g}"
     if status == "inconclusive":
         first = f"**Inconclusive at a margin of +-{m}** ({c.get('metric', 'test_acc')}): {c.get('reason')}."
+        measured = [p for p in c.get("per_n", []) if _finite(p.get("gap")) and p.get("band95")]
+        if measured:
+            big = max(measured, key=lambda p: abs(float(p["gap"])))
+            lo, hi = big["band95"]
+            first += (f" The largest measured gap is {points(big['gap'])} points at n = {big['n']} (fine-tune minus "
+                      f"scratch; simultaneous 95% band {points(lo)} to {points(hi)}).")
     elif status == "insufficient_data":
         first = f"**Insufficient data:** {c.get('reason') or 'no re-run results'}."
     else:
