@@ -109,7 +109,7 @@ def test_refinement_tunes_the_new_size_for_both_strategies_with_the_full_budget_
     assert names(tmp_path) == sorted(f"digits/n{n:06d}/{s}/t0" for s in ("finetune", "scratch") for n in (10, 20, 40))
     assert script.seen == [[10, 40], [10, 20, 40]]  # the second decision saw the added size measured
     for s in ("finetune", "scratch"):
-        study = optuna.load_study(study_name=f"digits/{s}/n20", storage=f"sqlite:///{tmp_path}/study.db")
+        study = optuna.load_study(study_name=f"digits/n000020/{s}/t0", storage=f"sqlite:///{tmp_path}/study.db")
         assert len(study.trials) == 1 and len(study.user_attrs["final"]) == 1  # the grid's budget and replicates
     assert "refining: scripted n = 20" in capsys.readouterr().err
 

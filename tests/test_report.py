@@ -567,7 +567,7 @@ def test_hub_weights_pretraining_is_unknown_never_0_and_the_map_says_why_it_has_
     assert source["origin"] == "hub tag resnet18.a1_in1k" and source["pretrain_flops"] == "unknown"
     assert json.loads((out / "crossover.json").read_text())["source"] == source
     md = (out / "report.md").read_text()
-    first = md.split("\n## ")[0]  # the report's first lines
+    first = md.split("## How it was measured", 1)[1].split("\n## ")[0]  # the lines right after the answer
     assert "**Source model:** hub tag resnet18.a1_in1k" in first and "pretraining FLOPs unknown" in first
     assert "With pretraining: not drawn, because the pretraining FLOPs" in md
     assert "Right panel: fine-tune's compute includes its pretraining" not in md
@@ -588,7 +588,7 @@ def test_declared_pretraining_flops_are_counted_and_the_pretraining_panel_is_dra
     source = summary["crossover"]["source"]
     assert (source["pretrain_flops"], source["pretrain_flops_from"]) == (5e11, "declared")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "pretraining 5e+11 FLOPs (declared)" in md.split("\n## ")[0]
+    assert "pretraining 5e+11 FLOPs (declared)" in md.split("## How it was measured", 1)[1].split("\n## ")[0]
     assert pd.read_csv(tmp_path / "out" / "winner_map.csv")["with_pretraining"].any()
     *_, total_flops, total_wall = [v.strip() for v in _md_row(md, "total fine-tune incl. pretraining").split("|")[1:-1]]
     assert float(total_flops) > 5e11 and total_wall == "unknown"  # FLOPs declared; its wall time never is

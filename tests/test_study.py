@@ -263,12 +263,12 @@ def test_a_plan_counts_the_work_estimates_it_from_timed_steps_and_trains_nothing
     """study.plan=true: the tuning runs, trainings and FLOPs of the grid, a time from short timed
     trainings on this machine, the caps of what the adaptive study may add; no storage is written
     and no source model pretrained."""
-    from harness.study.orchestrator import run_study
+    from harness.study.plan import plan_study
 
     db = tmp_path / "plan.db"
     cfg = compose_study("study.n_train=[10,40]", "tune.n_trials=4", "study.seeds=2", "study.tunings=2", "study.plan=true",
                         f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={tmp_path}/pre", "logger=none")
-    summary = run_study(cfg, tmp_path / "run")
+    summary = plan_study(cfg)
     text = summary["plan"]
     assert "2 strategies (finetune, scratch) x 2 sizes [10, 40] x 2 tuning runs = 8 tuning runs" in text
     assert summary["trainings"] == 8 * (4 + 2) and "48 (32 trials before pruning, 16 re-runs)" in text

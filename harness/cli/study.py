@@ -18,11 +18,13 @@ def _study(composed: DictConfig) -> float:
 
     from harness.settings.config import load_study
     from harness.study.orchestrator import run_study
+    from harness.study.plan import plan_study
 
-    summary = run_study(load_study(composed), Path(HydraConfig.get().runtime.output_dir))
-    if "plan" in summary:
-        print(summary["plan"])
+    cfg = load_study(composed)
+    if cfg.study.plan:
+        print(plan_study(cfg)["plan"])
         return 0.0
+    summary = run_study(cfg, Path(HydraConfig.get().runtime.output_dir))
     print(summary.get("verdict", ""))
     print(f"report: {summary.get('report_html')}")
     return float(summary.get("n_star") or 0.0)

@@ -344,11 +344,6 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
     from harness.report import build_report
 
     cells = check_study(cfg)
-    if cfg.study.plan:
-        from harness.study.plan import make_plan
-
-        plan = make_plan(cfg)
-        return {"plan": plan.text(), "seconds": plan.seconds, "flops": plan.flops, "trainings": plan.trainings}
     clock = StudyClock(str(cfg.study.name))
     if str(cfg.logger.name) == "wandb":
         from harness.study.wandb_study import StudyRun

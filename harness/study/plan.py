@@ -127,6 +127,16 @@ def _time_batch(cell: CellConfig, batch: int, root: Path) -> StepTiming:
     return StepTiming(fixed_s=max(short - SHORT * step, 0.0), step_s=step, flops_per_step=flops)
 
 
+def plan_study(cfg: StudyAppConfig) -> dict:
+    """harness-study study.plan=true: every cell checked as for a run (the storage left untouched),
+    then the plan; returns its text and figures."""
+    from harness.study.orchestrator import check_study
+
+    check_study(cfg)
+    plan = make_plan(cfg)
+    return {"plan": plan.text(), "seconds": plan.seconds, "flops": plan.flops, "trainings": plan.trainings}
+
+
 def make_plan(cfg: StudyAppConfig) -> Plan:
     """The plan of cfg's grid (nothing stored, nothing trained but the timed steps)."""
     import torch

@@ -35,11 +35,13 @@ def _source_data(data: DataConfig) -> dict:
     (the key set and so the hashes of checkpoints cached before the keys were derived are unchanged)."""
     from harness.settings.config import source_kind
 
+    from dataclasses import asdict
+
     plain = as_dict(data)
     glyphs = source_kind(data) == "glyphs"
     independent = GLYPH_SOURCE_INDEPENDENT if glyphs else SOURCE_INDEPENDENT | {"glyphs"}
     out = {k: v for k, v in plain.items() if k not in independent}
-    return {**out, "source": "glyphs"} if glyphs else out
+    return {**out, "source": "glyphs", "glyphs": asdict(data.glyphs)} if glyphs else out
 
 
 def source_config(cfg: RunConfig) -> dict:
