@@ -1,7 +1,0 @@
-"""Console entry points: thin Hydra shells around the core."""
-
-from importlib.resources import files
-
-# The config tree: the top-level conf/ in a checkout, harness/conf in an installed wheel (both are the
-# package harness.conf); absolute, so console scripts work from any folder.
-CONFIG_DIR = str(files("harness.conf"))

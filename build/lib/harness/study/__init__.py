@@ -1,1 +1,0 @@
-"""Study: the whole question across sizes: the grid, workers, top-up and refinement (layer 7)."""
