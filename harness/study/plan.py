@@ -146,7 +146,7 @@ def make_plan(cfg: StudyAppConfig) -> Plan:
 
     runs = grid(cfg)
     cells = {(s, n, k): cell_config(cfg, s, n, k) for s, n, k in runs}
-    n_trials = int(cfg.tune.n_trials)
+    n_trials = int(cfg.tune.n_trials or 0)  # tune.budget=flops without n_trials: its trials are not known ahead
     seeds = int(cfg.study.seeds)
     finetune = [c for c in cells.values() if c.strategy.name == "finetune" and str(c.strategy.weights) == "source"]
     plan = Plan(str(cfg.study.name), runs, n_trials, seeds, int(cfg.study.workers),
