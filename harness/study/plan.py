@@ -63,6 +63,7 @@ class Plan:
                  f"{self.trials_per_run} trials then {self.seeds} re-runs of its best",
                  f"trainings: {self.trainings} ({len(self.runs) * self.trials_per_run} trials before pruning, "
                  f"{len(self.runs) * self.seeds} re-runs)"
+                 + (" (a FLOPs budget without tune.n_trials: its trials are not counted)" if not self.trials_per_run else "")
                  + ("; plus one pretraining of the source model" if self.pretrain_needed else "; source model cached"),
                  f"training FLOPs: about {self.flops:.2e} (trials at full length: pruning makes it less)",
                  f"time: about {_clock(self.seconds)} on {self.workers} workers"
