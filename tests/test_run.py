@@ -207,3 +207,17 @@ def test_training_with_strong_augment(make_cfg, tmp_path):
     off = run_training(make_cfg("data.augment=off", "train.steps=10"), tmp_path / "o")
     assert strong.compute.steps == 10 and 0 <= strong.val_acc <= 1
     assert not _same_weights(strong, off)  # the augmentation reached the training step
+
+
+def test_wandb_files_land_in_the_folder_given_after_the_process_changed_folder(make_cfg, tmp_path, monkeypatch):
+    """A relative logger.dir is the folder the run was started from: W&B's service process, started
+    by an earlier run elsewhere, must not resolve it against its own folder (the run file went
+    missing that way)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        run_training(make_cfg("logger=wandb", "logger.dir=wb", "train.steps=5"), folder / "run")
+        assert glob.glob(str(folder / "wb" / "wandb" / "offline-run-*" / "run-*.wandb")), folder

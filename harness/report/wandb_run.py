@@ -19,7 +19,7 @@ def log_to_wandb(wandb_cfg: LoggerConfig, study: str, out_dir: Path, frames: Map
 
     from harness.training.loggers import wandb_mode
 
-    save_dir = Path(str(wandb_cfg.dir or "outputs"))
+    save_dir = Path(str(wandb_cfg.dir or "outputs")).resolve()  # absolute: W&B's service may run in another folder
     save_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=str(wandb_cfg.project or "harness"), entity=wandb_cfg.entity, mode=wandb_mode(wandb_cfg),
                      dir=str(save_dir), job_type="report", group=study, name=f"report-{study}",

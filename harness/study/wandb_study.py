@@ -35,7 +35,7 @@ class StudyRun:
         from harness.training.loggers import wandb_mode
 
         logger = cfg.logger
-        save_dir = Path(str(logger.dir or "outputs"))
+        save_dir = Path(str(logger.dir or "outputs")).resolve()  # absolute: W&B's service may run in another folder
         save_dir.mkdir(parents=True, exist_ok=True)
         config = {k: v for k, v in as_dict(cfg).items() if k not in ("storage", "search_spaces", "strategies")}
         self.name = str(cfg.study.name)

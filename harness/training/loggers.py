@@ -32,7 +32,7 @@ def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str |
     config = as_dict(cfg)
     config.pop("storage", None)  # may carry a database password
     config.update(extra_config or {})
-    save_dir = Path(str(cfg.logger.dir))
+    save_dir = Path(str(cfg.logger.dir)).resolve()  # absolute: W&B's service may run in another folder
     save_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
         project=str(cfg.logger.project), entity=cfg.logger.entity, save_dir=str(save_dir), mode=wandb_mode(cfg.logger),
