@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.settings.schema import CellConfig, StudyAppConfig
+from harness.study.clock import clock_text
 
 SHORT, LONG = 10, 60  # the two timed trainings per batch size
 
@@ -66,8 +67,8 @@ class Plan:
                  + (" (a FLOPs budget without tune.n_trials: its trials are not counted)" if not self.trials_per_run else "")
                  + ("; plus one pretraining of the source model" if self.pretrain_needed else "; source model cached"),
                  f"training FLOPs: about {self.flops:.2e} (trials at full length: pruning makes it less)",
-                 f"time: about {_clock(self.seconds)} on {self.workers} workers"
-                 + (f", of which pretraining {_clock(self.pretrain_s)}" if self.pretrain_needed else "")
+                 f"time: about {clock_text(self.seconds)} on {self.workers} workers"
+                 + (f", of which pretraining {clock_text(self.pretrain_s)}" if self.pretrain_needed else "")
                  + " (from timed steps on this machine: "
                  + ", ".join(f"batch {b}: {t.step_s * 1e3:.1f} ms/step + {t.fixed_s:.2f} s a run"
                              for b, t in sorted(self.timings.items())) + ")",
@@ -75,18 +76,13 @@ class Plan:
         for n in sizes:
             row = self.per_size[n]
             lines.append(f"  n = {n}: {row['runs']:.0f} runs, {row['trainings']:.0f} trainings, {row['flops']:.2e} FLOPs, "
-                         f"{_clock(row['seconds'])}")
+                         f"{clock_text(row['seconds'])}")
         if self.caps.get("adaptive"):
             lines.append(f"then, adaptive: the top-up may add tuning runs up to {self.caps['max_tunings']} a cell and "
                          f"re-runs up to {self.caps['max_seeds']} a run where the verdict needs them, and the refinement "
                          f"up to {self.caps['max_cells']} cells (not in the figures above)")
         lines.append("nothing was trained: run without study.plan=true to start")
         return "\n".join(lines)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def _costs(cell: CellConfig) -> tuple[list[RunCost], list[RunCost]]:
@@ -192,7 +188,10 @@ def make_plan(cfg: StudyAppConfig) -> Plan:
         plan.trainings += len(parts)
     if plan.pretrain_needed:
         pre = finetune[0].pretrain.train
-        t = plan.timings.get(int(pre.batch_size)) or _time_batch(finetune[0], int(pre.batch_size), Path(tempfile.mkdtemp()))
+        t = plan.timings.get(int(pre.batch_size))
+        if t is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                t = _time_batch(finetune[0], int(pre.batch_size), Path(tmp))
         plan.pretrain_s = t.fixed_s + int(pre.steps) * t.step_s
     plan.seconds = total_s / max(1, plan.workers) + plan.pretrain_s
     return plan
