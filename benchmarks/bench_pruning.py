@@ -52,10 +52,11 @@ def compose_cell(args: argparse.Namespace, seed: int, pruner: str, overrides: li
 
     import harness.cli
 
-    from harness.settings.config import load_cell
+    from harness.settings.config import load
+    from harness.settings.schema import CellConfig
 
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
-        return load_cell(compose(config_name="tune", overrides=[
+        return load(CellConfig, compose(config_name="tune", overrides=[
             f"strategy={args.strategy}", "data=digits", f"data.n_train={args.n_train}", f"data.n_val={args.n_val}",
             f"tune.sampler_seed={seed}", "study.seeds=1", "logger=none", "tune.progress=false",
             "trainer.threads=1", f"storage.url=sqlite:///{db}", f"pretrain.cache_dir={db.parent}/pretrained",

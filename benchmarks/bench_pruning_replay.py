@@ -62,10 +62,11 @@ def compose_cell(cell: dict, overrides: list[str] = ()):
 
     import harness.cli
 
-    from harness.settings.config import load_cell
+    from harness.settings.config import load
+    from harness.settings.schema import CellConfig
 
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
-        return load_cell(compose(config_name="tune", overrides=[
+        return load(CellConfig, compose(config_name="tune", overrides=[
             f"strategy={cell['strategy']}", "data=digits", f"data.n_train={cell['n_train']}", f"data.n_val={cell['n_val']}",
             "logger=none", "tune.progress=false", "trainer.threads=1", f"pretrain.cache_dir={cell['cache']}",
             *cell["overrides"], *overrides]))

@@ -115,7 +115,8 @@ def plain_rates(batches: list[int], steps: int = 60) -> dict[int, float]:
 
     from harness.cli import CONFIG_DIR
     from harness.data.task import build_task
-    from harness.settings.config import load_run
+    from harness.settings.config import load
+    from harness.settings.schema import RunConfig
 
     torch.set_num_threads(1)
     rates = {}
@@ -124,7 +125,7 @@ def plain_rates(batches: list[int], steps: int = 60) -> dict[int, float]:
                      "data.augment=off", "logger=none", "trainer.threads=1", f"data.n_train={max(batch, 80)}",
                      "data.source=glyphs", "data.source_classes=null", "data.target_classes=null"]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = load_run(compose("train", overrides=overrides))
+            cfg = load(RunConfig, compose("train", overrides=overrides))
         task = build_task(cfg.data)
         bts.plain_run(cfg, task, 10, "cpu", "32-true")  # warm-up
         ms = min(bts.plain_run(cfg, task, steps, "cpu", "32-true")["ms_per_step"] for _ in range(2))

@@ -137,7 +137,8 @@ def main() -> None:
 
     import harness.training.run  # noqa: F401  (imports excluded from every figure below)
     from harness.cli import CONFIG_DIR
-    from harness.settings.config import load_run
+    from harness.settings.config import load
+    from harness.settings.schema import RunConfig
     from harness.data.task import build_task
 
     import_s = time.perf_counter() - t_import
@@ -150,8 +151,8 @@ def main() -> None:
     if args.n_train:
         overrides.append(f"data.n_train={args.n_train}")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = load_run(compose("train", overrides=overrides))
-        warm_cfg = load_run(compose("train", overrides=overrides[2:] + ["train.steps=20", "train.val_every=20"]))
+        cfg = load(RunConfig, compose("train", overrides=overrides))
+        warm_cfg = load(RunConfig, compose("train", overrides=overrides[2:] + ["train.steps=20", "train.val_every=20"]))
     task = build_task(cfg.data)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,8 @@ def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: st
     from hydra import compose, initialize_config_dir
 
     from harness.cli import CONFIG_DIR
-    from harness.settings.config import load_cell
+    from harness.settings.config import load
+    from harness.settings.schema import CellConfig
     from harness.settings.schema import SearchSpaceConfig
 
     overrides = [
@@ -48,7 +49,7 @@ def cell_config(tmp: Path, name: str, n_trials: int, steps: int, accelerator: st
         f"train.val_every={steps}", "train.batch_size=16", f"pretrain.cache_dir={tmp}/pretrained",
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = load_cell(compose(config_name="tune", overrides=overrides))
+        cfg = load(CellConfig, compose(config_name="tune", overrides=overrides))
     # Every trial costs the same: only the learning rate is tuned (batch size and steps are fixed).
     lr = {"key": "train.lr", "type": "float", "low": 1e-3, "high": 1e-2, "log": True}
     return dataclasses.replace(cfg, search_space=SearchSpaceConfig(params={"lr": lr}),

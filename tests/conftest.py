@@ -49,7 +49,7 @@ SMALL = (
 def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True, cache_dir: Path | None = None,
                 typed: bool = True):
     """A real config from conf/ as the console scripts would see it (later overrides win):
-    with typed=True, the checked settings its entry point builds (harness.settings.config.load_*), else the
+    with typed=True, the checked settings its entry point builds (harness.settings.config.load), else the
     composed DictConfig."""
     base = list(SMALL) if small else []
     if cache_dir is not None:
@@ -63,9 +63,10 @@ def compose_cfg(*overrides: str, config_name: str = "train", small: bool = True,
 
 def load_settings(composed: DictConfig, config_name: str):
     """What the entry point named `config_name` builds from its composed config."""
-    from harness.settings import config
-    return {"train": config.load_run, "pretrain": config.load_pretrain, "tune": config.load_cell,
-            "study": config.load_study, "report": config.load_report}[config_name](composed)
+    from harness.settings.config import load
+    from harness.settings.schema import CellConfig, ReportAppConfig, RunConfig, StudyAppConfig
+    return load({"train": RunConfig, "pretrain": RunConfig, "tune": CellConfig, "study": StudyAppConfig,
+                 "report": ReportAppConfig}[config_name], composed)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from harness.report.verdict import Comparison, SizeVerdict
 from harness.study.orchestrator import check_study
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness.settings.config import load_study  # noqa: E402
+from harness.settings.config import load  # noqa: E402
+from harness.settings.schema import StudyAppConfig  # noqa: E402
 from test_study import compose_study  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def test_no_whole_size_between_neighbours_stops_the_refinement():
 def test_adaptive_settings_are_checked_before_any_training(tmp_path, override, fix):
     cfg = compose_study(override, f"storage.url=sqlite:///{tmp_path}/s.db", typed=False)
     with pytest.raises(ConfigError, match=fix.replace(".", r"\.").replace("+", r"\+")):
-        check_study(load_study(cfg))
+        check_study(load(StudyAppConfig, cfg))
     assert not (tmp_path / "s.db").exists()
 
 

@@ -30,7 +30,8 @@ from safetensors.torch import save_file
 
 import harness.cli
 from conftest import IMAGE_SIZES
-from harness.settings.config import load_cell, load_run, load_study
+from harness.settings.config import load
+from harness.settings.schema import CellConfig, RunConfig, StudyAppConfig
 from harness.errors import ConfigError
 from harness.training.run import run_training
 from harness.study.orchestrator import run_study
@@ -241,11 +242,11 @@ def test_bad_input_is_one_line_and_touches_no_storage(entry, overrides, words, t
 
     with pytest.raises(ConfigError) as raised:  # the entry point's door (harness.settings.config.load_*) included
         if entry == "tune":
-            tune_cell(load_cell(cfg), tmp_path / "runs")
+            tune_cell(load(CellConfig, cfg), tmp_path / "runs")
         elif entry == "study":
-            run_study(load_study(cfg), tmp_path / "study")
+            run_study(load(StudyAppConfig, cfg), tmp_path / "study")
         else:
-            run_training(load_run(cfg), tmp_path / "run")
+            run_training(load(RunConfig, cfg), tmp_path / "run")
 
     message = str(raised.value)
     assert words in message, message
@@ -265,7 +266,7 @@ def test_unreadable_images_are_left_out_and_counted_when_asked(tmp_path, capsys)
     (root / "bee" / "empty.jpg").write_bytes(b"")
     cfg = compose_entry("train", tmp_path, "data=imagefolder", f"data.root={root}", "data.image_size=12", "data.n_val=3",
                         "data.n_test=3", "data.n_train=6", "data.source_n_val=3", "data.skip_bad_files=true")
-    cfg = load_run(cfg)
+    cfg = load(RunConfig, cfg)
     result = run_training(cfg, tmp_path / "run")
     err = capsys.readouterr().err
     assert f"data: skipped 2 unreadable file(s) under data.root={root}" in err, err

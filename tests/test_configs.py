@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from harness.cli import CONFIG_DIR
+from harness.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,28 +24,27 @@ def composed(config_name: str, *overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=False)
 
 
-TUNE_DEFAULTS = {"budget": "trials", "n_trials": 20, "max_flops": None, "reference_steps": None, "max_wall_s": None,
-                 "sampler_seed": 0, "n_startup_trials": 5, "enqueue_recipe": True, "selection": "holdout",
-                 "cv_folds": 5, "progress": True, "run": 0}
-REPORT_DEFAULTS = {"dir": "outputs/report/${study.name}", "n_boot": 1000, "metric": "test_acc", "margin": 0.01,
-                   "horizon": 10}
-TRAIN_DEFAULTS = {"steps": 300, "batch_size": 64, "optimizer": "adamw", "lr": 0.003, "momentum": 0.9,
-                  "weight_decay": 0.05, "warmup_frac": 0.05, "label_smoothing": 0.0, "val_every": 50}
+def typed(kind, **changes) -> dict:
+    """A settings group's typed defaults as composed (plain lists and dicts)."""
+    from harness.settings.schema import as_dict
+    return {**as_dict(kind()), **changes}
 
 
-def test_tune_gets_the_tune_defaults():
+def test_tune_gets_the_typed_defaults():
+    from harness.settings.schema import StudyConfig, TrainConfig, TuneConfig
     cfg = composed("tune")
-    assert cfg["tune"] == TUNE_DEFAULTS
-    assert cfg["study"] == {"name": "digits", "seeds": 3}
-    assert cfg["train"] == TRAIN_DEFAULTS
+    assert cfg["tune"] == typed(TuneConfig)
+    assert cfg["study"] == typed(StudyConfig)
+    assert cfg["train"] == typed(TrainConfig)
 
 
 @pytest.mark.parametrize("recipe", ["digits", "digits_split", "cifar10_gpu"])
 def test_study_overrides_only_trials_startup_and_progress_of_the_tune_block(recipe):
+    from harness.settings.schema import ReportConfig, TuneConfig
     cfg = composed("study", f"recipe={recipe}")
     trials = {"cifar10_gpu": 30}.get(recipe, 5)  # a recipe's own n_trials wins over study.yaml's (recipe after _self_)
-    assert cfg["tune"] == {**TUNE_DEFAULTS, "n_trials": trials, "n_startup_trials": 4, "progress": False}
-    assert cfg["report"] == REPORT_DEFAULTS
+    assert cfg["tune"] == typed(TuneConfig, n_trials=trials, n_startup_trials=4, progress=False)
+    assert cfg["report"] == typed(ReportConfig, dir="outputs/report/${study.name}")
     assert cfg["study"]["name"] == {"digits": "digits", "digits_split": "digits_split", "cifar10_gpu": "cifar10"}[recipe]
 
 
@@ -61,16 +61,18 @@ def test_every_data_option_gets_the_one_glyph_block():
 
 
 def test_report_gets_the_report_defaults():
+    from harness.settings.schema import ReportConfig
     cfg = composed("report")
-    assert cfg["report"] == REPORT_DEFAULTS
-    assert cfg["study"] == {"name": "digits"}
+    assert cfg["report"] == typed(ReportConfig, dir="outputs/report/${study.name}")
+    assert cfg["study"] == {"name": "digits"}  # harness-report reads the name only
 
 
 @pytest.mark.parametrize("entry", ["train", "tune", "pretrain", "study"])
 def test_pretraining_is_the_train_block_longer(entry):
-    """pretrain/default.yaml composes train/default.yaml: 600 steps, validated every 200, the rest equal."""
+    """PretrainConfig's train block: 600 steps, validated every 200, the rest the target's defaults."""
+    from harness.settings.schema import TrainConfig
     cfg = composed(entry)
-    assert cfg["pretrain"]["train"] == {**TRAIN_DEFAULTS, "steps": 600, "val_every": 200}
+    assert cfg["pretrain"]["train"] == typed(TrainConfig, steps=600, val_every=200)
     assert cfg["pretrain"]["augment"] == "light" and cfg["pretrain"]["seed"] == 0
 
 
@@ -181,8 +183,104 @@ def test_the_composed_defaults_are_the_typed_defaults(app):
 
 
 def test_every_settings_dataclass_built_with_no_arguments_is_valid():
-    from harness.settings.config import validate_cell, validate_run
-    from harness.settings.schema import CellConfig, RunConfig
+    from harness.settings.config import validate
+    from harness.settings import schema
 
-    validate_run(RunConfig())
-    validate_cell(CellConfig())
+    apps = (schema.RunConfig, schema.CellConfig, schema.StudyAppConfig, schema.ReportAppConfig)
+    for app in apps:
+        if app is schema.StudyAppConfig:  # harness-study needs a grid, which has no default
+            with pytest.raises(ConfigError, match="study.n_train"):
+                validate(app())
+            validate(app(study=schema.StudyConfig(n_train=(10, 20))))
+        else:
+            validate(app())
+
+
+def _restated(values, defaults, path: str = "") -> list[str]:
+    """The keys of a YAML block whose value is the one it would have without it."""
+    if isinstance(values, dict) and isinstance(defaults, dict):
+        return [r for k, v in values.items() if k != "defaults" and k in defaults
+                for r in _restated(v, defaults[k], f"{path}{k}.")]
+    return [path.rstrip(".")] if values == defaults else []
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def test_no_config_file_restates_a_typed_default():
+    """Each default is written once, in harness/settings/schema.py: an option file, an entry point's
+    own blocks and a recipe hold only what they change (a restated value would be a second copy to
+    keep in step)."""
+    from harness.settings.nodes import BASES
+    from harness.settings.schema import as_dict
+
+    found = []
+    for path in sorted(ROOT.glob("conf/*/*.yaml")):
+        group = path.parent.name
+        if group in BASES:
+            found += [f"{path.relative_to(ROOT)}: {k}" for k in _restated(_yaml(path), as_dict(BASES[group]()))]
+    for app in ("train", "tune", "pretrain", "study", "report"):
+        blocks = _yaml(ROOT / "conf" / f"{app}.yaml")
+        for key, value in blocks.items():
+            base = "study_ref" if (app, key) == ("report", "study") else key
+            if base in BASES:
+                found += [f"conf/{app}.yaml: {k}" for k in _restated({key: value}, {key: as_dict(BASES[base]())})]
+    without = composed("study", "~recipe")
+    for path in sorted(ROOT.glob("conf/recipe/*.yaml")):
+        found += [f"{path.relative_to(ROOT)}: {k}" for k in _restated(_yaml(path), without)]
+    assert found == [], found
+
+
+def test_an_option_of_ones_own_gets_every_key_from_the_typed_defaults(tmp_path):
+    """A user's data option that names two settings composes with all of them (so any can be
+    overridden from the command line), like the shipped ones."""
+    from harness.settings.schema import DataConfig
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.yaml").write_text("name: imagefolder\nroot: /x\n")
+    cfg = composed("train", f"hydra.searchpath=[file://{tmp_path}]", "data=mine", "data.n_val=99")
+    assert cfg["data"] == typed(DataConfig, name="imagefolder", root="/x", n_val=99)
+
+
+def test_a_restated_default_is_found():
+    assert _restated({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 0, "b": {"c": 2, "d": 4}}) == ["b.c"]
+
+
+@pytest.mark.parametrize("entry", ["train", "tune"])
+def test_each_entry_point_checks_its_settings_once(entry, tmp_path, monkeypatch):
+    """One harness-train run and one harness-tune cell (3 trials, 2 re-runs), in process: the
+    settings are checked by one call of validate, and each group's checks run once per place it
+    has (train and pretrain.train), not again per trial, re-run or pretraining."""
+    import importlib
+    import sys
+
+    from harness.settings import config, schema
+    from tuning_helpers import tiny_overrides
+
+    calls = {"validate": 0, "train": 0, "data": 0, "tune": 0}
+    validate = config.validate
+
+    def counted_validate(cfg):
+        calls["validate"] += 1
+        validate(cfg)
+
+    monkeypatch.setattr(config, "validate", counted_validate)
+    for name, kind in (("train", schema.TrainConfig), ("data", schema.DataConfig), ("tune", schema.TuneConfig)):
+        check = kind.check
+
+        def counted(self, key, _check=check, _name=name):
+            calls[_name] += 1
+            _check(self, key)
+        monkeypatch.setattr(kind, "check", counted)
+
+    small = ["logger=none", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    if entry == "train":
+        args = small + ["train.steps=10", "train.val_every=5", "train.batch_size=16", "data.n_train=20", "data.n_val=50",
+                        "data.n_test=50", "strategy=finetune", f"pretrain.cache_dir={tmp_path / 'pre'}",
+                        "pretrain.train.steps=10", "pretrain.train.val_every=5"]
+    else:
+        args = small + tiny_overrides(tmp_path) + ["tune.n_trials=3", "strategy=finetune"]
+    monkeypatch.setattr(sys, "argv", [f"harness-{entry}", *args])
+    importlib.import_module(f"harness.cli.{entry}").main()
+    assert calls == {"validate": 1, "train": 2, "data": 1, "tune": 1 if entry == "tune" else 0}

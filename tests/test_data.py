@@ -402,14 +402,15 @@ def test_a_fine_tune_from_glyphs_pretrains_on_them_then_trains_all_ten_digits(ma
 def test_a_bad_source_setting_is_a_one_line_config_error_exit_2(make_cfg, tmp_path, override, message, capsys):
     from harness.errors import EXIT_BAD_INPUT, exits_cleanly
 
-    from harness.settings.config import load_run
+    from harness.settings.config import load
+    from harness.settings.schema import RunConfig
 
     cfg = make_cfg("data.source=glyphs", override, "strategy=finetune", cache=tmp_path / "cache", typed=False)
     with pytest.raises(ConfigError, match=message) as err:
-        run_training(load_run(cfg), tmp_path / "run")
+        run_training(load(RunConfig, cfg), tmp_path / "run")
     assert "\n" not in str(err.value)
     with pytest.raises(SystemExit) as exit_:
-        exits_cleanly(lambda: run_training(load_run(cfg), tmp_path / "run"))()
+        exits_cleanly(lambda: run_training(load(RunConfig, cfg), tmp_path / "run"))()
     assert exit_.value.code == EXIT_BAD_INPUT and capsys.readouterr().err.startswith("error: data.")
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 

@@ -29,7 +29,8 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import FrozenTrial, TrialState
 
 import harness.cli
-from harness.settings.config import load_cell
+from harness.settings import config
+from harness.settings.schema import CellConfig
 from harness.errors import ConfigError
 from harness.training.run import run_training
 from harness.store.storage import open_storage
@@ -163,7 +164,7 @@ def test_sigint_and_sigterm_stop_a_trial_cleanly_and_the_same_command_resumes(tm
     overrides = [a for a in args if not a.startswith("hydra.")]
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="tune", overrides=overrides)
-    tune_cell(load_cell(cfg), tmp_path / "run")
+    tune_cell(config.load(CellConfig, cfg), tmp_path / "run")
 
     study = load(tmp_path)
     trials = study.trials

@@ -52,10 +52,11 @@ def pg(monkeypatch):
 def compose_pg(tmp: Path, *overrides: str):
     """conf/tune.yaml with storage=postgres (storage.url = env:HARNESS_STORAGE_URL) and a tiny cell."""
     base = [o for o in tiny_overrides(tmp) if not o.startswith("storage.url=")]
-    from harness.settings.config import load_cell
+    from harness.settings.config import load
+    from harness.settings.schema import CellConfig
 
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
-        return load_cell(compose(config_name="tune", overrides=[*base, "storage=postgres", *overrides]))
+        return load(CellConfig, compose(config_name="tune", overrides=[*base, "storage=postgres", *overrides]))
 
 
 def test_tune_on_postgres_from_env_never_shows_the_url(pg, tmp_path, capsys):

@@ -90,9 +90,10 @@ def test_linear_probe_leaves_backbone_unchanged(runs, pretrained_state):
 
 def _initial_state(result) -> dict:
     """The model exactly as run_training made it before training (same config, same seeding)."""
-    from harness.settings.config import load_run
+    from harness.settings.config import load
+    from harness.settings.schema import RunConfig
 
-    cfg = load_run(OmegaConf.create(result.config))
+    cfg = load(RunConfig, OmegaConf.create(result.config))
     task = build_task(cfg.data)
     pl.seed_everything(int(cfg.seed), verbose=False)
     return build_model(cfg, task).state_dict()

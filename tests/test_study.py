@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from harness.cli import CONFIG_DIR
-from harness.settings.config import load_study
+from harness.settings.config import load
+from harness.settings.schema import StudyAppConfig
 from harness.errors import ConfigError
 from harness.study.orchestrator import cell_config, check_study, grid
 
@@ -25,11 +26,11 @@ STUDY = str(Path(sys.executable).with_name("harness-study"))
 
 
 def compose_study(*overrides: str, recipe: str = "digits", typed: bool = True):
-    """harness-study's settings as it builds them (harness.settings.config.load_study), or with typed=False
+    """harness-study's settings as it builds them (harness.settings.config.load), or with typed=False
     the composed DictConfig."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         composed = compose("study", overrides=[f"recipe={recipe}", *overrides], return_hydra_config=False)
-    return load_study(composed) if typed else composed
+    return load(StudyAppConfig, composed) if typed else composed
 
 
 def test_digits_recipe_is_a_geometric_grid_over_about_one_and_a_half_decades():
@@ -99,7 +100,7 @@ def test_digits_split_recipe_keeps_the_split_class_study_with_the_defaults_budge
 @pytest.mark.parametrize("sizes", ["[]", "[10,10]", "[10,abc]"])
 def test_bad_grid_is_refused(sizes):
     with pytest.raises(ConfigError, match="study.n_train"):
-        grid(load_study(compose_study(f"study.n_train={sizes}", typed=False)))
+        grid(load(StudyAppConfig, compose_study(f"study.n_train={sizes}", typed=False)))
 
 
 def test_grid_value_beyond_the_data_is_refused_before_anything_runs(tmp_path):

@@ -21,8 +21,8 @@ import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from harness.settings.config import load_cell, search_space_config
-from harness.settings.schema import SearchSpaceConfig, has_path
+from harness.settings import config
+from harness.settings.schema import CellConfig, SearchSpaceConfig, has_path
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -258,7 +258,7 @@ def test_a_diverging_trial_fails_and_the_study_continues(tmp_path):
 def test_config_errors_fail_before_any_trial(tmp_path, overrides, words):
     cfg = compose_tune(tmp_path, *overrides, typed=False)
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")) as err:
-        tune_cell(load_cell(cfg), tmp_path / "runs")
+        tune_cell(config.load(CellConfig, cfg), tmp_path / "runs")
     assert "\n" not in str(err.value)
     assert study_names(tmp_path) == []  # no study, hence no trial, for this (or any) cell
     assert not (tmp_path / "runs").exists() and not (tmp_path / "pretrained").exists()
@@ -494,7 +494,7 @@ def test_tune_max_flops_is_the_flops_budget_and_trials_is_the_default(tmp_path):
 def test_budget_pruner_and_pretraining_settings_are_checked_at_start_up(tmp_path, overrides, words):
     cfg = compose_tune(tmp_path, *overrides, pruner="hyperband", typed=False)
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")) as err:
-        tune_cell(load_cell(cfg), tmp_path / "runs")
+        tune_cell(config.load(CellConfig, cfg), tmp_path / "runs")
     assert "\n" not in str(err.value)
     assert study_names(tmp_path) == [] and not (tmp_path / "pretrained").exists()
 
@@ -534,7 +534,7 @@ def distributions(space: SearchSpace) -> dict:
 def test_search_space_files_parse_into_their_distributions(strategy):
     raw = yaml.safe_load((CONF / "search_space" / f"{strategy}.yaml").read_text())
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = load_cell(compose(config_name="tune", overrides=[f"strategy={strategy}"]))
+        cfg = config.load(CellConfig, compose(config_name="tune", overrides=[f"strategy={strategy}"]))
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
 
     assert list(distributions(space)) == list(raw["params"])
@@ -558,7 +558,7 @@ def test_search_space_files_parse_into_their_distributions(strategy):
 
 def test_search_space_shell_overrides():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = load_cell(compose(config_name="tune", overrides=["search_space.params.lr.high=0.5",
+        cfg = config.load(CellConfig, compose(config_name="tune", overrides=["search_space.params.lr.high=0.5",
                                                                "search_space.params.steps.step=25",
                                                                "search_space.params.augment.choices=[off,strong]",
                                                                "~search_space.params.warmup"]))
@@ -572,7 +572,7 @@ def test_search_space_shell_overrides():
 
     # A narrowed range moves the recipes inside it.
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = load_cell(compose(config_name="tune", overrides=["search_space.params.lr.low=0.01"]))
+        cfg = config.load(CellConfig, compose(config_name="tune", overrides=["search_space.params.lr.low=0.01"]))
     fitted = {r.name: r.values["lr"] for r in SearchSpace.from_config(cfg.search_space, base=cfg).recipes_within_space()}
     assert fitted == {"adamw": 0.01, "sgd": 0.025, "adamw_long": 0.01}
 
@@ -617,7 +617,7 @@ def _space(params: dict, recipes: dict | list | None = None, base=None) -> Searc
 
 def _finetune_space() -> tuple[SearchSpace, object]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = load_cell(compose(config_name="tune", overrides=["strategy=finetune"]))
+        cfg = config.load(CellConfig, compose(config_name="tune", overrides=["strategy=finetune"]))
     return SearchSpace.from_config(cfg.search_space, base=cfg), cfg
 
 
@@ -685,7 +685,7 @@ def test_a_cycle_of_conditions_is_a_config_error():
 
 def test_the_old_single_recipe_key_is_refused_with_the_new_name():
     with pytest.raises(ConfigError, match="search_space.recipe is now search_space.recipes"):
-        search_space_config({"params": COND, "recipe": {"lr": 0.003}})
+        compose_tune(Path("/nonexistent"), "+search_space.recipe={lr:0.003}")
 
 
 def test_recipes_are_a_named_table_or_a_list_and_are_fitted_to_the_space():

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import FrozenTrial, TrialState
 
 import harness.cli
-from harness.settings.config import load_cell
+from harness.settings import config
 from harness.settings.schema import CellConfig, SearchSpaceConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -50,11 +50,11 @@ def tiny_overrides(tmp: Path, pruner: str = "none", n_train: int | None = 10) ->
 
 def compose_tune(tmp: Path, *overrides: str, pruner: str = "none", typed: bool = True):
     """conf/tune.yaml as `harness-tune` would compose it, with the tiny overrides first: the
-    checked settings harness-tune builds from it (harness.settings.config.load_cell), or with typed=False the
+    checked settings harness-tune builds from it (harness.settings.config.load), or with typed=False the
     composed DictConfig."""
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         composed = compose(config_name="tune", overrides=[*tiny_overrides(tmp, pruner), *overrides])
-    return load_cell(composed) if typed else composed
+    return config.load(CellConfig, composed) if typed else composed
 
 
 def set_space(cfg: CellConfig, params: dict[str, dict], recipe: dict[str, Any] | None = None,

@@ -12,10 +12,11 @@ from harness.errors import exits_cleanly, hydra_app
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 @exits_cleanly
 def _main(composed: DictConfig) -> float:
-    from harness.settings.config import load_pretrain
+    from harness.settings.config import load
+    from harness.settings.schema import RunConfig
     from harness.training.pretrain import ensure_pretrained, find_pretrained
 
-    cfg = load_pretrain(composed)  # checked once: what the cache key reads included
+    cfg = load(RunConfig, composed)  # checked once: what the cache key reads included
     cached = find_pretrained(cfg)
     made = cached or ensure_pretrained(cfg)
     meta = made.meta

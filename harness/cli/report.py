@@ -14,22 +14,23 @@ from harness.errors import exits_cleanly, hydra_app
 def _main(composed: DictConfig) -> dict:
     from pathlib import Path
 
-    from harness.settings.config import load_report
+    from harness.settings.config import load
+    from harness.settings.schema import ReportAppConfig
     from harness.report import build_report
 
-    cfg = load_report(composed)
+    cfg = load(ReportAppConfig, composed)
 
-    wandb_cfg = cfg.logger if str(cfg.logger.name) == "wandb" else None
+    wandb_cfg = cfg.logger if cfg.logger.name == "wandb" else None
     summary = build_report(
-        str(cfg.storage.url),
-        str(cfg.study.name),
-        Path(str(cfg.report.dir)),
-        metric=str(cfg.report.metric),
+        cfg.storage.url,
+        cfg.study.name,
+        Path(cfg.report.dir),
+        metric=cfg.report.metric,
         n_boot=cfg.report.n_boot,
         margin=cfg.report.margin,
         horizon=cfg.report.horizon,
         wandb_cfg=wandb_cfg,
-        sqlite_wal=bool(cfg.storage.wal),
+        sqlite_wal=cfg.storage.wal,
     )
     print(f"report: {Path(summary['report_html']).resolve()}")
     print(summary["verdict"])

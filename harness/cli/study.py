@@ -16,11 +16,12 @@ def _study(composed: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.settings.config import load_study
+    from harness.settings.config import load
+    from harness.settings.schema import StudyAppConfig
     from harness.study.orchestrator import run_study
     from harness.study.plan import plan_study
 
-    cfg = load_study(composed)
+    cfg = load(StudyAppConfig, composed)
     if cfg.study.plan:
         print(plan_study(cfg)["plan"])
         return 0.0

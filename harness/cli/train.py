@@ -17,12 +17,13 @@ from harness.errors import exits_cleanly, hydra_app
 def _main(composed: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.settings.config import load_run
+    from harness.settings.config import load
+    from harness.settings.schema import RunConfig
     from harness.training.pretrain import ensure_source
     from harness.training.run import run_training
     from harness.training.weights import resolve_weights
 
-    cfg = load_run(composed)
+    cfg = load(RunConfig, composed)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ensure_source(cfg)  # the trainer only reads the source model: made here when missing
     result = run_training(cfg, run_dir, weights=resolve_weights(cfg))

@@ -17,12 +17,13 @@ def _main(composed: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.settings.config import load_cell
+    from harness.settings.config import load
+    from harness.settings.schema import CellConfig
     from harness.store.records import TuningRunRecord
     from harness.tuning.replicates import tuning_run
     from harness.tuning.tune import best_value, tune_cell
 
-    cfg = load_cell(composed)
+    cfg = load(CellConfig, composed)
     study = tune_cell(tuning_run(cfg, cfg.tune.run), Path(HydraConfig.get().runtime.output_dir))
     tests = [r["test_acc"] for r in TuningRunRecord.of(study).final if r.get("test_acc") is not None]
     summary = f"best val_acc={best_value(study):.4f}"

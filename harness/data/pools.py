@@ -107,8 +107,8 @@ def _load_digits(cfg: DataConfig) -> _Pool:
 
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    if cfg.image_size and int(cfg.image_size) != 8:
-        x = torch.nn.functional.interpolate(x, size=int(cfg.image_size), mode="bilinear", align_corners=False)
+    if cfg.image_size and cfg.image_size != 8:
+        x = torch.nn.functional.interpolate(x, size=cfg.image_size, mode="bilinear", align_corners=False)
     return _Pool(
         labels=np.asarray(bunch.target, dtype=np.int64),
         class_names=[str(c) for c in range(10)],
@@ -163,7 +163,7 @@ def _finish_pool(dataset: Dataset, labels: np.ndarray, class_names: list[str], i
 def _load_imagefolder(cfg: DataConfig) -> _Pool:
     from torchvision.datasets import ImageFolder
 
-    root = Path(str(cfg.root)).expanduser()
+    root = Path(cfg.root).expanduser()
     if not root.is_dir():
         raise ConfigError(f"data.root={root} is not a folder: point data.root at a folder with one sub-folder of images per class")
     size = int(cfg.image_size or 32)
@@ -172,27 +172,27 @@ def _load_imagefolder(cfg: DataConfig) -> _Pool:
         folder = ImageFolder(str(root), transform=_image_transform(size, 3), is_valid_file=readable)
     except (FileNotFoundError, RuntimeError) as err:
         raise ConfigError(f"data.root={root} holds no images in class sub-folders ({err}): lay it out as root/<class>/<image>") from None
-    readable.settle(root, bool(cfg.skip_bad_files))
+    readable.settle(root, cfg.skip_bad_files)
     labels = np.asarray(folder.targets, dtype=np.int64)
-    return _finish_pool(folder, labels, list(folder.classes), size, 3, float(cfg.on_device_max_mb))
+    return _finish_pool(folder, labels, list(folder.classes), size, 3, cfg.on_device_max_mb)
 
 
 def _load_torchvision(cfg: DataConfig) -> _Pool:
     import torchvision.datasets as tvd
 
-    name = str(cfg.dataset)
+    name = cfg.dataset
     cls = getattr(tvd, name, None)
     if cls is None or not isinstance(cls, type):
         close = difflib.get_close_matches(name, [n for n in dir(tvd) if n[:1].isupper()], n=3)
         raise ConfigError(f"data.dataset={name} is not a torchvision dataset: try one of {close or ['CIFAR10', 'CIFAR100', 'MNIST']}")
-    root = Path(str(cfg.root)).expanduser()
+    root = Path(cfg.root).expanduser()
     probe_in_chans = 1 if name in {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"} else 3
     size = int(cfg.image_size or (28 if probe_in_chans == 1 else 32))
     transform = _image_transform(size, probe_in_chans)
 
     def make(train: bool):
         try:
-            return cls(str(root), train=train, download=bool(cfg.download), transform=transform)
+            return cls(str(root), train=train, download=cfg.download, transform=transform)
         except RuntimeError as err:
             raise ConfigError(f"{name} not found under data.root={root} ({err}): set data.download=true on a networked machine or point data.root at a copy") from None
 
@@ -201,7 +201,7 @@ def _load_torchvision(cfg: DataConfig) -> _Pool:
         ds = make(split)
         labels = np.asarray(getattr(ds, "targets", getattr(ds, "labels", None)), dtype=np.int64)
         names = [str(c) for c in getattr(ds, "classes", sorted(set(labels.tolist())))]
-        pools.append(_finish_pool(ds, labels, names, size, probe_in_chans, float(cfg.on_device_max_mb)))
+        pools.append(_finish_pool(ds, labels, names, size, probe_in_chans, cfg.on_device_max_mb))
     pools[0].test = pools[1]
     return pools[0]
 
@@ -226,7 +226,7 @@ def pool_key(cfg: DataConfig) -> str:
 def load_pool(cfg: DataConfig) -> _Pool:
     """A dataset is read once per process: every trial of a cell (and every cell of a worker)
     shares it; splits and subsets are cut from it without changing it."""
-    loader = _LOADERS.get(str(cfg.name))
+    loader = _LOADERS.get(cfg.name)
     if loader is None:
         raise ConfigError(f"data.name={cfg.name} is unknown: use one of {sorted(_LOADERS)}")
     key = pool_key(cfg)

@@ -33,7 +33,6 @@ from harness.errors import ConfigError
 from harness.data.pools import IDENTITY, LabelledImages, Standardise, _Pool, load_pool
 from harness.settings.schema import DataConfig
 from harness.data.sources import glyph_pool
-from harness.settings.config import source_kind
 
 
 @dataclass
@@ -124,7 +123,7 @@ def draw_seed(split_seed: int, draw: int, subset: int | None = None) -> int:
 def split_digest(cfg: DataConfig, class_names: list[str], test_idx: np.ndarray, official: bool) -> str:
     """A short name for the test examples: which dataset, which target classes, which images in
     which order. Runs with equal digests were scored on the same examples, position by position."""
-    text = json.dumps({"data": str(cfg.name), "dataset": cfg.dataset, "classes": list(class_names),
+    text = json.dumps({"data": cfg.name, "dataset": cfg.dataset, "classes": list(class_names),
                        "official_test": official, "test": [int(i) for i in test_idx]}, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -147,10 +146,10 @@ def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None)
     """The target task (train/val/test) or the source task (train/val, no test): the dataset's
     source classes, or rendered glyphs shaped like the target (data.source=glyphs)."""
     pool = pool or load_pool(cfg)
-    if role == "source" and source_kind(cfg) == "glyphs":
+    if role == "source" and cfg.source == "glyphs":
         return _glyph_task(cfg, pool)
     source, target = split_classes(cfg, pool.class_names)
-    seed = int(cfg.split_seed)
+    seed = cfg.split_seed
     if role == "source":
         if not source:
             raise ConfigError("pretraining needs source classes: set data.source_classes (e.g. [0,1,2,3,4]), pretrain on printed glyphs (data.source=glyphs), or use finetune weights from a file or the hub")
@@ -164,7 +163,7 @@ def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None)
     k = len(classes)
 
     if role == "source":
-        n_val = int(cfg.source_n_val)
+        n_val = cfg.source_n_val
         _check_size("source task's validation split", n_val, len(order) - k, k, "data.source_n_val")
         val, train = order[:n_val], order[n_val:]
         norm = pool.statistics(train)  # the source task's own training part
@@ -172,7 +171,7 @@ def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None)
         return Task(pool.take(train, label_map, norm), pool.take(val, label_map, norm), empty, names, pool.in_chans,
                     pool.image_size, norm=norm)
 
-    n_test, n_val, n_train = int(cfg.n_test), int(cfg.n_val), int(cfg.n_train)
+    n_test, n_val, n_train = cfg.n_test, cfg.n_val, cfg.n_train
     if pool.test is not None:
         test_members = np.flatnonzero(np.isin(pool.test.labels, classes))
         test_order = test_members[stratified_order(pool.test.labels[test_members], seed)]
@@ -184,22 +183,22 @@ def build_task(cfg: DataConfig, role: str = "target", pool: _Pool | None = None)
     # Re-stratify what is left so validation and training prefixes both stay balanced. Draw d > 0 (a
     # tuning run of its own, harness/tuning/replicates.py) draws its own validation split from what the
     # test split leaves; draw 0 is the split every study before tuning runs used.
-    draw = int(cfg.draw)
+    draw = cfg.draw
     rest = rest[stratified_order(pool.labels[rest], seed + 1 if draw == 0 else draw_seed(seed, draw))]
     _check_size("validation split", n_val, len(rest) - k, k, "data.n_val")
     val_idx = rest[:n_val]
     # Every subset orders the same training pool (what validation and test left), so val/test never move;
     # subset 0 keeps the order tuning has always used. Its statistics standardise every split.
-    subset = int(cfg.subset)
+    subset = cfg.subset
     train_pool = rest[n_val:]
     norm = pool.statistics(np.sort(train_pool))
     order_seed = (seed + 2 if subset == 0 else subset_seed(seed, subset)) if draw == 0 else draw_seed(seed, draw, subset)
     train_pool = train_pool[stratified_order(pool.labels[train_pool], order_seed)]
     _check_size("training set", n_train, len(train_pool), k, "data.n_train")
     train_idx = train_pool[:n_train]
-    folds = int(cfg.cv_folds)
+    folds = cfg.cv_folds
     if folds:  # cross-validation inside n_train: the validation split is never read
-        train_idx, val_idx = cross_validation_fold(train_idx, pool.labels, folds, int(cfg.cv_fold))
+        train_idx, val_idx = cross_validation_fold(train_idx, pool.labels, folds, cfg.cv_fold)
     train = pool.take(train_idx, label_map, norm)
     val = pool.take(val_idx, label_map, norm)
     test = test_pool.take(test_idx, label_map, norm)
@@ -224,7 +223,7 @@ def cross_validation_fold(train_idx: np.ndarray, labels: np.ndarray, folds: int,
 def unvalidated(cfg: DataConfig) -> DataConfig:
     """`cfg` with every n_train example training and no split read for validation: what checks and
     fold counting use under cross-validated selection, which must not touch the validation split."""
-    return dataclasses.replace(cfg, cv_folds=max(2, int(cfg.cv_folds)), cv_fold=-1)
+    return dataclasses.replace(cfg, cv_folds=max(2, cfg.cv_folds), cv_fold=-1)
 
 
 def cv_folds_for(cfg: DataConfig, most: int) -> int:

@@ -62,7 +62,7 @@ from harness.report.frames import (
 )
 from harness.report.verdict import HORIZON, MARGIN, Comparison, compare
 from harness.report.wandb_run import log_to_wandb
-from harness.settings.schema import LoggerConfig
+from harness.settings.schema import METRICS, LoggerConfig, ReportConfig
 
 __all__ = [
     "EDGE_FRACTION", "HORIZON", "LABELS", "MARGIN", "METRICS", "PLOT_FILES", "STRATEGIES",
@@ -73,20 +73,9 @@ __all__ = [
     "short_headline", "study_comparison", "trials_frame", "winner_map",
 ]
 
-METRICS = ("test_acc", "val_acc")
-
-
 def check_report_settings(metric: str, n_boot: Any, margin: Any, horizon: Any) -> None:
-    if metric not in METRICS:
-        raise ConfigError(f"report.metric={metric!r} is not one of {', '.join(METRICS)}: pick one")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ConfigError(f"report.n_boot={n_boot!r} must be a positive integer (bootstrap replicates)")
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-        raise ConfigError(f"report.margin={margin!r} must be a number in [0, 1): the practical margin in accuracy "
-                          "units (0.01 = one point)")
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not 1 <= horizon <= 1e6:
-        raise ConfigError(f"report.horizon={horizon!r} must be a number >= 1: how far beyond the largest size "
-                          "n* is searched (a multiple of it)")
+    """build_report's own arguments, by ReportConfig's checks (library callers come without the door)."""
+    ReportConfig(metric=metric, n_boot=n_boot, margin=margin, horizon=horizon).check("report")
 
 
 def study_comparison(cells: list[Cell], *, metric: str = "test_acc", n_boot: int = 1000, margin: float = MARGIN,

@@ -372,11 +372,11 @@ def open_storage(settings: StorageConfig, *, heartbeats: bool = True) -> optuna.
     """The storage the config names. A tuning worker opens it with heartbeats (dead peers' trials are
     failed and retried); everything else, `heartbeats=False`."""
     if not heartbeats:
-        return open_storage_url(str(settings.url), heartbeat_interval=None, sqlite_wal=bool(settings.wal))
+        return open_storage_url(settings.url, heartbeat_interval=None, sqlite_wal=settings.wal)
     beat, grace = settings.heartbeat_interval, settings.grace_period
-    return open_storage_url(str(settings.url), heartbeat_interval=int(beat) if beat else None,
-                            grace_period=int(grace) if grace else None, max_retry=int(settings.max_retry),
-                            sqlite_wal=bool(settings.wal))
+    return open_storage_url(settings.url, heartbeat_interval=int(beat) if beat else None,
+                            grace_period=int(grace) if grace else None, max_retry=settings.max_retry,
+                            sqlite_wal=settings.wal)
 
 
 def open_existing(url: str, sqlite_wal: bool) -> tuple[optuna.storages.RDBStorage, str]:

@@ -43,23 +43,23 @@ def steps_range(cfg: StudyAppConfig) -> tuple[int, int]:
     from harness.tuning.budget import steps_bounds
 
     spaces = cfg.search_spaces
-    bounds = [steps_bounds(spaces.get(s), int(cfg.train.steps)) for s in cfg.study.strategies]
+    bounds = [steps_bounds(spaces.get(s), cfg.train.steps) for s in cfg.study.strategies]
     return min(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
 def grid(cfg: StudyAppConfig) -> list[tuple[str, int, int]]:
     """Every (strategy, n_train, tuning run) of the grid (settings checked at the door:
-    harness.settings.config.validate_study), run 0 of every cell first so a stopped study has one of each."""
-    return [(s, int(n), k) for k in range(int(cfg.study.tunings)) for n in sorted(cfg.study.n_train)
+    StudyConfig.check), run 0 of every cell first so a stopped study has one of each."""
+    return [(s, int(n), k) for k in range(cfg.study.tunings) for n in sorted(cfg.study.n_train)
             for s in cfg.study.strategies]
 
 
 def key_of(cell: CellConfig) -> tuple[str, int, int]:
-    return cell.strategy.name, int(cell.data.n_train), int(cell.tune.run)
+    return cell.strategy.name, cell.data.n_train, cell.tune.run
 
 
 def run_dir(run_root: Path, cell: CellConfig) -> Path:
-    run = int(cell.tune.run)
+    run = cell.tune.run
     return Path(run_root) / (f"{cell.strategy.name}-n{cell.data.n_train}" + (f"-t{run}" if run else ""))
 
 
@@ -71,8 +71,8 @@ def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
     from harness.tuning.tune import check_cell_config
 
     r = cfg.report
-    check_report_settings(str(r.metric), r.n_boot, r.margin, r.horizon)  # now, not after hours of training
-    check_report_dir(Path(str(r.dir)))
+    check_report_settings(r.metric, r.n_boot, r.margin, r.horizon)  # now, not after hours of training
+    check_report_dir(Path(r.dir))
     cells = [cell_config(cfg, s, n, k) for s, n, k in grid(cfg)]
     for cell in cells:
         check_cell_config(cell)
@@ -142,7 +142,7 @@ def _trainings(cfg: StudyAppConfig, storage) -> tuple[int, int, int]:
     from harness.store.records import cell_studies, n_trials_of
 
     done = trials = reruns = 0
-    for record, _ in cell_studies(storage, str(cfg.study.name)):
+    for record, _ in cell_studies(storage, cfg.study.name):
         trials += n_trials_of(storage, record.name)
         done += record.has_final
         reruns += len(record.final)
@@ -151,7 +151,7 @@ def _trainings(cfg: StudyAppConfig, storage) -> tuple[int, int, int]:
 
 def _per_run(cfg: StudyAppConfig) -> int:
     """Trainings one tuning run schedules: its trial budget and its re-runs."""
-    return int(cfg.tune.n_trials or 0) + int(cfg.study.seeds)
+    return int(cfg.tune.n_trials or 0) + cfg.study.seeds
 
 
 def _status(cfg: StudyAppConfig, storage, clock: StudyClock, phase: str, n_cells: int | None = None) -> None:
@@ -167,12 +167,12 @@ def _stored(cfg: StudyAppConfig) -> list:
     from harness.store.records import open_existing
     from harness.report.cells import load_cells
 
-    storage, shown = open_existing(str(cfg.storage.url), bool(cfg.storage.wal))
-    return load_cells(storage, str(cfg.study.name), shown)
+    storage, shown = open_existing(cfg.storage.url, cfg.storage.wal)
+    return load_cells(storage, cfg.study.name, shown)
 
 
 def _caps(cfg: StudyAppConfig) -> dict[str, int]:
-    return {"max_tunings": int(cfg.study.max_tunings), "max_seeds": int(cfg.study.max_seeds),
+    return {"max_tunings": cfg.study.max_tunings, "max_seeds": cfg.study.max_seeds,
             "trials_per_run": int(cfg.tune.n_trials or 0)}
 
 
@@ -183,7 +183,7 @@ def _comparison(cfg: StudyAppConfig, stored: list | None = None):
 
     cells = _stored(cfg) if stored is None else stored
     r = cfg.report
-    comparison = study_comparison(cells, metric=str(r.metric), n_boot=int(r.n_boot), margin=r.margin,
+    comparison = study_comparison(cells, metric=r.metric, n_boot=r.n_boot, margin=r.margin,
                                   horizon=r.horizon, caps=_caps(cfg))
     return comparison, {(c.strategy, c.n_train, c.tuning): len(c.final) for c in cells}
 
@@ -194,7 +194,7 @@ def stored_sizes(cfg: StudyAppConfig) -> list[int]:
     wanted = set(cfg.study.strategies)
     from harness.store.records import cell_studies
 
-    return sorted({cell.n_train for _, cell in cell_studies(_open(cfg), str(cfg.study.name)) if cell.strategy in wanted})
+    return sorted({cell.n_train for _, cell in cell_studies(_open(cfg), cfg.study.name) if cell.strategy in wanted})
 
 
 def stored_runs(cfg: StudyAppConfig) -> list[tuple[str, int, int]]:
@@ -203,17 +203,17 @@ def stored_runs(cfg: StudyAppConfig) -> list[tuple[str, int, int]]:
     from harness.store.records import cell_studies
 
     wanted = set(cfg.study.strategies)
-    found = {(c.strategy, c.n_train, c.tuning) for _, c in cell_studies(_open(cfg), str(cfg.study.name))
+    found = {(c.strategy, c.n_train, c.tuning) for _, c in cell_studies(_open(cfg), cfg.study.name)
              if c.strategy in wanted}
     sizes = {n for _, n, _ in found}
-    found |= {(s, n, k) for n in sizes for s in wanted for k in range(int(cfg.study.tunings))}
+    found |= {(s, n, k) for n in sizes for s in wanted for k in range(cfg.study.tunings)}
     return sorted(found, key=lambda x: (x[2], x[1], x[0]))
 
 
 def _tune(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path, n_cells: int, clock: StudyClock,
           phase: str = "tuning") -> None:
     storage = _open(cfg)  # one connection pool for every poll, not one per poll
-    _in_workers(_worker, list(cells), int(cfg.study.workers), run_root,
+    _in_workers(_worker, list(cells), cfg.study.workers, run_root,
                 lambda: _status(cfg, storage, clock, phase, n_cells))
     _status(cfg, storage, clock, phase, n_cells)
 
@@ -229,12 +229,12 @@ def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
     grid_sizes = {int(n) for n in cfg.study.n_train}
     strategies = list(cfg.study.strategies)
     cap_cells, cap_flops = cfg.study.max_cells, cfg.study.max_flops
-    clock = clock or StudyClock(str(cfg.study.name))
+    clock = clock or StudyClock(cfg.study.name)
     tried: set[int] = set()
     while True:
         stored = _stored(cfg)
         comparison, _ = _comparison(cfg, stored)
-        plan = adaptive.next_size(comparison, float(cfg.study.bracket))
+        plan = adaptive.next_size(comparison, cfg.study.bracket)
         if plan.size is None:
             clock.say(f"refinement done: {plan.reason}")
             return cells
@@ -254,7 +254,7 @@ def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
             return cells
         clock.say(f"refining: {plan.reason}, both strategies, the full tuning budget")
         tried.add(plan.size)
-        new = [cell_config(cfg, s, plan.size, k) for k in range(int(cfg.study.tunings)) for s in strategies]
+        new = [cell_config(cfg, s, plan.size, k) for k in range(cfg.study.tunings) for s in strategies]
         for cell in new:
             check_cell_config(cell)
         cells = cells + [c for c in new if key_of(c) not in {key_of(x) for x in cells}]
@@ -283,7 +283,7 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
     from harness.tuning.tune import check_cell_config
 
     strategies = list(cfg.study.strategies)
-    clock = clock or StudyClock(str(cfg.study.name))
+    clock = clock or StudyClock(cfg.study.name)
     storage = _open(cfg)
     while True:
         stored = _stored(cfg)
@@ -294,8 +294,8 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
         reps = {n: min((v for (s2, n2, _), v in counts.items() if n2 == n and s2 in strategies), default=0)
                 for n in runs}
         trial, rerun = _unit_costs(stored)
-        plan = topup_plan(comparison, runs, reps, max_tunings=int(cfg.study.max_tunings),
-                          max_seeds=int(cfg.study.max_seeds), step=int(cfg.study.topup_step), trial_flops=trial,
+        plan = topup_plan(comparison, runs, reps, max_tunings=cfg.study.max_tunings,
+                          max_seeds=cfg.study.max_seeds, step=cfg.study.topup_step, trial_flops=trial,
                           replicate_flops=rerun, trials_per_run=int(cfg.tune.n_trials or 0))
         if not plan:
             undecided = [p.n for p in comparison.per_n if p.decide is not None]
@@ -321,7 +321,7 @@ def top_up(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
                 and counts[(s, n, k)] < a.target]
         if jobs:
             clock.add(sum(target - counts[key_of(c)] for c, target in jobs))
-            _in_workers(_topup_worker, jobs, int(cfg.study.workers), run_root,
+            _in_workers(_topup_worker, jobs, cfg.study.workers, run_root,
                         lambda: _status(cfg, storage, clock, "top-up"))
             _status(cfg, storage, clock, "top-up")
         after = _stored(cfg)  # a count of what is stored: no need to re-derive the verdict for it
@@ -344,18 +344,18 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
     from harness.report import build_report
 
     cells = check_study(cfg)
-    clock = StudyClock(str(cfg.study.name))
-    if str(cfg.logger.name) == "wandb":
+    clock = StudyClock(cfg.study.name)
+    if cfg.logger.name == "wandb":
         from harness.study.wandb_study import StudyRun
 
         clock.wandb = StudyRun(cfg)
-    needs_source = [c for c in cells if c.strategy.name == "finetune" and str(c.strategy.weights) == "source"]
+    needs_source = [c for c in cells if c.strategy.name == "finetune" and c.strategy.weights == "source"]
     if needs_source:
         from harness.training.pretrain import ensure_pretrained
 
         pretrained = ensure_pretrained(needs_source[0])
         clock.say(f"source model: {pretrained.weights} (source val_acc {pretrained.meta['source_val_acc']:.4f})")
-    adaptive = bool(cfg.study.adaptive)
+    adaptive = cfg.study.adaptive
     if adaptive:  # sizes and tuning runs an earlier run added are finished and counted like the grid's
         known = {key_of(c) for c in cells}
         extra = [cell_config(cfg, s, n, k) for s, n, k in stored_runs(cfg) if (s, n, k) not in known]
@@ -365,15 +365,15 @@ def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:
     if adaptive:
         cells = top_up(cfg, cells, run_root, clock)
         refine(cfg, cells, run_root, clock)
-    logger = cfg.logger if str(cfg.logger.name) == "wandb" else None
+    logger = cfg.logger if cfg.logger.name == "wandb" else None
     r = cfg.report
     if clock.wandb is not None:
         clock.wandb.update(_stored(cfg))
         _show_verdict(clock, _comparison(cfg)[0])
     clock.say("building the report")
-    summary = build_report(str(cfg.storage.url), str(cfg.study.name), Path(str(r.dir)), metric=str(r.metric),
-                           n_boot=int(r.n_boot), margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
-                           sqlite_wal=bool(cfg.storage.wal))
+    summary = build_report(cfg.storage.url, cfg.study.name, Path(r.dir), metric=r.metric,
+                           n_boot=r.n_boot, margin=r.margin, horizon=r.horizon, wandb_cfg=logger,
+                           sqlite_wal=cfg.storage.wal)
     if clock.wandb is not None:
         clock.wandb.finish(summary)
     clock.say("done")

@@ -89,15 +89,15 @@ def _costs(cell: CellConfig) -> tuple[list[RunCost], list[RunCost]]:
     """(the recipe trials, in order; a sampled trial: each batch-size choice at the middle steps)."""
     from harness.tuning.budget import steps_bounds
 
-    n = int(cell.data.n_train)
+    n = cell.data.n_train
     space = cell.search_space
     params = space.params or {}
-    low, high = steps_bounds(space, int(cell.train.steps))
+    low, high = steps_bounds(space, cell.train.steps)
     mid = int(round((low + high) / 2))
-    choices = (params.get("batch_size") or {}).get("choices") or [int(cell.train.batch_size)]
+    choices = (params.get("batch_size") or {}).get("choices") or [cell.train.batch_size]
     sampled = [RunCost(mid, min(int(b), n)) for b in choices]
     recipes = []
-    if bool(cell.tune.enqueue_recipe):
+    if cell.tune.enqueue_recipe:
         for values in (space.recipes or {}).values():
             recipes.append(RunCost(int(values.get("steps", mid)), min(int(values.get("batch_size", cell.train.batch_size)), n)))
     return recipes, sampled
@@ -111,7 +111,7 @@ def _time_batch(cell: CellConfig, batch: int, root: Path) -> StepTiming:
         cfg = dataclasses.replace(
             cell, strategy=dataclasses.replace(cell.strategy, name="scratch", mode="full"),
             train=dataclasses.replace(cell.train, steps=steps, batch_size=batch),
-            data=dataclasses.replace(cell.data, n_train=max(batch, int(cell.data.n_train))),
+            data=dataclasses.replace(cell.data, n_train=max(batch, cell.data.n_train)),
             logger=dataclasses.replace(cell.logger, name="none"))
         started = time.perf_counter()
         result = run_training(cfg, root / f"b{batch}-s{steps}", evaluate_test=False)
@@ -144,11 +144,11 @@ def make_plan(cfg: StudyAppConfig) -> Plan:
     runs = grid(cfg)
     cells = {(s, n, k): cell_config(cfg, s, n, k) for s, n, k in runs}
     n_trials = int(cfg.tune.n_trials or 0)  # tune.budget=flops without n_trials: its trials are not known ahead
-    seeds = int(cfg.study.seeds)
-    finetune = [c for c in cells.values() if c.strategy.name == "finetune" and str(c.strategy.weights) == "source"]
-    plan = Plan(str(cfg.study.name), runs, n_trials, seeds, int(cfg.study.workers),
+    seeds = cfg.study.seeds
+    finetune = [c for c in cells.values() if c.strategy.name == "finetune" and c.strategy.weights == "source"]
+    plan = Plan(cfg.study.name, runs, n_trials, seeds, cfg.study.workers,
                 pretrain_needed=bool(finetune) and find_pretrained(finetune[0]) is None,
-                caps={"adaptive": bool(cfg.study.adaptive), "max_tunings": cfg.study.max_tunings,
+                caps={"adaptive": cfg.study.adaptive, "max_tunings": cfg.study.max_tunings,
                       "max_seeds": cfg.study.max_seeds, "max_cells": cfg.study.max_cells})
     shapes = {}
     for key, cell in cells.items():

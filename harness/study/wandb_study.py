@@ -38,7 +38,7 @@ class StudyRun:
         save_dir = Path(str(logger.dir or "outputs")).resolve()  # absolute: W&B's service may run in another folder
         save_dir.mkdir(parents=True, exist_ok=True)
         config = {k: v for k, v in as_dict(cfg).items() if k not in ("storage", "search_spaces", "strategies")}
-        self.name = str(cfg.study.name)
+        self.name = cfg.study.name
         self.run = wandb.init(project=str(logger.project or "harness"), entity=logger.entity, mode=wandb_mode(logger),
                               dir=str(save_dir), job_type="study", group=self.name, name=f"study-{self.name}",
                               config=config, reinit="create_new")

@@ -18,7 +18,7 @@ def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str |
     configuration re-run), "pretrain" (the source model) or "train" (harness-train), grouped by the
     study, with n_train and the strategy in its config and tags; a run of its own even beside the
     study's open run (reinit="create_new")."""
-    kind = str(cfg.logger.name)
+    kind = cfg.logger.name
     if kind == "none":
         return None
     if kind == "csv":
@@ -27,16 +27,16 @@ def make_logger(cfg: RunConfig, run_dir: Path, role: str = "target", name: str |
         return CSVLogger(save_dir=str(run_dir), name="", version="")
     from pytorch_lightning.loggers import WandbLogger
 
-    strategy = "pretrain" if role == "source" else str(cfg.strategy.name)
+    strategy = "pretrain" if role == "source" else cfg.strategy.name
     n_train = cfg.data.n_train
     config = as_dict(cfg)
     config.pop("storage", None)  # may carry a database password
     config.update(extra_config or {})
-    save_dir = Path(str(cfg.logger.dir)).resolve()  # absolute: W&B's service may run in another folder
+    save_dir = Path(cfg.logger.dir).resolve()  # absolute: W&B's service may run in another folder
     save_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
-        project=str(cfg.logger.project), entity=cfg.logger.entity, save_dir=str(save_dir), mode=wandb_mode(cfg.logger),
-        group=str(cfg.study_name), job_type="pretrain" if role == "source" else job_type,
+        project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(save_dir), mode=wandb_mode(cfg.logger),
+        group=cfg.study_name, job_type="pretrain" if role == "source" else job_type,
         tags=[f"n_train={n_train}", strategy], name=name or f"{strategy}-n{n_train}", config=config,
         reinit="create_new",
     )

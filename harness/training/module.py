@@ -65,7 +65,7 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(augment_batch(x, self.augment))
-        loss = F.cross_entropy(logits, y, label_smoothing=float(self.cfg.label_smoothing))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         self.last_loss = loss.detach()
         return loss
 
@@ -88,10 +88,10 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg
         if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(self.groups, lr=float(cfg.lr), momentum=float(cfg.momentum), nesterov=True)
+            opt = torch.optim.SGD(self.groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
         else:
-            opt = torch.optim.AdamW(self.groups, lr=float(cfg.lr))
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(cfg.steps), float(cfg.warmup_frac)))
+            opt = torch.optim.AdamW(self.groups, lr=cfg.lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_frac))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from harness.settings.config import source_kind, validate_pretrain
 from harness.settings.schema import DataConfig, RunConfig, StrategyConfig
 from harness.training.source_cache import (META_FILE, WEIGHTS_FILE, Pretrained, cache_dir, config_hash, find_pretrained,
                                   source_config)
@@ -30,7 +29,7 @@ def _locked(folder: Path) -> FileLock:
 def check_fonts(data: DataConfig) -> None:
     """For a glyph source, that some font draws every character: a second's rendering, so it is
     done before a pretraining, not with every run's settings."""
-    if source_kind(data) == "glyphs":
+    if data.source == "glyphs":
         from harness.data.glyphs import font_templates
 
         font_templates(data.glyphs.chars, data.glyphs.fonts)
@@ -38,7 +37,6 @@ def check_fonts(data: DataConfig) -> None:
 
 def ensure_pretrained(cfg: RunConfig) -> Pretrained:
     """The cached source model for this config, made first when missing."""
-    validate_pretrain(cfg)  # what the cache key and the training read (library callers come without the door)
     found = find_pretrained(cfg)
     if found:
         return found
@@ -51,12 +49,10 @@ def ensure_source(cfg: RunConfig) -> Pretrained | None:
     """What an entry point calls before training: the source model a fine-tune from
     strategy.weights=source needs (the trainer only reads the cache), made once per config and only
     after the target config and data were checked, so that a bad input starts no pretraining."""
-    from harness.settings.config import validate_run
     from harness.data.task import build_task
 
-    if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) != "source":
+    if cfg.strategy.name != "finetune" or cfg.strategy.weights != "source":
         return None
-    validate_run(cfg)
     found = find_pretrained(cfg)
     if found:
         return found
@@ -80,9 +76,9 @@ def pretrain(cfg: RunConfig) -> Pretrained:
     save_file(state, str(tmp))
     meta = {
         "config_hash": config_hash(cfg),
-        "model": str(cfg.model.name),
+        "model": cfg.model.name,
         "data": source_config(cfg)["data"],
-        "source": source_kind(cfg.data),
+        "source": cfg.data.source,
         "source_classes": result.class_names,
         "n_source_train": result.n_train,
         "steps": result.compute.steps,

@@ -20,7 +20,6 @@ import pytorch_lightning as pl
 import torch
 
 from harness.training.compute import Compute, ComputeMeter, PhaseCost, eval_flops_per_sample, train_step_flops
-from harness.settings.config import validate_run
 from harness.data.task import Task, build_task, eval_batches, one_batch, train_batches
 from harness.errors import ConfigError
 from harness.training.loggers import finish_logger, make_logger
@@ -121,7 +120,7 @@ def build_model(cfg: RunConfig, task: Task, weights: InitialWeights | None = Non
     if cfg.strategy.name == "scratch":
         return create_backbone(*args)
     weights = weights or resolve_weights(cfg)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # callers other than run_training (the probe) too
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # callers other than run_training (the probe) too
     if weights.file is None:
         return create_backbone(*args, hub=weights.hub)
     check_weights_fit(cfg, task, weights.file)
@@ -154,65 +153,64 @@ def run_training(cfg: RunConfig, run_dir: Path, *, role: str = "target", callbac
     caller (harness.training.weights.resolve_weights; resolved from cfg here when not given). A run that
     stops once training began raises RunFailed, RunInterrupted or RunExited with what it spent."""
     started = time.perf_counter()
-    validate_run(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if int(cfg.trainer.threads) > 0:
-        torch.set_num_threads(int(cfg.trainer.threads))
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
     device = resolve_device(cfg.trainer)
     task = build_task(cfg.data, role)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, task, weights)
     train = cfg.train
-    phases = plan_phases(model, cfg.strategy, int(train.steps))
-    layer_decay = float(cfg.strategy.layer_decay)
-    groups = optimizer_groups(model, float(train.lr), float(train.weight_decay), layer_decay)
+    phases = plan_phases(model, cfg.strategy, train.steps)
+    layer_decay = cfg.strategy.layer_decay
+    groups = optimizer_groups(model, train.lr, train.weight_decay, layer_decay)
     # Counting runs a real forward and backward: on the training device, not on one CPU thread.
     model.to(device)
-    costs = _phase_costs(model, phases, task, int(train.batch_size), device)
+    costs = _phase_costs(model, phases, task, train.batch_size, device)
     validates = len(task.val) > 0  # none held out: a re-run after cross-validated selection
-    x_eval, _ = one_batch(task.val if validates else task.train, int(train.batch_size))
+    x_eval, _ = one_batch(task.val if validates else task.train, train.batch_size)
     meter = ComputeMeter(costs, eval_flops_per_sample(model, x_eval.to(device)), n_val=len(task.val),
-                         samples_per_step=min(int(train.batch_size), len(task.train)), device=device, started=started)
+                         samples_per_step=min(train.batch_size, len(task.train)), device=device, started=started)
 
     precision = _precision(cfg.trainer, device)
     # Hydra reads trainer.channels_last=true as a bool: str() of it is "True"
     channels_last = str(cfg.trainer.channels_last).lower() == "true" or (str(cfg.trainer.channels_last) == "auto" and device.type == "cuda")
-    module = Classifier(model, train, str(cfg.data.augment), phases, groups, channels_last)
+    module = Classifier(model, train, cfg.data.augment, phases, groups, channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     logger = make_logger(cfg, run_dir, role, name=run_name, extra_config=log_extra, job_type=log_kind)
-    workers = int(cfg.data.num_workers)
+    workers = cfg.data.num_workers
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=int(cfg.trainer.devices) if device.type == "cuda" else 1,
-        precision=precision, max_steps=int(train.steps), max_epochs=-1, val_check_interval=int(train.val_every),
+        precision=precision, max_steps=train.steps, max_epochs=-1, val_check_interval=train.val_every,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=logger or False, callbacks=[meter, *callbacks],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        log_every_n_steps=int(train.val_every), default_root_dir=str(run_dir), deterministic=False,
+        log_every_n_steps=train.val_every, default_root_dir=str(run_dir), deterministic=False,
         limit_val_batches=1.0 if validates else 0,
     )
-    val_loader = eval_batches(task.val, int(train.batch_size) * 4, device, workers)
+    val_loader = eval_batches(task.val, train.batch_size * 4, device, workers)
     state, history, test_acc, test_correct = "failed", [], None, None
     with _accounted(meter):
         try:
-            trainer.fit(module, train_dataloaders=train_batches(task.train, int(train.batch_size), int(cfg.seed), device, workers),
+            trainer.fit(module, train_dataloaders=train_batches(task.train, train.batch_size, cfg.seed, device, workers),
                         val_dataloaders=val_loader)
-            state = "complete" if trainer.global_step >= int(train.steps) else "pruned"
+            state = "complete" if trainer.global_step >= train.steps else "pruned"
             steps_done = int(trainer.global_step)
             module.to(device)  # Lightning's teardown moved it back to the CPU; the evaluation batches live on the device
-            stopped_early = steps_done < int(train.steps)
+            stopped_early = steps_done < train.steps
             history = list(module.val_history)
             if validates and (not history or history[-1][0] != steps_done):
                 history.append((steps_done, accuracy(module, val_loader, device)))
                 meter.count_evaluated(len(task.val))
             if role == "target" and evaluate_test and not stopped_early:
-                test_correct = correct_per_example(module, eval_batches(task.test, int(train.batch_size) * 4, device, workers), device)
+                test_correct = correct_per_example(module, eval_batches(task.test, train.batch_size * 4, device, workers), device)
                 test_acc = accuracy_of(test_correct)
                 meter.count_evaluated(len(task.test))
         finally:  # the logger's run ends with the accuracies in its summary (the test's too, for a re-run)
             finish_logger(logger, state, {"val_acc": history[-1][1] if history else None, "test_acc": test_acc})
-    return RunResult(strategy=str(cfg.strategy.name), n_train=len(task.train), val_acc=history[-1][1] if history else None, test_acc=test_acc,
+    return RunResult(strategy=cfg.strategy.name, n_train=len(task.train), val_acc=history[-1][1] if history else None, test_acc=test_acc,
                      compute=meter.spent(), val_history=history, stopped_early=stopped_early,
                      config=as_dict(cfg), class_names=task.class_names, model=model,
                      test_correct=test_correct, test_split=task.test_split)

@@ -33,12 +33,10 @@ GLYPH_SOURCE_INDEPENDENT = SOURCE_INDEPENDENT | {"split_seed", "source_classes",
 def _source_data(data: DataConfig) -> dict:
     """The data settings the source task depends on: every one but the independent ones above
     (the key set and so the hashes of checkpoints cached before the keys were derived are unchanged)."""
-    from harness.settings.config import source_kind
-
     from dataclasses import asdict
 
     plain = as_dict(data)
-    glyphs = source_kind(data) == "glyphs"
+    glyphs = data.source == "glyphs"
     independent = GLYPH_SOURCE_INDEPENDENT if glyphs else SOURCE_INDEPENDENT | {"glyphs"}
     out = {k: v for k, v in plain.items() if k not in independent}
     return {**out, "source": "glyphs", "glyphs": asdict(data.glyphs)} if glyphs else out
@@ -50,8 +48,8 @@ def source_config(cfg: RunConfig) -> dict:
         "data": _source_data(cfg.data),
         "model": as_dict(cfg.model),
         "train": as_dict(cfg.pretrain.train),
-        "augment": str(cfg.pretrain.augment),
-        "seed": int(cfg.pretrain.seed),
+        "augment": cfg.pretrain.augment,
+        "seed": cfg.pretrain.seed,
         # Standardised with the source task's own training part (checkpoints made with whole-pool
         # statistics, before this key, are not reused).
         "normalisation": "source training part",
@@ -64,7 +62,7 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def cache_dir(cfg: RunConfig) -> Path:
-    return Path(str(cfg.pretrain.cache_dir)).expanduser() / f"{cfg.model.name}-{config_hash(cfg)}"
+    return Path(cfg.pretrain.cache_dir).expanduser() / f"{cfg.model.name}-{config_hash(cfg)}"
 
 
 def find_pretrained(cfg: RunConfig) -> Pretrained | None:

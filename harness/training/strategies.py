@@ -33,11 +33,11 @@ def plan_phases(model: nn.Module, strategy: StrategyConfig, steps: int) -> list[
     if strategy.mode == "linear_probe":
         return [Phase("linear_probe", 0, head)]
     if strategy.mode == "lp_ft":
-        switch = max(1, min(steps - 1, round(float(strategy.lp_fraction) * steps)))
+        switch = max(1, min(steps - 1, round(strategy.lp_fraction * steps)))
         return [Phase("linear_probe", 0, head), Phase("full", switch, everything)]
     if strategy.mode == "freeze":
         groups = stage_groups(model)
-        k = int(strategy.freeze_stages)
+        k = strategy.freeze_stages
         if k >= len(groups):
             raise ConfigError(f"strategy.freeze_stages={k} would freeze the head too ({model.__class__.__name__} has {len(groups) - 1} stages before it): use 0..{len(groups) - 1}")
         frozen = {name for group in groups[:k] for name in group}

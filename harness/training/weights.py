@@ -37,7 +37,7 @@ def resolve_weights(cfg: RunConfig) -> InitialWeights:
     points make it first, see harness.training.pretrain.ensure_source), a file, or the hub (checked reachable)."""
     if cfg.strategy.name == "scratch":
         return InitialWeights()
-    weights = str(cfg.strategy.weights)
+    weights = cfg.strategy.weights
     if weights == "source":
         found = find_pretrained(cfg)
         if found is None:
@@ -45,7 +45,7 @@ def resolve_weights(cfg: RunConfig) -> InitialWeights:
                               "with the same overrides first (harness-train, -tune and -study make it themselves)")
         return InitialWeights(file=found.weights)
     if weights == "hub":
-        require_hub(str(cfg.model.name))
+        require_hub(cfg.model.name)
         return InitialWeights(hub=True)
     return InitialWeights(file=Path(weights).expanduser())
 

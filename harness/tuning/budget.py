@@ -8,13 +8,10 @@ from typing import Any
 import optuna
 import torch
 
-from harness.settings.config import require_int
-from harness.errors import ConfigError
 from harness.store.records import spent
 from harness.training.run import resolve_device
 from harness.settings.schema import CellConfig, SearchSpaceConfig, TuneConfig
 
-BUDGET_KINDS = ("trials", "flops")
 # With tune.budget=flops, tune.n_trials sizes the FLOPs budget and is no cap; a cell still stops after
 # this many times tune.n_trials trials (trials that fail at no cost would otherwise never spend it).
 FLOPS_TRIAL_GUARD = 10
@@ -30,29 +27,8 @@ class Budget:
 
     @classmethod
     def from_config(cls, tune: TuneConfig) -> "Budget":
-        """The configured limits, checked (tune.budget=flops is resolved by resolve_budget)."""
-        def value(key: str, kind):
-            v = getattr(tune, key)
-            if v is None:
-                return None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ConfigError(f"tune.{key}={v} must be a positive number or null: fix the budget")
-            return kind(v)
-
-        kind = tune.budget
-        if kind not in BUDGET_KINDS:
-            raise ConfigError(f"tune.budget={kind} is not one of {', '.join(BUDGET_KINDS)}: set tune.budget=trials "
-                              "(equal trial counts) or tune.budget=flops (equal FLOPs)")
-        reference_steps = tune.reference_steps
-        if reference_steps is not None:
-            require_int(reference_steps, "tune.reference_steps", 1)
-        budget = cls(value("n_trials", int), value("max_flops", float), value("max_wall_s", float), str(kind))
-        if budget.n_trials is None and budget.max_flops is None and budget.max_wall_s is None:
-            raise ConfigError("the cell has no budget: set tune.n_trials, tune.max_flops or tune.max_wall_s")
-        if kind == "flops" and budget.n_trials is None and budget.max_flops is None:
-            raise ConfigError("tune.budget=flops needs tune.max_flops or tune.n_trials (times a reference trial's FLOPs): "
-                              "set one of them")
-        return budget
+        """The configured limits (checked by TuneConfig.check; tune.budget=flops is resolved by resolve_budget)."""
+        return cls(tune.n_trials, tune.max_flops, tune.max_wall_s, tune.budget)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
@@ -87,7 +63,7 @@ def reference_steps(cfg: CellConfig) -> tuple[int, str]:
     given = cfg.tune.reference_steps
     if given is not None:
         return int(given), "tune.reference_steps"
-    low, high = steps_bounds(cfg.search_space, int(cfg.train.steps))
+    low, high = steps_bounds(cfg.search_space, cfg.train.steps)
     return int(round((low + high) / 2)), f"midpoint of this cell's steps range {low}-{high}"
 
 
@@ -100,19 +76,19 @@ def reference_trial(cfg: CellConfig, task) -> dict[str, Any]:
     from harness.training.models import create_backbone
 
     steps, steps_from = reference_steps(cfg)
-    batch = int(cfg.train.batch_size)
+    batch = cfg.train.batch_size
     device = resolve_device(cfg.trainer)
     with torch.random.fork_rng(devices=[]):  # counting must not move the process's random state
         model = create_backbone(cfg.model, task.num_classes, task.in_chans, task.image_size).to(device)
         x, y = (t.to(device) for t in one_batch(task.train, batch))
         step_flops = train_step_flops(model, x, y)
         per_sample = eval_flops_per_sample(model, one_batch(task.val, batch)[0].to(device))
-    every = int(cfg.train.val_every)
+    every = cfg.train.val_every
     validations = steps // every + (1 if steps % every else 0)  # on the grid, plus one at an off-grid end
     val_flops = per_sample * len(task.val) * validations
     return {"trial_flops": step_flops * steps + val_flops, "step_flops": step_flops, "steps": steps,
             "steps_from": steps_from, "validations": validations, "val_flops": val_flops,
-            "batch_size": min(batch, len(task.train)), "model": str(cfg.model.name)}
+            "batch_size": min(batch, len(task.train)), "model": cfg.model.name}
 
 
 def resolve_budget(cfg: CellConfig, task) -> Budget:

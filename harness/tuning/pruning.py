@@ -7,7 +7,6 @@ from typing import Any
 import optuna
 import pytorch_lightning as pl
 from harness.tuning.budget import steps_bounds
-from harness.settings.config import PRUNER_SETTINGS, check_pruner
 from harness.settings.schema import CellConfig, PrunerConfig
 
 
@@ -17,35 +16,33 @@ def max_resource(cfg: CellConfig) -> int | None:
     p = cfg.pruner
     if p.name != "hyperband":
         return None
-    return int(p.max_resource) if p.max_resource is not None else _max_steps(cfg)
+    return p.max_resource if p.max_resource is not None else _max_steps(cfg)
 
 
 def pruner_attrs(cfg: CellConfig) -> dict[str, Any]:
     """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
     p = cfg.pruner
-    settings = {k: getattr(p, k) for k in PRUNER_SETTINGS[str(p.name)]}
-    return {"name": str(p.name), **settings, "max_resource": max_resource(cfg),
+    return {"name": p.name, **p.settings(), "max_resource": max_resource(cfg),
             "max_resource_from": None if p.name != "hyperband" else
             ("pruner.max_resource" if p.max_resource is not None else "steps.high")}
 
 
 def make_pruner(cfg: CellConfig) -> optuna.pruners.BasePruner:
     p: PrunerConfig = cfg.pruner
-    check_pruner({"name": p.name, **{k: getattr(p, k) for k in PRUNER_SETTINGS.get(p.name, {})}})  # built in code, too
     if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=int(p.min_resource), max_resource=max_resource(cfg),
-                                              reduction_factor=int(p.reduction_factor))
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, max_resource=max_resource(cfg),
+                                              reduction_factor=p.reduction_factor)
     if p.name == "asha":  # one bracket of successive halving: every trial faces the first rung
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(p.min_resource),
-                                                      reduction_factor=int(p.reduction_factor),
-                                                      min_early_stopping_rate=int(p.min_early_stopping_rate))
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource,
+                                                      reduction_factor=p.reduction_factor,
+                                                      min_early_stopping_rate=p.min_early_stopping_rate)
     if p.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=int(p.n_startup_trials), n_warmup_steps=int(p.n_warmup_steps))
-    return optuna.pruners.NopPruner()  # pruner=none (check_pruner refused any other name)
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    return optuna.pruners.NopPruner()  # pruner=none (PrunerConfig.check refused any other name)
 
 
 def _max_steps(cfg: CellConfig) -> int:
-    return steps_bounds(cfg.search_space, int(cfg.train.steps))[1]
+    return steps_bounds(cfg.search_space, cfg.train.steps)[1]
 
 
 class PruningCallback(pl.Callback):

@@ -48,8 +48,8 @@ def tuning_run(cfg: T, k: int) -> T:
         raise ValueError(f"tuning runs are numbered from 0, got {k!r}")
     if k == 0:
         return cfg
-    return dataclasses.replace(cfg, seed=int(cfg.seed) + RUN_SEED_STRIDE * int(k),
-                               data=dataclasses.replace(cfg.data, draw=int(cfg.data.draw) + int(k)),
+    return dataclasses.replace(cfg, seed=cfg.seed + RUN_SEED_STRIDE * int(k),
+                               data=dataclasses.replace(cfg.data, draw=cfg.data.draw + int(k)),
                                tune=dataclasses.replace(cfg.tune, run=int(k)))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from harness.settings.config import require_int
+from harness.settings.checks import integer
 from harness.data.task import cv_folds_for
 from harness.store.locks import rerun_lock
 from harness.store.records import TuningRunRecord, storage_of, write_final
@@ -92,7 +92,7 @@ def rerun_best(study: optuna.Study, cfg: CellConfig, space: SearchSpace, run_roo
         if stored.has_final and stored.best_trial == best.number:
             return stored.attrs["final"]
         best_cfg = space.apply(cfg, best.params)
-        final = [_run_replicate(best_cfg, int(cfg.seed), r, run_root) for r in range(1, int(cfg.study.seeds) + 1)]
+        final = [_run_replicate(best_cfg, cfg.seed, r, run_root) for r in range(1, cfg.study.seeds + 1)]
         write_final(study, final, best_params=best.params, best_trial=best.number)
         return final
 
@@ -107,7 +107,7 @@ def extend_replicates(study: optuna.Study, cfg: CellConfig, space: SearchSpace, 
     Returns `final` (unchanged when it already holds `target`), or None when the cell has no `final`
     for its current best (rerun_best comes first) or, without `wait`, another worker holds the lock.
     """
-    require_int(target, "target", 1)
+    integer(target, "target", 1)
     with rerun_lock(storage_of(study), study.study_name, blocking=wait) as held:
         if not held:
             return None
@@ -118,7 +118,7 @@ def extend_replicates(study: optuna.Study, cfg: CellConfig, space: SearchSpace, 
             return None
         best_cfg = space.apply(cfg, best.params)
         for r in range(len(final) + 1, target + 1):
-            final.append(_run_replicate(best_cfg, int(cfg.seed), r, run_root))
+            final.append(_run_replicate(best_cfg, cfg.seed, r, run_root))
             write_final(study, final)
         return final
 

@@ -27,7 +27,6 @@ from harness.store import records
 from harness.tuning import workers
 from harness.tuning.budget import Budget, resolve_budget
 from harness.training.compute import Compute
-from harness.settings.config import require_int, validate_cell
 from harness.data.task import cv_folds_for, unvalidated
 from harness.errors import ConfigError
 from harness.store.locks import study_lock
@@ -49,44 +48,31 @@ log = logging.getLogger(__name__)
 
 
 def cell_of(cfg: CellConfig) -> CellId:
-    return CellId(str(cfg.study.name), str(cfg.strategy.name), int(cfg.data.n_train), int(cfg.tune.run))
+    return CellId(cfg.study.name, cfg.strategy.name, cfg.data.n_train, cfg.tune.run)
 
 
 def check_cell_config(cfg: CellConfig) -> tuple[SearchSpace, Budget]:
-    """All config errors surface here, before any trial or storage write."""
-    validate_cell(cfg)
+    """What the settings' own checks (harness.settings.config.validate, at the door) cannot see
+    surfaces here, before any trial or storage write: the search space against the run's keys, and
+    the sizes, model, device and weights against the data and the model."""
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    Budget.from_config(cfg.tune)  # its settings checked now; resolved once the task is known
     make_pruner(cfg)
-    seeds = cfg.study.seeds
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"study.seeds={seeds} must be a positive integer: the number of re-runs of the best configuration")
     # Trials must not fail on what could be checked now: sizes, model name, device, weights file.
     from harness.data.task import build_task
     from harness.training.models import check_model_name
 
-    for key in ("sampler_seed", "n_startup_trials"):
-        require_int(getattr(cfg.tune, key), f"tune.{key}", 0)
     _check_selection(cfg)
     task = build_task(unvalidated(cfg.data) if cfg.tune.selection == "cv" else cfg.data, "target")
-    check_model_name(str(cfg.model.name))
+    check_model_name(cfg.model.name)
     resolve_device(cfg.trainer)
     _check_weights(cfg, task)
     return space, resolve_budget(cfg, task)
 
 
-SELECTIONS = ("holdout", "cv")
-
-
 def _check_selection(cfg: CellConfig) -> None:
     """tune.selection=cv needs two examples of every class in n_train, so each fold holds each out."""
-    selection = cfg.tune.selection
-    if selection not in SELECTIONS:
-        raise ConfigError(f"tune.selection={selection} is not one of {', '.join(SELECTIONS)}: holdout selects on the "
-                          "validation split, cv by k-fold cross-validation inside n_train")
-    if selection == "cv":
-        require_int(cfg.tune.cv_folds, "tune.cv_folds", 2)
-        folds = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
+    if cfg.tune.selection == "cv":
+        folds = cv_folds_for(cfg.data, cfg.tune.cv_folds)
         if folds < 2:
             raise ConfigError(f"tune.selection=cv needs >= 2 examples of every class, but data.n_train={cfg.data.n_train} "
                               "has a class with 1: raise data.n_train or use tune.selection=holdout")
@@ -95,7 +81,7 @@ def _check_selection(cfg: CellConfig) -> None:
 def _check_weights(cfg: CellConfig, task) -> None:
     """A weights file or hub tag that cannot be used fails here, not once per trial (as a FAIL
     that spends the budget): the file is read safely and checked against the model."""
-    if cfg.strategy.name != "finetune" or str(cfg.strategy.weights) == "source":
+    if cfg.strategy.name != "finetune" or cfg.strategy.weights == "source":
         return
     from harness.training.run import check_weights_fit
     from harness.training.weights import resolve_weights
@@ -106,13 +92,13 @@ def _check_weights(cfg: CellConfig, task) -> None:
 
 
 def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
-    attrs = {**cell_of(cfg).attrs(), "budget": budget.to_json(), "search_space": space.to_json(), "n_val": int(cfg.data.n_val),
-             "n_test": int(cfg.data.n_test), "model": str(cfg.model.name), "data": str(cfg.data.name),
-             "selection": str(cfg.tune.selection), "pruner": pruner_attrs(cfg), "draw": int(cfg.data.draw),
-             "seed": int(cfg.seed), "caps": caps_attrs(cfg)}
+    attrs = {**cell_of(cfg).attrs(), "budget": budget.to_json(), "search_space": space.to_json(), "n_val": cfg.data.n_val,
+             "n_test": cfg.data.n_test, "model": cfg.model.name, "data": cfg.data.name,
+             "selection": cfg.tune.selection, "pruner": pruner_attrs(cfg), "draw": cfg.data.draw,
+             "seed": cfg.seed, "caps": caps_attrs(cfg)}
     if cfg.tune.selection == "cv":
-        attrs["cv_folds"] = cv_folds_for(cfg.data, int(cfg.tune.cv_folds))
-    if cfg.strategy.name == "finetune" and str(cfg.strategy.weights) == "source":
+        attrs["cv_folds"] = cv_folds_for(cfg.data, cfg.tune.cv_folds)
+    if cfg.strategy.name == "finetune" and cfg.strategy.weights == "source":
         meta = ensure_pretrained(cfg).meta
         attrs["pretrain"] = {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
     weights = weights_attrs(cfg, attrs.get("pretrain"))
@@ -123,7 +109,7 @@ def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> dict[str
 
 def caps_attrs(cfg: CellConfig) -> dict[str, int]:
     """What harness-study may still add to this cell (the report's power statements name them)."""
-    return {"max_tunings": int(cfg.study.max_tunings), "max_seeds": int(cfg.study.max_seeds),
+    return {"max_tunings": cfg.study.max_tunings, "max_seeds": cfg.study.max_seeds,
             "trials_per_run": int(cfg.tune.n_trials or 0)}
 
 
@@ -132,13 +118,13 @@ def weights_attrs(cfg: CellConfig, pretrain: dict[str, Any] | None) -> dict[str,
     own pretraining, declared (strategy.pretrain_flops) for a file or a hub tag, else unknown."""
     if cfg.strategy.name != "finetune":
         return None
-    weights = str(cfg.strategy.weights)
+    weights = cfg.strategy.weights
     if weights == "source":  # the pretrain attr, from harness-pretrain's meta
         assert pretrain is not None
         return {"origin": "own pretraining", "ref": pretrain["config_hash"], "pretrain_flops": float(pretrain["flops"]),
                 "pretrain_flops_from": "measured"}
     declared = cfg.strategy.pretrain_flops
-    origin, ref = ("hub", str(cfg.model.name)) if weights == "hub" else ("file", str(Path(weights).expanduser()))
+    origin, ref = ("hub", cfg.model.name) if weights == "hub" else ("file", str(Path(weights).expanduser()))
     return {"origin": origin, "ref": ref, "pretrain_flops": None if declared is None else float(declared),
             "pretrain_flops_from": "unknown" if declared is None else "declared"}
 
@@ -152,7 +138,7 @@ def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
                                     pruner=make_pruner(cfg))
         stored = records.TuningRunRecord.of(study)
         if stored.attrs and stored.cell != cell:
-            raise ConfigError(f"study {name} in {redact_url(str(cfg.storage.url))} belongs to another cell: use another study.name")
+            raise ConfigError(f"study {name} in {redact_url(cfg.storage.url)} belongs to another cell: use another study.name")
         if not stored.attrs:
             records.write_study_attrs(study, _cell_attrs(cfg, space, budget))
             if cfg.tune.enqueue_recipe:
@@ -181,9 +167,9 @@ def cell_sampler_seed(cfg: CellConfig) -> int:
     """The cell's own sampler seed, from the study name, strategy, n_train and tune.sampler_seed:
     one seed for every cell would make all of a study's searches one correlated draw. A stable hash
     (sha256, not hash(), which changes per process) so a resumed or repeated cell draws the same."""
-    parts = [str(cfg.study.name), str(cfg.strategy.name), str(int(cfg.data.n_train)), str(int(cfg.tune.sampler_seed))]
-    if int(cfg.tune.run):  # tuning run k > 0 draws its own search; run 0 keeps the seed cells always had
-        parts.append(f"run{int(cfg.tune.run)}")
+    parts = [cfg.study.name, cfg.strategy.name, str(cfg.data.n_train), str(cfg.tune.sampler_seed)]
+    if cfg.tune.run:  # tuning run k > 0 draws its own search; run 0 keeps the seed cells always had
+        parts.append(f"run{cfg.tune.run}")
     text = "\x1f".join(parts)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 2**31
 
@@ -205,7 +191,7 @@ def _take_trial(study: optuna.Study, cfg: CellConfig, budget: Budget) -> optuna.
         trials = study.get_trials(deepcopy=False)
         if budget.exhausted(trials):
             return None
-        study.sampler = make_sampler(cell_sampler_seed(cfg) + len(trials), int(cfg.tune.n_startup_trials))
+        study.sampler = make_sampler(cell_sampler_seed(cfg) + len(trials), cfg.tune.n_startup_trials)
         trial = study.ask()
         # A RUNNING trial with no heartbeat yet is never failed as stale: beat once before letting go.
         _beat_once(storage_of(study), trial_id_of(trial))
@@ -306,7 +292,7 @@ def tune_cell(cfg: CellConfig, run_root: Path, wait_for_peers: bool = True, reru
     space, budget = check_cell_config(cfg)
     study = open_cell(cfg, space, budget)
     ensure_source(cfg)  # a resumed cell's worker may not have the source model yet; trials only read it
-    progress = Progress(study, budget, bool(cfg.tune.progress))
+    progress = Progress(study, budget, cfg.tune.progress)
     try:
         with _sigterm_as_interrupt():
             while True:
