@@ -99,9 +99,9 @@ def collect(url: str, name: str) -> dict:
         best = record.attrs.get("best_params") or {}
         for r in record.final:
             out["reruns"] += 1
-            out["rerun_s"] += float(r.get("wall_s") or 0.0)
-            out["flops_by_batch"][min(int(best.get("batch_size", 32)), n_train or 10**9)] += float(r.get("flops") or 0.0)
-            out["flops"] += float(r.get("flops") or 0.0)
+            out["rerun_s"] += r.wall_s
+            out["flops_by_batch"][min(int(best.get("batch_size", 32)), n_train or 10**9)] += r.flops
+            out["flops"] += r.flops
     return out
 
 

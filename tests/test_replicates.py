@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from harness.store.records import RerunRecord
 from harness.tuning.replicates import decode_correct, encode_correct, make_record, replicate_overrides
 
 
@@ -61,11 +63,24 @@ def test_the_record_of_one_rerun():
     result = SimpleNamespace(val_acc=0.75, test_acc=float(correct.mean()), test_correct=correct,
                              test_split="0123456789abcdef",
                              compute=SimpleNamespace(total_flops=np.float64(2e9), wall_s=1.5))
-    record = make_record(2, 12, result)
+    record = make_record(2, 12, result).to_json()
     assert json.loads(json.dumps(record)) == record  # JSON-safe, as Optuna stores it
     assert {k: v for k, v in record.items() if k != "test_correct"} == {
         "replicate": 2, "seed": 12, "subset": 2, "val_acc": 0.75, "test_acc": 0.6, "flops": 2e9, "wall_s": 1.5,
         "n_test": 5, "test_split": "0123456789abcdef", "probe_acc": None, "status": "ok", "reason": None}
     assert type(record["flops"]) is float
-    assert make_record(2, 12, result, probe_acc=np.float32(0.5))["probe_acc"] == 0.5
+    assert make_record(2, 12, result, probe_acc=np.float32(0.5)).probe_acc == 0.5
     assert np.array_equal(decode_correct(record), correct)
+    assert RerunRecord.of(record) == make_record(2, 12, result)  # the stored form reads back as written
+    assert np.array_equal(RerunRecord.of(record).correct(), correct)
+
+
+def test_a_stored_record_is_read_with_coercions_never_trusted():
+    """What a reader gets from a malformed or older entry of `final`: None for what is missing or not
+    a number, 0 for costs, `ok` for a record from before statuses; never an exception."""
+    old = RerunRecord.of({"seed": 3, "test_acc": 0.5, "val_acc": "x", "flops": None, "test_correct": 7})
+    assert (old.status, old.replicate, old.seed, old.test_acc, old.val_acc, old.flops) == ("ok", None, 3, 0.5, None, 0.0)
+    assert old.correct() is None and old.counted and math.isnan(old.value("val_acc"))
+    failed = RerunRecord.of({"status": "failed", "chance": 0.1, "test_acc": True})
+    assert not failed.counted and failed.test_acc is None and failed.to_json()["chance"] == 0.1
+    assert "chance" not in RerunRecord().to_json()  # written only where a failure set it

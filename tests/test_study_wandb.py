@@ -83,7 +83,7 @@ def test_the_study_run_grows_with_the_study_and_ends_equal_to_the_storage(tmp_pa
         record = TuningRunRecord.of(optuna.load_study(study_name=name, storage=storage))
         for r in record.final:
             stored.append([record.attrs["n_train"], record.attrs["strategy"], record.attrs.get("tuning", 0),
-                           r.get("replicate"), r.get("status", "ok"), r.get("test_acc")])
+                           r.replicate, r.status, r.test_acc])
     logged = [[row[0], row[1], row[2], row[3], row[4], row[6]] for row in last["data"]]
     assert sorted(map(str, logged)) == sorted(map(str, stored)) and len(stored) == 2 * 2 * 2 * 2
 

@@ -323,6 +323,11 @@ class _Replicates:
         return self.real(cfg, run_dir, **kwargs)
 
 
+def _stored(records):
+    """The stored form of the re-run records a call returned (None stays None)."""
+    return None if records is None else [r.to_json() for r in records]
+
+
 def _check_records(final: list[dict], n_test: int) -> None:
     assert [r["replicate"] for r in final] == list(range(1, len(final) + 1))
     assert [(r["seed"], r["subset"]) for r in final] == [(r, r) for r in range(1, len(final) + 1)]  # base seed 0
@@ -351,7 +356,9 @@ def test_replicates_train_on_their_own_subsets_and_extend_one_at_a_time(tmp_path
     _check_records(first, 60)
 
     space = SearchSpace.from_config(cfg.search_space, base=cfg)
-    extend = harness.tuning.rerun.extend_replicates
+    def extend(*args, **kwargs):
+        return _stored(harness.tuning.rerun.extend_replicates(*args, **kwargs))
+
     monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(real))
     monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     final = extend(load(tmp_path), cfg, space, tmp_path / "runs", target=4)
@@ -409,8 +416,8 @@ def test_two_workers_extending_one_cell_run_each_replicate_once(tmp_path, monkey
     monkeypatch.setattr(harness.tuning.tune, "run_training", replicates := _Replicates(harness.tuning.tune.run_training))
     monkeypatch.setattr(harness.tuning.rerun, "run_training", harness.tuning.tune.run_training)  # the replicates' runs
     results = []
-    workers = [threading.Thread(target=lambda: results.append(harness.tuning.rerun.extend_replicates(
-        load(tmp_path), cfg, space, tmp_path / "runs", target=3))) for _ in range(2)]
+    workers = [threading.Thread(target=lambda: results.append(_stored(harness.tuning.rerun.extend_replicates(
+        load(tmp_path), cfg, space, tmp_path / "runs", target=3)))) for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
@@ -919,7 +926,7 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
     finally:
         release.set()
         rerun.join(60)
-    assert harness.tuning.rerun.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs") == [
+    assert _stored(harness.tuning.rerun.rerun_best(load(tmp_path), cfg_a, space, tmp_path / "runs")) == [
         {"replicate": 1, "seed": 1, "subset": 1, "val_acc": 0.5, "test_acc": 0.25, "flops": 1.0, "wall_s": 2.0,
          "n_test": 4, "test_split": "cafe", "test_correct": encode_correct(np.array([True, False, False, False])),
          "probe_acc": None, "status": "collapsed",  # 0.25 on 4 examples of 5 classes: not told from chance

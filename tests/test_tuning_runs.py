@@ -87,14 +87,14 @@ def test_a_storage_with_the_old_names_resumes_under_them(tmp_path):
 
 def test_a_failed_rerun_is_recorded_with_its_reason():
     record = failure_record(2, 12, FAILED, "RuntimeError: boom", chance=0.1)
-    assert record["status"] == FAILED and record["test_acc"] is None and "boom" in record["reason"]
+    assert record.status == FAILED and record.test_acc is None and "boom" in record.reason
     diverged = failure_record(2, 12, DIVERGED, "TrainingDiverged: nan", chance=0.1)
-    assert diverged["test_acc"] == 0.1  # counted at chance: the configuration's real outcome
+    assert diverged.test_acc == 0.1  # counted at chance: the configuration's real outcome
     at_chance = SimpleNamespace(val_acc=0.1, test_acc=0.1, test_correct=np.arange(500) % 10 == 0, test_split="x",
                                 compute=SimpleNamespace(total_flops=1.0, wall_s=1.0))
-    assert make_record(1, 1, at_chance, chance=0.1)["status"] == "collapsed"
+    assert make_record(1, 1, at_chance, chance=0.1).status == "collapsed"
     good = SimpleNamespace(**{**vars(at_chance), "test_acc": 0.9, "test_correct": np.arange(500) % 10 != 0})
-    assert make_record(1, 1, good, chance=0.1)["status"] == "ok"
+    assert make_record(1, 1, good, chance=0.1).status == "ok"
 
 
 def test_rerun_that_raises_becomes_a_record_and_the_cell_goes_on(monkeypatch, tmp_path):
@@ -113,8 +113,8 @@ def test_rerun_that_raises_becomes_a_record_and_the_cell_goes_on(monkeypatch, tm
     cfg = CellConfig(data=DataConfig(n_train=20, n_test=250))
     first = rerun._run_replicate(cfg, 0, 1, tmp_path)
     second = rerun._run_replicate(cfg, 0, 2, tmp_path)
-    assert first["status"] == DIVERGED and first["test_acc"] == pytest.approx(0.1) and first["flops"] == 5.0
-    assert second["status"] == FAILED and "disk full" in second["reason"] and second["test_acc"] is None
+    assert first.status == DIVERGED and first.test_acc == pytest.approx(0.1) and first.flops == 5.0
+    assert second.status == FAILED and "disk full" in second.reason and second.test_acc is None
 
 
 def _cells(rng, gap, tune_sd, runs, reps, sizes=(10, 20, 40, 80, 160, 320)):

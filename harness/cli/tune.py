@@ -25,7 +25,7 @@ def _main(composed: DictConfig) -> float:
 
     cfg = load(CellConfig, composed)
     study = tune_cell(tuning_run(cfg, cfg.tune.run), Path(HydraConfig.get().runtime.output_dir))
-    tests = [r["test_acc"] for r in TuningRunRecord.of(study).final if r.get("test_acc") is not None]
+    tests = [r.test_acc for r in TuningRunRecord.of(study).final if r.test_acc is not None]
     summary = f"best val_acc={best_value(study):.4f}"
     if tests:
         summary += f", re-run test_acc={sum(tests) / len(tests):.4f} over {len(tests)} seeds"

@@ -16,8 +16,8 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
-from harness.store.records import CELL_ATTRS, TuningRunRecord, TrialRecord, cell_studies, num, study_part
-from harness.tuning.replicates import DIVERGED, FAILED, decode_correct
+from harness.store.records import (CELL_ATTRS, DIVERGED, RerunRecord, TrialRecord, TuningRunRecord, cell_studies, num,
+                                   study_part)
 from harness.report.noise import Replicates
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -69,7 +69,7 @@ class Cell:
         return self.n_train if self.selection == "cv" else self.n_val
 
     @property
-    def final(self) -> list[dict[str, Any]]:
+    def final(self) -> list[RerunRecord]:
         """Re-runs of the best configuration (empty until tuning re-ran it)."""
         return self.record.final
 
@@ -103,7 +103,7 @@ class Cell:
     def spent_flops(self) -> float:
         """Training FLOPs the cell has cost: every trial (pruned and failed too) and every re-run."""
         return float(sum(t.spent_flops for t in self.trials)
-                     + sum(num(r.get("flops"), 0.0) for r in self.final))
+                     + sum(r.flops for r in self.final))
 
     def count(self, state: TrialState) -> int:
         return sum(t.state == state for t in self.trials)
@@ -185,7 +185,7 @@ def final_values(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, list
     """{strategy: {n_train: [metric per re-run seed]}}; cells without `final` are left out."""
     out: dict[str, dict[int, list[float]]] = {}
     for c in cells:
-        values = [num(r.get(metric)) for r in c.final]
+        values = [r.value(metric) for r in c.final]
         values = [v for v in values if math.isfinite(v)]
         if values:
             out.setdefault(c.strategy, {})[c.n_train] = values
@@ -198,25 +198,25 @@ def replicates_of(cells: Sequence[Cell], metric: str) -> dict[str, dict[int, Rep
     per-example row. Per-example test records are used only for the test metric, and only when every
     other re-run of the cell has one, all of one test split and each agreeing with its stored
     accuracy; otherwise the cell gets replicate-only noise."""
-    grouped: dict[tuple[str, int], list[tuple[int, dict]]] = {}
+    grouped: dict[tuple[str, int], list[tuple[int, RerunRecord]]] = {}
     for c in cells:
         for r in c.final:
-            if math.isfinite(num(r.get(metric))):
+            if math.isfinite(r.value(metric)):
                 grouped.setdefault((c.strategy, c.n_train), []).append((c.tuning, r))
     out: dict[str, dict[int, Replicates]] = {}
     for (strategy, n), pairs in sorted(grouped.items()):
         records = [r for _, r in pairs]
-        acc = [num(r.get(metric)) for r in records]
-        rows = [decode_correct(r) for r in records] if metric == "test_acc" else []
-        measured = [(x, a, r) for x, a, r in zip(rows, acc, records) if r.get("status") != DIVERGED]
-        splits = {r.get("test_split") for _, _, r in measured}
+        acc = [r.value(metric) for r in records]
+        rows = [r.correct() for r in records] if metric == "test_acc" else []
+        measured = [(x, a, r) for x, a, r in zip(rows, acc, records) if r.status != DIVERGED]
+        splits = {r.test_split for _, _, r in measured}
         usable = (bool(measured) and all(x is not None and x.size for x, _, _ in measured)
                   and len({x.size for x, _, _ in measured}) == 1 and len(splits) == 1
                   and all(abs(float(x.mean()) - a) < 1e-6 for x, a, _ in measured))
         matrix = None
         if usable:
             t = measured[0][0].size
-            matrix = np.stack([x.astype(float) if x is not None and r.get("status") != DIVERGED else np.full(t, np.nan)
+            matrix = np.stack([x.astype(float) if x is not None and r.status != DIVERGED else np.full(t, np.nan)
                                for x, r in zip(rows, records)])
         out.setdefault(strategy, {})[n] = Replicates.of(acc, matrix, str(splits.pop()) if usable else None,
                                                         runs=[k for k, _ in pairs])
@@ -227,7 +227,7 @@ def failed_by_size(cells: Sequence[Cell]) -> dict[tuple[str, int], int]:
     """{(strategy, n_train): re-runs that failed or diverged}, over the cell's tuning runs."""
     out: dict[tuple[str, int], int] = {}
     for c in cells:
-        bad = sum(r.get("status") in (FAILED, DIVERGED) for r in c.final)
+        bad = sum(not r.counted for r in c.final)
         out[(c.strategy, c.n_train)] = out.get((c.strategy, c.n_train), 0) + bad
     return out
 
@@ -236,7 +236,7 @@ def probe_by_size(cells: Sequence[Cell]) -> dict[int, float]:
     """{n_train: mean probe accuracy over the fine-tune cell's replicates} where re-runs stored one."""
     out = {}
     for c in cells:
-        values = [num(r.get("probe_acc")) for r in c.final] if c.strategy == "finetune" else []
+        values = [r.value("probe_acc") for r in c.final] if c.strategy == "finetune" else []
         values = [v for v in values if math.isfinite(v)]
         if values:
             out[c.n_train] = float(np.mean(values))

@@ -15,9 +15,9 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.report.learning_curves import mean_ci95
-from harness.store.records import TrialRecord
+from harness.store.records import RerunRecord, TrialRecord
 from harness.report.anytime import Anytime
-from harness.report.cells import STRATEGIES, UNKNOWN, Cell, describe, iso, num
+from harness.report.cells import STRATEGIES, UNKNOWN, Cell, describe, iso
 
 EDGE_FRACTION = 0.05  # a best value within 5% of its range (log-aware) of an end is flagged
 MIN_TRIALS_FOR_IMPORTANCE = 4
@@ -103,7 +103,7 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
     for c in cells:
         best = c.best_trial()
         flops_to_best, wall_to_best = curves[c.name].at_trial(best.number) if best else (math.nan, math.nan)
-        values = [num(r.get(metric)) for r in c.final]
+        values = [r.value(metric) for r in c.final]
         values = [v for v in values if math.isfinite(v)]
         mean, lo, hi = mean_ci95(values) if values else (math.nan, math.nan, math.nan)
         budget = c.record.budget or {}
@@ -120,8 +120,8 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
             "flops_to_best": flops_to_best, "wall_s_to_best": wall_to_best,
             f"{metric}_mean": mean, f"{metric}_ci95_low": lo, f"{metric}_ci95_high": hi,
             "n_seeds": len(values), "failed_reruns": failed_reruns(c.final),
-            "rerun_flops": float(sum(num(r.get("flops"), 0.0) for r in c.final)),
-            "rerun_wall_s": float(sum(num(r.get("wall_s"), 0.0) for r in c.final)),
+            "rerun_flops": float(sum(r.flops for r in c.final)),
+            "rerun_wall_s": float(sum(r.wall_s for r in c.final)),
             "pretrain_flops": math.nan if c.pretrain_flops is None or c.weights is None else c.pretrain_flops,
             "pretraining": _pretraining_text(c),
             "budget_kind": budget.get("kind", "trials"),
@@ -138,12 +138,9 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
     return frame
 
 
-FAILED_STATUSES = ("failed", "diverged")  # a re-run that raised / whose loss went NaN (records without `status`: ok)
-
-
-def failed_reruns(final: Sequence[Mapping[str, Any]]) -> int:
+def failed_reruns(final: Sequence[RerunRecord]) -> int:
     """Re-runs stored as failed or diverged (a `collapsed` one, at chance accuracy, is a measurement and kept)."""
-    return sum(str(r.get("status", "ok")) in FAILED_STATUSES for r in final)
+    return sum(not r.counted for r in final)
 
 
 def _pretraining_text(c: Cell) -> str:

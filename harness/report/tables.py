@@ -11,6 +11,7 @@ import pandas as pd
 from harness.report.answer import fmt_multiplier, n_star_phrase
 from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, describe, num
 from harness.report.frames import FLOPS_RATIO_FLAG, _pruner, failed_reruns, fairness
+from harness.store.records import OK
 
 
 def failed_counts(cells: Sequence[Cell]) -> dict[tuple[str, int], int]:
@@ -31,11 +32,11 @@ def failed_rerun_notes(cells: Sequence[Cell]) -> list[str]:
     status and reason (records from before re-runs carried a `status` read as ok)."""
     out = []
     for c in cells:
-        bad = [r for r in c.final if str(r.get("status", "ok")) != "ok"]
+        bad = [r for r in c.final if r.status != OK]
         if not bad:
             continue
-        items = [f"seed {r.get('seed', '?')}: {NOT_OK_WORDS.get(str(r.get('status')), str(r.get('status')))}"
-                 + (f": {r['reason']}" if r.get("reason") else "") for r in bad]
+        items = [f"seed {'?' if r.seed is None else r.seed}: {NOT_OK_WORDS.get(r.status, r.status)}"
+                 + (f": {r.reason}" if r.reason else "") for r in bad]
         out.append(f"{c.name}: {len(bad)} of {len(c.final)} re-runs did not end ok; " + "; ".join(items))
     return out
 

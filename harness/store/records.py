@@ -8,14 +8,19 @@ only one that touches Optuna's private attributes.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -119,6 +124,100 @@ def _mapping(v: Any) -> dict[str, Any] | None:
     return dict(v) if isinstance(v, Mapping) else None
 
 
+# ============================================================================ re-run records
+OK, FAILED, DIVERGED, COLLAPSED = "ok", "failed", "diverged", "collapsed"
+NOT_COUNTED = (FAILED, DIVERGED)  # re-runs that did not finish as measured (a diverged one counts at chance)
+
+
+def encode_correct(correct: np.ndarray) -> str:
+    """A bool vector as base64 text of its packed bits: JSON-safe and 8 examples to a byte."""
+    bits = np.asarray(correct, dtype=bool).reshape(-1)
+    return base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")
+
+
+def decode_correct(record: Mapping) -> np.ndarray | None:
+    """The bool vector of a stored record (length record["n_test"]), or None when it is absent,
+    malformed or of the wrong length: stored data is read, never trusted, and never raises here."""
+    if not isinstance(record, Mapping):
+        return None
+    text, n = record.get("test_correct"), record.get("n_test")
+    if not isinstance(text, str) or isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    n = int(n)
+    if len(raw) != (n + 7) // 8:
+        return None
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+    if bits[n:].any():  # packbits pads with zeros: anything else was not written by encode_correct
+        return None
+    return bits[:n].astype(bool)
+
+
+def _float_or_none(v: Any) -> float | None:
+    x = num(v)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class RerunRecord:
+    """One re-run of a tuning run's best configuration: an entry of the study's `final` attr
+    (docs/design.md, "What the storage holds"). `replicate` is None for re-runs of the protocol
+    before replicates (all on the tuning subset), which are not mixed with replicates."""
+
+    status: str = OK  # ok | failed | diverged | collapsed (records from before statuses read as ok)
+    reason: str | None = None
+    probe_acc: float | None = None
+    replicate: int | None = None
+    seed: int | None = None
+    subset: int | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    chance: float | None = None  # failed and diverged re-runs: the accuracy of a guess
+    flops: float = 0.0
+    wall_s: float = 0.0
+    n_test: int | None = None
+    test_split: str | None = None
+    test_correct: str | None = None  # per-example test correctness, packed bits in base64 (encode_correct)
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> RerunRecord:
+        """A stored entry, read with coercions: a missing or malformed value is None (0 for costs)."""
+        status = raw.get("status")
+        reason, split, bits = raw.get("reason"), raw.get("test_split"), raw.get("test_correct")
+        return cls(status=str(status) if status is not None else OK, reason=None if reason is None else str(reason),
+                   probe_acc=_float_or_none(raw.get("probe_acc")), replicate=_int_or_none(raw.get("replicate")),
+                   seed=_int_or_none(raw.get("seed")), subset=_int_or_none(raw.get("subset")),
+                   val_acc=_float_or_none(raw.get("val_acc")), test_acc=_float_or_none(raw.get("test_acc")),
+                   chance=_float_or_none(raw.get("chance")), flops=_float_or_none(raw.get("flops")) or 0.0,
+                   wall_s=_float_or_none(raw.get("wall_s")) or 0.0,
+                   n_test=_int_or_none(raw.get("n_test")), test_split=None if split is None else str(split),
+                   test_correct=bits if isinstance(bits, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (JSON-safe); `chance` only where a failure set it, as written before."""
+        out = dataclasses.asdict(self)
+        if self.chance is None:
+            del out["chance"]
+        return out
+
+    def value(self, metric: str) -> float:
+        """The re-run's `metric` (test_acc, val_acc, probe_acc); NaN when it has none."""
+        v = getattr(self, metric)
+        return math.nan if v is None else float(v)
+
+    @property
+    def counted(self) -> bool:
+        """Whether it finished as measured: not failed, not diverged."""
+        return self.status not in NOT_COUNTED
+
+    def correct(self) -> np.ndarray | None:
+        """Its per-example test correctness, or None when absent or malformed."""
+        return decode_correct({"test_correct": self.test_correct, "n_test": self.n_test})
+
+
 # ============================================================================ study records
 
 
@@ -151,19 +250,19 @@ class TuningRunRecord:
         return "final" in self.attrs
 
     @property
-    def final(self) -> list[dict[str, Any]]:
+    def final(self) -> list[RerunRecord]:
         """Re-runs of the best configuration (empty until tuning re-ran it)."""
         final = self.attrs.get("final")
-        return [r for r in final if isinstance(r, Mapping)] if isinstance(final, list) else []
+        return [RerunRecord.of(r) for r in final if isinstance(r, Mapping)] if isinstance(final, list) else []
 
     @property
-    def final_replicates(self) -> list[dict[str, Any]] | None:
+    def final_replicates(self) -> list[RerunRecord] | None:
         """`final` when every record is a replicate (harness/tuning/replicates.py), None otherwise: missing,
         or re-runs of an older protocol (all on the tuning subset) not to be mixed with replicates."""
         final = self.attrs.get("final")
-        if not isinstance(final, list) or not all(isinstance(r, dict) and "replicate" in r for r in final):
+        if not isinstance(final, list) or not all(isinstance(r, Mapping) and "replicate" in r for r in final):
             return None
-        return list(final)
+        return [RerunRecord.of(r) for r in final]
 
     @property
     def best_trial(self) -> Any:
@@ -312,10 +411,10 @@ def write_study_attrs(study: optuna.Study, attrs: Mapping[str, Any]) -> None:
         study.set_user_attr(key, value)
 
 
-def write_final(study: optuna.Study, final: list[dict], best_params: dict[str, Any] | None = None,
+def write_final(study: optuna.Study, final: list[RerunRecord], best_params: dict[str, Any] | None = None,
                 best_trial: int | None = None) -> None:
     """The re-runs of the best; `best_trial` last: a worker dying before it leaves the re-run undone."""
-    study.set_user_attr("final", final)
+    study.set_user_attr("final", [r.to_json() for r in final])
     if best_params is not None:
         study.set_user_attr("best_params", best_params)
     if best_trial is not None:

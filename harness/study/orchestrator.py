@@ -266,7 +266,7 @@ def refine(cfg: StudyAppConfig, cells: list[CellConfig], run_root: Path,
 def _unit_costs(stored: list) -> tuple[float, float]:
     """(FLOPs of a trial, FLOPs of a re-run), as this study measured them so far."""
     trials = [t.spent_flops for c in stored for t in c.trials if t.spent_flops > 0]
-    reruns = [float(r.get("flops") or 0.0) for c in stored for r in c.final if r.get("flops")]
+    reruns = [r.flops for c in stored for r in c.final if r.flops]
     trial = sum(trials) / len(trials) if trials else 1.0
     return trial, (sum(reruns) / len(reruns) if reruns else trial)
 

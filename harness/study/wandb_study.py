@@ -20,8 +20,7 @@ def rerun_rows(stored: list) -> list[list[Any]]:
     rows = []
     for cell in sorted(stored, key=lambda c: (c.n_train, c.strategy, c.tuning)):
         for r in cell.final:
-            rows.append([int(cell.n_train), str(cell.strategy), int(cell.tuning), r.get("replicate"),
-                         str(r.get("status", "ok")), r.get("val_acc"), r.get("test_acc"), r.get("flops")])
+            rows.append([cell.n_train, cell.strategy, cell.tuning, r.replicate, r.status, r.val_acc, r.test_acc, r.flops])
     return rows
 
 

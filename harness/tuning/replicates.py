@@ -1,6 +1,6 @@
 """The replicate protocol of a cell's best configuration, the tuning-run protocol above it, and the
-record each re-run leaves in the study's `final` attribute. The one owner of both: tuning writes records only through here, and
-whatever reads them (the report) decodes them only through here.
+records each re-run leaves (harness.store.records.RerunRecord, the stored form's one owner: tuning
+makes them here, and whatever reads them gets them decoded by the store).
 
 A replicate varies what really varies between two runs of one configuration (Bouthillier et al.
 2021): the seed (initialisation, batch order, augmentation) and the draw of the training examples.
@@ -23,13 +23,14 @@ report can bootstrap over test examples and pair strategies example by example.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 from numbers import Integral
-from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+from harness.store.records import (COLLAPSED, DIVERGED, FAILED, OK, RerunRecord,  # noqa: F401 (the statuses)
+                                   decode_correct, encode_correct)
 
 if TYPE_CHECKING:
     from harness.training.run import RunResult
@@ -38,7 +39,6 @@ T = TypeVar("T")
 
 
 RUN_SEED_STRIDE = 1000  # tuning run k's seeds start at seed + 1000 k: replicates (seed + r, r <= max_seeds) never meet
-OK, FAILED, DIVERGED, COLLAPSED = "ok", "failed", "diverged", "collapsed"
 
 
 def tuning_run(cfg: T, k: int) -> T:
@@ -61,35 +61,8 @@ def replicate_overrides(r: int, base_seed: int) -> dict[str, int]:
     return {"seed": int(base_seed) + int(r), "data.subset": int(r)}
 
 
-def encode_correct(correct: np.ndarray) -> str:
-    """A bool vector as base64 text of its packed bits: JSON-safe and 8 examples to a byte."""
-    bits = np.asarray(correct, dtype=bool).reshape(-1)
-    return base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")
-
-
-def decode_correct(record: Mapping) -> np.ndarray | None:
-    """The bool vector of a stored record (length record["n_test"]), or None when it is absent,
-    malformed or of the wrong length: stored data is read, never trusted, and never raises here."""
-    if not isinstance(record, Mapping):
-        return None
-    text, n = record.get("test_correct"), record.get("n_test")
-    if not isinstance(text, str) or isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
-        return None
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        return None
-    n = int(n)
-    if len(raw) != (n + 7) // 8:
-        return None
-    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
-    if bits[n:].any():  # packbits pads with zeros: anything else was not written by encode_correct
-        return None
-    return bits[:n].astype(bool)
-
-
 def make_record(r: int, seed: int, result: RunResult, probe_acc: float | None = None,
-                chance: float | None = None) -> dict[str, Any]:
+                chance: float | None = None) -> RerunRecord:
     """What one re-run stores in `final` (JSON-safe types only); a fine-tune replicate also keeps
     the test accuracy of a linear probe on its frozen source features (harness/training/probe.py). A run
     that ends no better than chance (1 / classes, plus two test-split standard errors) is kept as
@@ -101,29 +74,20 @@ def make_record(r: int, seed: int, result: RunResult, probe_acc: float | None = 
         n = max(1, int(np.asarray(correct).size))
         if float(acc) <= chance + 2 * (chance * (1 - chance) / n) ** 0.5:
             status, reason = COLLAPSED, f"test accuracy {float(acc):.3f} is at chance ({chance:.3f})"
-    return {
-        "status": status,
-        "reason": reason,
-        "probe_acc": None if probe_acc is None else float(probe_acc),
-        "replicate": int(r),
-        "seed": int(seed),
-        "subset": int(r),
-        "val_acc": None if result.val_acc is None else float(result.val_acc),
-        "test_acc": None if result.test_acc is None else float(result.test_acc),
-        "flops": float(result.compute.total_flops),
-        "wall_s": float(result.compute.wall_s),
-        "n_test": None if correct is None else int(np.asarray(correct).size),
-        "test_split": str(result.test_split),
-        "test_correct": None if correct is None else encode_correct(correct),
-    }
+    return RerunRecord(
+        status=status, reason=reason, probe_acc=None if probe_acc is None else float(probe_acc), replicate=int(r),
+        seed=int(seed), subset=int(r), val_acc=None if result.val_acc is None else float(result.val_acc),
+        test_acc=None if result.test_acc is None else float(result.test_acc),
+        flops=float(result.compute.total_flops), wall_s=float(result.compute.wall_s),
+        n_test=None if correct is None else int(np.asarray(correct).size), test_split=str(result.test_split),
+        test_correct=None if correct is None else encode_correct(correct))
 
 
 def failure_record(r: int, seed: int, status: str, reason: str, chance: float, flops: float = 0.0,
-                   wall_s: float = 0.0) -> dict[str, Any]:
+                   wall_s: float = 0.0) -> RerunRecord:
     """The record of a re-run that did not finish: `failed` (it raised; no accuracy, left out of the
     statistics) or `diverged` (its loss went NaN/inf: the configuration's real outcome, counted at
     chance accuracy, `chance`, without per-example records)."""
-    return {"status": status, "reason": reason[:300], "probe_acc": None, "replicate": int(r), "seed": int(seed),
-            "subset": int(r), "val_acc": None, "test_acc": float(chance) if status == DIVERGED else None,
-            "chance": float(chance), "flops": float(flops), "wall_s": float(wall_s), "n_test": None,
-            "test_split": None, "test_correct": None}
+    return RerunRecord(status=status, reason=reason[:300], replicate=int(r), seed=int(seed), subset=int(r),
+                       test_acc=float(chance) if status == DIVERGED else None, chance=float(chance),
+                       flops=float(flops), wall_s=float(wall_s))

@@ -90,7 +90,7 @@ def rerun_best(study: optuna.Study, cfg: CellConfig, space: SearchSpace, run_roo
         stored = TuningRunRecord.of(study)
         # Done already, unless a resumed cell or another worker found a better trial since.
         if stored.has_final and stored.best_trial == best.number:
-            return stored.attrs["final"]
+            return stored.final
         best_cfg = space.apply(cfg, best.params)
         final = [_run_replicate(best_cfg, cfg.seed, r, run_root) for r in range(1, cfg.study.seeds + 1)]
         write_final(study, final, best_params=best.params, best_trial=best.number)
