@@ -194,6 +194,7 @@ CASES = [
     ("tune", ["model.drop_rate=x"], "model.drop_rate='x' must be of type float"),
     ("study", ["storage.wal=sometimes"], "storage.wal='sometimes' must be of type bool"),
     ("tune", ["trainer.threads=-3"], "trainer.threads=-3 must be an integer >= 0"),
+    ("tune", ["trainer.fuse=sometimes"], "trainer.fuse=sometimes must be true or false: fix trainer.fuse"),
     ("train", ["trainer.threads=null"], "trainer.threads=None must be an integer >= 0"),
     ("tune", ["study.name=a/b"], "study.name='a/b' contains '/'"),
     ("study", ["study.name=a/b"], "study.name='a/b' contains '/'"),

@@ -167,9 +167,11 @@ class TrainerConfig:
     precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU
     channels_last: Any = "auto"  # auto (on GPU only) | true | false
     threads: int = 1  # torch CPU threads per process (tiny models gain nothing from more); 0 = torch's default
+    fuse: bool = True  # train a configuration's re-runs as one model of K members where the model allows it
 
     def check(self, key: str) -> None:
         one_of(self.accelerator, ACCELERATORS, f"{key}.accelerator")
+        flag(self.fuse, f"{key}.fuse")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"{key}.threads={self.threads} must be an integer >= 0 (torch CPU threads per process; "
                               f"0 = torch's default): fix {key}.threads")

@@ -108,7 +108,7 @@ def resolve_device(trainer_cfg: TrainerConfig) -> torch.device:
     return torch.device("cuda" if want in ("gpu", "auto") and torch.cuda.is_available() else "cpu")
 
 
-def _precision(trainer_cfg: TrainerConfig, device: torch.device) -> str:
+def precision_of(trainer_cfg: TrainerConfig, device: torch.device) -> str:
     if str(trainer_cfg.precision) != "auto":
         return str(trainer_cfg.precision)
     return "bf16-mixed" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32-true"
@@ -134,7 +134,13 @@ def check_weights_fit(cfg: RunConfig, task: Task, path: Path) -> None:
                reference.pretrained_cfg.get("first_conv"), path)
 
 
-def _phase_costs(model: torch.nn.Module, phases: Sequence[Phase], task: Task, batch_size: int,
+def uses_channels_last(trainer_cfg: TrainerConfig, device: torch.device) -> bool:
+    # Hydra reads trainer.channels_last=true as a bool: str() of it is "True"
+    want = str(trainer_cfg.channels_last)
+    return want.lower() == "true" or (want == "auto" and device.type == "cuda")
+
+
+def phase_costs(model: torch.nn.Module, phases: Sequence[Phase], task: Task, batch_size: int,
                  device: torch.device) -> list[PhaseCost]:
     x, y = (t.to(device) for t in one_batch(task.train, batch_size))
     costs = []
@@ -166,15 +172,14 @@ def run_training(cfg: RunConfig, run_dir: Path, *, role: str = "target", callbac
     groups = optimizer_groups(model, train.lr, train.weight_decay, layer_decay)
     # Counting runs a real forward and backward: on the training device, not on one CPU thread.
     model.to(device)
-    costs = _phase_costs(model, phases, task, train.batch_size, device)
+    costs = phase_costs(model, phases, task, train.batch_size, device)
     validates = len(task.val) > 0  # none held out: a re-run after cross-validated selection
     x_eval, _ = one_batch(task.val if validates else task.train, train.batch_size)
     meter = ComputeMeter(costs, eval_flops_per_sample(model, x_eval.to(device)), n_val=len(task.val),
                          samples_per_step=min(train.batch_size, len(task.train)), device=device, started=started)
 
-    precision = _precision(cfg.trainer, device)
-    # Hydra reads trainer.channels_last=true as a bool: str() of it is "True"
-    channels_last = str(cfg.trainer.channels_last).lower() == "true" or (str(cfg.trainer.channels_last) == "auto" and device.type == "cuda")
+    precision = precision_of(cfg.trainer, device)
+    channels_last = uses_channels_last(cfg.trainer, device)
     module = Classifier(model, train, cfg.data.augment, phases, groups, channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -1,0 +1,182 @@
+"""Fused members (harness/training/fused.py): K re-runs of one configuration trained as one stacked
+model must be the K runs trained apart, member by member, and nothing may couple them."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from harness.settings.schema import replace_path
+from harness.training.fused import NotFusable, fuse, member, train_members
+from harness.training.models import TinyCNN
+from harness.training.run import run_training
+from harness.tuning.replicates import replicate_overrides
+
+
+class _Plain(TinyCNN):
+    """TinyCNN without BatchNorm: the case where a fused member must equal its own run exactly."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name, module in list(self.named_modules()):
+            if isinstance(module, nn.BatchNorm2d):
+                parent, _, leaf = name.rpartition(".")
+                setattr(self.get_submodule(parent), leaf, nn.Identity())
+
+
+class _GroupNormed(TinyCNN):
+    """A norm over groups of channels: no exact stacked form."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name, module in list(self.named_modules()):
+            if isinstance(module, nn.BatchNorm2d):
+                parent, _, leaf = name.rpartition(".")
+                setattr(self.get_submodule(parent), leaf, nn.GroupNorm(4, module.num_features))
+
+
+class _Shuffled(TinyCNN):
+    """Every layer stacks, but the forward reverses the channel order in code."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x)).flip(1)
+
+
+_CFG = dict(url="", num_classes=10, input_size=(1, 8, 8), mean=(0.0,), std=(1.0,), first_conv="stem.0", classifier="fc")
+default_cfgs = generate_default_cfgs({"fused_test_plain_cnn": dict(_CFG), "fused_test_groupnorm_cnn": dict(_CFG)})
+
+
+@register_model
+def fused_test_plain_cnn(pretrained: bool = False, **kwargs):
+    return build_model_with_cfg(_Plain, "fused_test_plain_cnn", pretrained, **kwargs)
+
+
+@register_model
+def fused_test_groupnorm_cnn(pretrained: bool = False, **kwargs):
+    return build_model_with_cfg(_GroupNormed, "fused_test_groupnorm_cnn", pretrained, **kwargs)
+
+
+def _replicates(cfg, k: int = 3) -> list:
+    """What harness/tuning/rerun.py trains: replicate r's seed and training subset."""
+    out = []
+    for r in range(1, k + 1):
+        c = cfg
+        for key, value in replicate_overrides(r, cfg.seed).items():
+            c = replace_path(c, key, value)
+        out.append(c)
+    return out
+
+
+def _max_weight_difference(a: nn.Module, b: nn.Module) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa)
+
+
+@pytest.mark.parametrize("model", ["fused_test_plain_cnn", "harness_tiny_cnn"])
+def test_a_fused_member_is_its_separate_run(make_cfg, tmp_path, model) -> None:
+    """Without BatchNorm (and, with augmentation off, with it too) each member's curve, test
+    correctness, FLOPs and weights are its separate run's, within float tolerance."""
+    cfgs = _replicates(make_cfg(f"model.name={model}", "train.steps=15", "data.augment=off"))
+    apart = [run_training(c, tmp_path / f"apart{i}") for i, c in enumerate(cfgs)]
+    together = train_members(cfgs, [tmp_path / f"member{i}" for i in range(len(cfgs))])
+    assert len(together) == len(cfgs)
+    for a, b in zip(apart, together):
+        assert [s for s, _ in a.val_history] == [s for s, _ in b.val_history] == [5, 10, 15]
+        assert a.val_history == b.val_history
+        assert np.array_equal(a.test_correct, b.test_correct) and a.test_acc == b.test_acc
+        assert a.test_split == b.test_split and a.n_train == b.n_train
+        assert a.compute.train_flops == b.compute.train_flops and a.compute.eval_flops == b.compute.eval_flops
+        assert a.compute.steps == b.compute.steps
+        assert _max_weight_difference(a.model, b.model) < 1e-4
+    # the members really are different runs (own seed and subset)
+    assert _max_weight_difference(together[0].model, together[1].model) > 1e-2
+
+
+def test_fused_replicates_are_distributed_as_separate_ones(make_cfg, tmp_path) -> None:
+    """With BatchNorm and strong augmentation (whose random draws differ between the two ways), the
+    members' accuracies are indistinguishable from separate runs' over seeds."""
+    fused, apart = [], []
+    for block in range(3):
+        cfgs = _replicates(make_cfg("train.steps=30", "data.augment=strong", f"seed={100 * block}"), k=4)
+        fused += [r.test_acc for r in train_members(cfgs, [tmp_path / f"f{block}-{i}" for i in range(4)])]
+        apart += [run_training(c, tmp_path / f"a{block}-{i}").test_acc for i, c in enumerate(cfgs)]
+    assert len(set(fused)) > 3  # really different runs
+    assert stats.mannwhitneyu(fused, apart).pvalue > 0.05
+    assert abs(np.mean(fused) - np.mean(apart)) < 0.05
+
+
+def _models(cls, k: int = 3) -> list[nn.Module]:
+    out = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        out.append(cls(num_classes=5, in_chans=1).eval())
+    return out
+
+
+def test_the_stacked_model_gives_each_member_its_own_logits_and_can_be_cut_apart() -> None:
+    models = _models(TinyCNN)
+    body = fuse(models, torch.randn(2, 1, 8, 8)).eval()
+    xs = [torch.randn(4, 1, 8, 8) for _ in models]
+    with torch.no_grad():
+        out = body(torch.cat(xs, 1)).view(4, len(models), -1)
+        for k, (m, x) in enumerate(zip(models, xs)):
+            assert torch.allclose(out[:, k], m(x), atol=1e-5)
+            assert _max_weight_difference(member(body, m, k, len(models)), m) == 0.0
+
+
+def test_a_diverged_member_leaves_the_others_untouched() -> None:
+    """NaN weights in member 1: members 0 and 2 keep their own finite logits and gradients."""
+    models = _models(TinyCNN)
+    body = fuse(models, torch.randn(2, 1, 8, 8)).train()
+    with torch.no_grad():
+        body.stem[0].weight.view(3, -1)[1] = float("nan")
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8, 3))
+    logits = body(x).view(8, 3, -1)
+    assert torch.isnan(logits[:, 1]).all() and torch.isfinite(logits[:, [0, 2]]).all()
+    losses = torch.nn.functional.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)
+    torch.where(torch.tensor([True, False, True]), losses, torch.zeros_like(losses)).sum().backward()
+    for p in body.parameters():
+        if p.grad is not None and p.grad.shape[0] % 3 == 0 and p.ndim > 0:
+            parts = p.grad.reshape(3, -1)
+            assert torch.isfinite(parts[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("cls, why", [(_GroupNormed, "GroupNorm at `stem.1` has no exact stacked form"),
+                                      (_Shuffled, "mixes channels outside its layers")])
+def test_a_model_that_cannot_be_stacked_is_refused(cls, why) -> None:
+    with pytest.raises(NotFusable, match=why):
+        fuse(_models(cls), torch.randn(2, 1, 8, 8))
+
+
+def test_the_reruns_of_an_unstackable_model_train_one_at_a_time_and_say_so(tmp_path, caplog) -> None:
+    from harness.tuning.tune import tune_cell
+    from tuning_helpers import compose_tune, load
+
+    cfg = compose_tune(tmp_path, "model.name=fused_test_groupnorm_cnn", "tune.n_trials=2")
+    with caplog.at_level(logging.INFO, logger="harness.tuning.rerun"):
+        tune_cell(cfg, tmp_path / "runs")
+    assert "the 2 re-runs train one at a time: GroupNorm at `stem.1` has no exact stacked form" in caplog.text
+    final = load(tmp_path).user_attrs["final"]
+    assert [r["status"] for r in final] == ["ok", "ok"] and [r["replicate"] for r in final] == [1, 2]
+
+
+def test_fused_and_separate_reruns_store_the_same_records(tmp_path) -> None:
+    """trainer.fuse changes how the re-runs train, not what the cell stores (augmentation off)."""
+    from harness.tuning.tune import tune_cell
+    from tuning_helpers import compose_tune, load, set_space
+
+    stored = {}
+    for fuse_flag in ("true", "false"):
+        where = tmp_path / fuse_flag
+        cfg = compose_tune(where, f"trainer.fuse={fuse_flag}", "tune.n_trials=2", "data.augment=off")
+        tune_cell(set_space(cfg, {"lr": {"key": "train.lr", "type": "float", "low": 0.002, "high": 0.004}}), where / "runs")
+        stored[fuse_flag] = load(where).user_attrs["final"]
+    keep = ("replicate", "seed", "subset", "status", "val_acc", "test_acc", "flops", "n_test", "test_correct")
+    assert [{k: r.get(k) for k in keep} for r in stored["true"]] == [{k: r.get(k) for k in keep} for r in stored["false"]]
