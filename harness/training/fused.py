@@ -36,10 +36,10 @@ from harness.data.task import FixedBatches, Task, build_task, train_batches
 from harness.settings.schema import RunConfig, TrainConfig, as_dict
 from harness.training.compute import Compute, ComputeMeter, eval_flops_per_sample
 from harness.training.loggers import finish_logger, make_logger
-from harness.training.module import TrainingDiverged, accuracy_of, warmup_cosine
+from harness.training.module import Classifier, TrainingDiverged, accuracy_of
 from harness.training.run import (RunFailed, RunResult, build_model, phase_costs, precision_of, resolve_device,
                                   uses_channels_last)
-from harness.training.strategies import Phase, apply_phase, hold_frozen_norms, optimizer_groups, plan_phases
+from harness.training.strategies import Phase, optimizer_groups, plan_phases
 from harness.training.weights import InitialWeights
 
 # Layers that act on each channel (or each element) alone: a stacked model runs them unchanged.
@@ -199,45 +199,27 @@ def _stacked_eval(tasks: Sequence[Task], split: str, batch_size: int, device: to
                         batch_size)
 
 
-class Members(pl.LightningModule):
+class Members(Classifier):
     """The training step of K members at once: one forward of the stacked model, one cross-entropy
-    per member, their sum backpropagated (each member's gradient is its own)."""
+    per member, their sum backpropagated (each member's gradient is its own). Phases, frozen norms
+    and the optimizer are the one-model Classifier's."""
 
     def __init__(self, body: nn.Module, members: int, train: TrainConfig, augment: str, phases: list[Phase],
                  groups: list[dict], channels_last: bool = False):
-        super().__init__()
-        self.body, self.members, self.cfg, self.augment = body, members, train, augment
-        self.phases, self.groups, self.channels_last = phases, groups, channels_last
+        super().__init__(body, train, augment, phases, groups, channels_last)
+        self.members = members
         self.alive = torch.ones(members, dtype=torch.bool)
         self.diverged_at: dict[int, int] = {}
-        self.val_history: list[list[tuple[int, float]]] = [[] for _ in range(members)]
+        self.val_history: list[list[tuple[int, float]]] = [[] for _ in range(members)]  # type: ignore[assignment]
         self.last_losses = torch.zeros(members)
         self.loggers_of: list = [None] * members
         self.meters: list[ComputeMeter] = []
         self.spent_at_death: dict[int, Compute] = {}
-        apply_phase(self.body, phases[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K, C, H, W) -> (B, K, classes): the members' inputs stacked on the channel axis."""
         b = x.shape[0]
-        x = x.reshape(b, -1, *x.shape[3:])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.body(x).view(b, self.members, -1)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            hold_frozen_norms(self.body)
-        return self
-
-    def on_train_start(self) -> None:
-        self.train(True)
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        for phase in self.phases[1:]:
-            if self.global_step == phase.start:
-                apply_phase(self.body, phase)
-                self.train(True)
+        return super().forward(x.reshape(b, -1, *x.shape[3:])).view(b, self.members, -1)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -275,15 +257,6 @@ class Members(pl.LightningModule):
                 self.loggers_of[k].log_metrics({"val_acc": acc, "train_loss": float(losses[k])}, step=step)
         if not bool(self.alive.any()):
             raise TrainingDiverged(f"the loss of every member is not finite at step {step}")
-
-    def configure_optimizers(self):
-        cfg = self.cfg
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(self.groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-        else:
-            opt = torch.optim.AdamW(self.groups, lr=cfg.lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_frac))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 @torch.no_grad()
