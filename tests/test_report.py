@@ -25,6 +25,7 @@ from harness.errors import ConfigError
 from harness.report import (
     PLOT_FILES,
     Cell,
+    Crossover,
     anytime_curve,
     build_report,
     edge_flags,
@@ -189,6 +190,19 @@ def test_crossover_json_follows_its_published_schema(report, where) -> None:
     jsonschema.validate(data, json.loads(SCHEMA.read_text()))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**data, "undocumented": 1}, json.loads(SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize("where", ["built", "studies/digits", "studies/digits_split"])
+def test_crossover_json_reads_back_as_written(report, where) -> None:
+    """Crossover.from_json inverts to_json on every crossover.json a report wrote (the committed studies'
+    too), so what the renderers read from a file is what they read from the fresh Crossover."""
+    folder = report["out"] if where == "built" else REPO / where
+    data = json.loads((folder / "crossover.json").read_text())
+    assert Crossover.from_json(data).to_json() == data
+    if where == "built":
+        from harness.report.answer import headline_line
+
+        assert headline_line(Crossover.from_json(data)) == report["summary"]["verdict"]
 
 
 def test_crossover_matches_the_known_curves(report, crafted) -> None:
@@ -595,15 +609,37 @@ def test_declared_pretraining_flops_are_counted_and_the_pretraining_panel_is_dra
 
 
 def test_cells_from_before_the_weights_record_are_own_pretraining_or_unknown() -> None:
-    from harness.report.cells import source_of
+    from harness.report.crossover import Source
 
     own = Cell("o/finetune/n10", "finetune", 10, {"pretrain": {"flops": 7.0, "config_hash": "h"}}, [])
     bare = Cell("b/finetune/n10", "finetune", 10, {}, [])
     scratch = Cell("b/scratch/n10", "scratch", 10, {}, [])
-    assert own.pretrain_flops == 7.0 and own.weights["origin"] == "own pretraining"
+    assert own.pretrain_flops == 7.0 and (own.weights.origin, own.weights.ref) == ("own pretraining", "h")
     assert bare.pretrain_flops is None and scratch.pretrain_flops == 0.0 and scratch.weights is None
-    assert source_of([bare, scratch])["pretrain_flops"] == "unknown"
-    assert source_of([own])["pretrain_flops"] == 7.0
+    assert Source.of([bare, scratch]).pretrain_flops == "unknown"
+    assert Source.of([own]).pretrain_flops == 7.0
+
+
+def test_stored_pretraining_and_weights_records_read_without_trusting_them() -> None:
+    """harness/store/records.py decodes a cell's `pretrain` and `weights` attrs: malformed values read as
+    unknown, never raise; what it writes reads back as written."""
+    from harness.store.records import PretrainRecord, WeightsRecord
+
+    assert PretrainRecord.of("x") is None
+    raw = {"flops": -1, "wall_s": "x", "source_classes": "abc"}
+    odd = PretrainRecord.of(raw)
+    assert (odd.flops, odd.wall_s, odd.source_classes, odd.config_hash) == (None, 0.0, None, None)
+    assert odd.key == json.dumps(raw, sort_keys=True)  # told apart by what it stored, as before config hashes
+    meta = {"flops": 3.0, "wall_s": 1.5, "source_val_acc": 0.9, "steps": 10, "config_hash": "h", "source_classes": ["a"],
+            "created": "2025-01-01"}  # harness-pretrain's meta: only the pretrain attr's keys are written
+    written = PretrainRecord.of(meta).to_json()
+    assert written == {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
+    assert PretrainRecord.of(written) == PretrainRecord.of(meta)
+    hub = WeightsRecord.of({"origin": "hub", "ref": "tag", "pretrain_flops": "many"})
+    assert (hub.origin, hub.ref, hub.pretrain_flops, hub.pretrain_flops_from) == ("hub", "tag", None, "unknown")
+    assert WeightsRecord.of(hub.to_json()) == hub
+    assert WeightsRecord.of(None, PretrainRecord.of(meta)) == WeightsRecord("own pretraining", "h", 3.0, "measured")
+    assert WeightsRecord.of([1], None).origin == "not recorded"
 
 
 # ------------------------------------------------------------------ issue 21: the answers, the band, the noise said
@@ -616,7 +652,7 @@ def _row(n: int, gap: float, verdict: str, **extra) -> dict:
     return {**row, **extra}
 
 
-def _new_crossover(**top) -> dict:
+def _new_json(**top) -> dict:
     """A crossover.json with every key issue 21 adds, three sizes: fine-tune better, undecided, undecided."""
     rows = [
         _row(80, 0.05, "finetune_better", band95=[0.035, 0.065], se=0.006, p_within_margin=0.0, upper975=0.062,
@@ -643,25 +679,30 @@ def _new_crossover(**top) -> dict:
     return {**out, **top}
 
 
-def _old_crossover() -> dict:
+def _new_crossover(**top) -> Crossover:
+    return Crossover.from_json(_new_json(**top))
+
+
+def _old_crossover() -> Crossover:
     """The same study as a crossover.json from before issue 21 wrote it: none of the new keys."""
     keep = ("n", "gap", "ci95", "verdict", "replicates", "test_noise", "finetune_acc", "scratch_acc", "probe_acc")
-    new = _new_crossover()
+    new = _new_json()
     old = {k: v for k, v in new.items() if k not in ("band", "between_runs", "tau", "n_test", "settled_from",
                                                      "n_star_text")}
     old["per_n"] = [{k: p[k] for k in keep} for p in new["per_n"]]
-    return old
+    return Crossover.from_json(old)
 
 
 def test_the_answer_lines_state_the_bound_the_probability_the_resolution_and_where_the_variance_comes_from() -> None:
     from harness.report.answer import answer_lines, answer_table, settled_line
 
-    c = _new_crossover()
+    raw = _new_json()
+    c = Crossover.from_json(raw)
     lines = answer_lines(c)
     assert len(lines) == 3
     assert lines[2].startswith("With 640 training examples, pretraining is worth at most +2.0 points")
     assert "P(gap <= 0.01) = 0.82" in lines[2] and "resolves margins down to 2.4 points" in lines[2]
-    negative = answer_lines(_new_crossover(per_n=[dict(c["per_n"][0], upper975=-0.015)]))
+    negative = answer_lines(_new_crossover(per_n=[dict(raw["per_n"][0], upper975=-0.015)]))
     assert negative[0].startswith("With 80 training examples, pretraining costs at least 1.5 points")
     table = answer_table(c).set_index("n_train")
     assert table.loc[640, "P(gap <= 0.01)"] == "0.82"
@@ -677,15 +718,16 @@ def test_the_answer_lines_state_the_bound_the_probability_the_resolution_and_whe
     assert "not reached by n = 640" in settled_line(c)
     assert "n = 640**" in settled_line(_new_crossover(settled_from=640))
     # Without settled_from (a crossover.json between the two), it is read off the rows.
-    rows = [dict(p, p_within_margin=q) for p, q in zip(c["per_n"], (0.1, 0.95, 0.97))]
-    later = {k: v for k, v in _new_crossover(per_n=rows).items() if k != "settled_from"}
-    assert "n = 320** (and at every larger measured size)" in settled_line(later)
+    rows = [dict(p, p_within_margin=q) for p, q in zip(raw["per_n"], (0.1, 0.95, 0.97))]
+    later = Crossover.from_json({k: v for k, v in _new_json(per_n=rows).items() if k != "settled_from"})
+    assert later.settled_from == 320 and "n = 320** (and at every larger measured size)" in settled_line(later)
 
 
 def test_undecided_sizes_say_what_would_decide_them_not_more_replicates() -> None:
     from harness.report.answer import details, headline_line
 
-    c = _new_crossover()
+    raw = _new_json()
+    c = Crossover.from_json(raw)
     line = headline_line(c)
     assert "more replicates would decide" not in line
     assert "n = 320: 4 tuning runs (now 1) would show it better" in line
@@ -694,7 +736,7 @@ def test_undecided_sizes_say_what_would_decide_them_not_more_replicates() -> Non
     assert "Undecided sizes and what would decide them" in said and "n = 320: 4 tuning runs" in said
     # A decide without its text still reads.
     bare = _new_crossover(per_n=[dict(p, decide={k: v for k, v in (p["decide"] or {}).items() if k != "text"} or None)
-                                 for p in c["per_n"]])
+                                 for p in raw["per_n"]])
     assert "n = 640: a test split of about 3,000 examples would decide it" in headline_line(bare)
 
 
@@ -710,7 +752,7 @@ def test_the_band_the_between_run_variance_the_test_split_and_n_star_are_said() 
     assert "sd 0.0060" in note and "added to every interval" in note
     blind = between_runs_note(_new_crossover(between_runs="not estimable", tau=None))
     assert "replicate and test-example noise only" in blind and "miss the tuning noise" in blind
-    rows = [dict(p, tuning_runs={"finetune": 3, "scratch": 3}) for p in c["per_n"]]
+    rows = [dict(p, tuning_runs={"finetune": 3, "scratch": 3}) for p in _new_json()["per_n"]]
     assert "3 independent tuning runs per cell" in between_runs_note(_new_crossover(between_runs="measured", per_n=rows))
     split = test_split_note(c)
     assert "1,000 examples" in split and "n=80 20%, n=320 20%, n=640 25%" in split

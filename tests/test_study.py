@@ -202,9 +202,9 @@ def test_tiny_study_end_to_end_then_resume(tmp_path):
     cells = pd.read_csv(report / "cells.csv")
     assert len(cells) == len(names)  # one row per tuning run
     assert len(pd.read_csv(report / "trials.csv")) == sum(len(t) for t in trials_before.values())
-    from harness.report import headline_line
+    from harness.report import Crossover, headline_line
 
-    line = headline_line(crossover)
+    line = headline_line(Crossover.from_json(crossover))
     assert line in first.stdout.splitlines()
     # real re-runs store per-example test records: the intervals resample the shared test split
     assert crossover["intervals"].startswith("tuning runs and test examples")

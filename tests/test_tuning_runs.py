@@ -13,9 +13,10 @@ import pytest
 from harness.data.task import build_task
 from harness.store.records import CellId
 from harness.tuning.replicates import DIVERGED, FAILED, RUN_SEED_STRIDE, failure_record, make_record, tuning_run
+from harness.report.crossover import Crossover
 from harness.report.noise import Replicates
 from harness.report.verdict import compare
-from harness.settings.schema import CellConfig, DataConfig, TuneConfig
+from harness.settings.schema import CellConfig, DataConfig, TrainerConfig, TuneConfig
 
 
 def _ids(images) -> set:
@@ -108,13 +109,19 @@ def test_rerun_that_raises_becomes_a_record_and_the_cell_goes_on(monkeypatch, tm
             raise RunFailed(Compute(train_flops=5.0)) from TrainingDiverged("loss is nan")
         raise RuntimeError("disk full")
 
+    def fused_breaks(cfgs, run_dirs, **kwargs):
+        raise RuntimeError("the stacked run broke")
+
     monkeypatch.setattr(rerun, "run_training", boom)
+    monkeypatch.setattr(rerun, "train_members", fused_breaks)
     monkeypatch.setattr(rerun, "resolve_weights", lambda cfg: None)
-    cfg = CellConfig(data=DataConfig(n_train=20, n_test=250))
-    first = rerun._run_replicate(cfg, 0, 1, tmp_path)
-    second = rerun._run_replicate(cfg, 0, 2, tmp_path)
-    assert first.status == DIVERGED and first.test_acc == pytest.approx(0.1) and first.flops == 5.0
-    assert second.status == FAILED and "disk full" in second.reason and second.test_acc is None
+    for fuse in (False, True):  # fused, a joint failure trains each member again on its own
+        cfg = CellConfig(data=DataConfig(n_train=20, n_test=250), trainer=TrainerConfig(fuse=fuse))
+        stored: list = []
+        first, second = rerun._run_replicates(cfg, 0, [1, 2], tmp_path, done=stored.append)
+        assert first.status == DIVERGED and first.test_acc == pytest.approx(0.1) and first.flops == 5.0
+        assert second.status == FAILED and "disk full" in second.reason and second.test_acc is None
+        assert len(stored) == 2  # told after each one, so a caller can store it before the next
 
 
 def _cells(rng, gap, tune_sd, runs, reps, sizes=(10, 20, 40, 80, 160, 320)):
@@ -199,6 +206,6 @@ def test_the_band_is_wider_than_the_pointwise_interval_and_decides_the_verdicts(
     for p in c.per_n:
         assert p.band95[0] < p.ci95[0] and p.band95[1] > p.ci95[1]
         assert 0.0 <= p.p_within <= 1.0 and p.upper975 >= p.gap and p.resolution > 0
-    js = c.to_json()
+    js = Crossover.of(c).to_json()
     assert js["band"]["critical"] == pytest.approx(c.band_critical)
     assert {"band95", "p_within_margin", "upper975", "resolution", "variance_shares"} <= set(js["per_n"][0])

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from harness.report.crossover import Crossover
 from harness.report.verdict import (
     EQUIVALENT,
     FINETUNE_BETTER,
@@ -101,10 +102,10 @@ def test_noisy_identical_strategies_are_inconclusive_not_a_winner() -> None:
     c = compare(replicates(f, 0.05, 3, rng), replicates(f, 0.05, 3, rng), n_boot=500)
     assert c.status == "inconclusive"
     undecided = [p for p in c.per_n if p.verdict == INC]
-    assert undecided and all(p.decide and p.decide["text"] for p in undecided)
+    assert undecided and all(p.decide and p.decide.text for p in undecided)
     # "More runs would decide n" only where the caps reach it; elsewhere the design cannot resolve it.
-    assert c.needs == [p.n for p in undecided if p.decide["action"] in ("replicates", "tuning_runs")]
-    assert all(p.decide["number"] <= {"replicates": 10, "tuning_runs": 6}[p.decide["action"]]
+    assert c.needs == [p.n for p in undecided if p.decide.action in ("replicates", "tuning_runs")]
+    assert all(p.decide.number <= {"replicates": 10, "tuning_runs": 6}[p.decide.action]
                for p in undecided if p.n in c.needs)
 
 
@@ -117,15 +118,15 @@ def test_what_decides_names_the_cheaper_reachable_addition() -> None:
     caps = {"max_tunings": 6, "max_seeds": 10, "trials_per_run": 10}
     reps_heavy = {"test": 0.0, "finetune": (0.0, 1e-4, 3.0, 3.0), "scratch": (0.0, 1e-4, 3.0, 3.0)}
     d = what_decides(size, reps_heavy, 0.01, 2.5, caps, 1000)
-    assert d["action"] == "replicates" and 3 < d["number"] <= 10, d
+    assert d.action == "replicates" and 3 < d.number <= 10, d
     tune_heavy = {"test": 0.0, "finetune": (2e-5, 1e-6, 3.0, 3.0), "scratch": (2e-5, 1e-6, 3.0, 3.0)}
     d = what_decides(size, tune_heavy, 0.01, 2.5, caps, 1000)
-    assert d["action"] == "tuning_runs" and 3 < d["number"] <= 6, d
+    assert d.action == "tuning_runs" and 3 < d.number <= 6, d
     test_heavy = {"test": 2e-5, "finetune": (1e-6, 1e-6, 3.0, 3.0), "scratch": (1e-6, 1e-6, 3.0, 3.0)}
     d = what_decides(size, test_heavy, 0.01, 2.5, caps, 1000)
-    assert d["action"] == "larger_test" and d["number"] > 1000 and "test split" in d["text"], d
+    assert d.action == "larger_test" and d.number > 1000 and "test split" in d.text, d
     at_margin = dataclasses.replace(size, gap=0.0101)
-    assert what_decides(at_margin, reps_heavy, 0.01, 2.5, caps, 1000)["action"] is None
+    assert what_decides(at_margin, reps_heavy, 0.01, 2.5, caps, 1000).action is None
 
 
 def test_a_catch_up_recovers_n_star_inside_its_interval() -> None:
@@ -208,7 +209,7 @@ def test_json_is_strict_and_carries_the_contract_fields() -> None:
     f = curve(0.97, 0.5, 0.8)
     for c in (compare(replicates(f, 0.05, 3, rng), replicates(f, 0.05, 3, rng), n_boot=200),
               compare({10: Replicates.of([0.5, 0.6])}, {20: Replicates.of([0.5, 0.6])}, n_boot=50)):
-        doc = json.loads(json.dumps(c.to_json(), allow_nan=False))
+        doc = json.loads(json.dumps(Crossover.of(c).to_json(), allow_nan=False))
         for key in ("metric", "margin", "status", "n_star", "ci95", "n_cross", "n_cross_ci95", "extrapolated",
                     "agreement", "per_n", "switches", "measured_range"):
             assert key in doc

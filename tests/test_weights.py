@@ -237,7 +237,8 @@ def test_the_trainer_only_reads_the_source_model_and_says_who_makes_it(make_cfg,
 # ----------------------------------------------------------------------------- what cells record of their weights
 def test_a_cell_records_where_its_weights_came_from_and_the_report_says_unknown_not_0(make_cfg, tmp_path, source_state):
     from harness.report import build_report
-    from harness.tuning.tune import tune_cell, weights_attrs
+    from harness.store.records import WeightsRecord
+    from harness.tuning.tune import tune_cell
 
     path = tmp_path / "w.safetensors"
     save_file(source_state, str(path))
@@ -253,9 +254,9 @@ def test_a_cell_records_where_its_weights_came_from_and_the_report_says_unknown_
     assert "pretraining FLOPs unknown" in (tmp_path / "report" / "report.md").read_text().split("## How it was measured", 1)[1].split("\n## ")[0]
 
     hub = make_cfg("strategy=finetune", "strategy.weights=hub", "model.name=resnet18.a1_in1k", "strategy.pretrain_flops=3e18")
-    assert weights_attrs(hub, None) == {"origin": "hub", "ref": "resnet18.a1_in1k", "pretrain_flops": 3e18,
-                                        "pretrain_flops_from": "declared"}
-    assert weights_attrs(make_cfg("strategy=scratch"), None) is None
+    assert WeightsRecord.of_settings(hub, None).to_json() == {
+        "origin": "hub", "ref": "resnet18.a1_in1k", "pretrain_flops": 3e18, "pretrain_flops_from": "declared"}
+    assert WeightsRecord.of_settings(make_cfg("strategy=scratch"), None) is None
 
 
 def test_the_checkpoint_key_changes_with_any_data_setting_not_declared_independent():

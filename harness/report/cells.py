@@ -1,9 +1,11 @@
 """A study's cells as the report sees them (one Optuna study each, found by its user attrs through
-harness/store/records.py), their re-run results and pretraining runs, plus the constants and small value
-helpers the other report modules share."""
+harness/store/records.py, which decodes every stored record), their re-run results and the pretrainings
+their weights came from (`Pretraining`), plus the constants and small value helpers the other report
+modules share."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -16,15 +18,14 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
-from harness.store.records import (CELL_ATTRS, DIVERGED, RerunRecord, TrialRecord, TuningRunRecord, cell_studies, num,
-                                   study_part)
+from harness.store.records import (CELL_ATTRS, DIVERGED, OWN, PretrainRecord, RerunRecord, TrialRecord, TuningRunRecord,
+                                   WeightsRecord, cell_studies, study_part)
 from harness.report.noise import Replicates
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STRATEGIES = ("finetune", "scratch")
 LABELS = {"finetune": "fine-tune", "scratch": "from scratch"}
-OWN = "own pretraining"  # the weights origin of harness-pretrain's checkpoints (the others: file, hub)
 UNKNOWN = "unknown"  # what the report says for FLOPs nobody measured or declared (never 0)
 
 
@@ -74,30 +75,20 @@ class Cell:
         return self.record.final
 
     @property
-    def pretrain(self) -> dict[str, Any] | None:
+    def pretrain(self) -> PretrainRecord | None:
         return self.record.pretrain
 
     @property
-    def weights(self) -> dict[str, Any] | None:
-        """Where a fine-tune cell's weights came from (origin: own pretraining, file, hub) and their
-        pretraining FLOPs, None when unknown; None for a scratch cell. Cells stored before the
-        `weights` attr: own pretraining when they carry `pretrain`, else not recorded."""
-        if self.strategy != "finetune":
-            return None
-        w = self.record.weights
-        if w is not None:
-            w["pretrain_flops"] = known_flops(w.get("pretrain_flops"))
-            return w
-        if self.pretrain is not None:
-            return {"origin": OWN, "ref": self.pretrain.get("config_hash"),
-                    "pretrain_flops": known_flops(self.pretrain.get("flops")), "pretrain_flops_from": "measured"}
-        return {"origin": "not recorded", "ref": None, "pretrain_flops": None, "pretrain_flops_from": "unknown"}
+    def weights(self) -> WeightsRecord | None:
+        """Where a fine-tune cell's weights came from and their pretraining FLOPs (records.WeightsRecord,
+        cells stored before the `weights` attr included); None for a scratch cell."""
+        return self.record.weights if self.strategy == "finetune" else None
 
     @property
     def pretrain_flops(self) -> float | None:
         """FLOPs of the pretraining this cell's start cost: 0 for scratch, None when unknown."""
         w = self.weights
-        return 0.0 if w is None else w["pretrain_flops"]
+        return 0.0 if w is None else w.pretrain_flops
 
     @property
     def spent_flops(self) -> float:
@@ -243,58 +234,52 @@ def probe_by_size(cells: Sequence[Cell]) -> dict[int, float]:
     return out
 
 
-def source_of(cells: Sequence[Cell]) -> dict[str, Any]:
-    """What the fine-tune cells started from, as far as the storage says: the origin (own pretraining,
-    a file path, a hub tag) and its pretraining FLOPs, "unknown" unless measured or declared; never 0."""
-    runs = pretraining(cells)
-    if not runs:
-        return {"origin": "none (no fine-tune cells)", "weights": None, "source_task_acc": None,
-                "pretrain_flops": None, "pretrain_flops_from": None}
-    first = runs[0]
-    acc = first.get("source_val_acc", math.nan)
-    flops = first["flops"] if all(r["flops"] is not None for r in runs) else UNKNOWN
-    out = {"origin": describe(first) + ("" if len(runs) == 1 else f" (and {len(runs) - 1} other weights)"),
-           "weights": first["ref"], "source_task_acc": acc if math.isfinite(acc) else None,
-           "pretrain_flops": flops, "pretrain_flops_from": first["pretrain_flops_from"] if flops != UNKNOWN else "unknown"}
-    if first.get("source_classes") is not None:
-        out["source_classes"] = first["source_classes"]
-    return out
-
-
-def describe(run: Mapping[str, Any]) -> str:
+def describe(origin: str, ref: str | None) -> str:
     """One weights origin in words: own pretraining, file <path>, hub tag <tag>."""
-    origin = run["origin"]
     if origin == OWN:
         return "own pretraining (harness-pretrain)"
     if origin == "file":
-        return f"file {run['ref']}"
+        return f"file {ref}"
     if origin == "hub":
-        return f"hub tag {run['ref']}"
+        return f"hub tag {ref}"
     return "not recorded (weights from a file or the hub)"
 
 
-def pretraining(cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """The weights the fine-tune cells started from, each counted once (own pretraining by config
-    hash, a file by path, a hub tag by name), with their pretraining FLOPs and wall time, None where
-    unknown (a file or a hub tag whose FLOPs were not declared with strategy.pretrain_flops)."""
-    runs: dict[str, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class Pretraining:
+    """One pretraining the fine-tune cells started from, counted once (own pretraining by config hash,
+    a file by path, a hub tag by name), with the cells that used it. FLOPs and wall time are None
+    where unknown (a file or a hub tag whose FLOPs were not declared with strategy.pretrain_flops)."""
+
+    key: str
+    origin: str
+    ref: str | None
+    flops: float | None
+    wall_s: float | None
+    source_val_acc: float
+    source_classes: tuple | None
+    pretrain_flops_from: str | None
+    cells: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, w: WeightsRecord, p: PretrainRecord | None) -> Pretraining:
+        """From a fine-tune cell's weights, and its own pretraining's record when it has one."""
+        if p is not None:
+            return cls(p.key, w.origin, p.key, p.flops, p.wall_s, p.source_val_acc, p.source_classes,
+                       w.pretrain_flops_from)
+        return cls(f"{w.origin}:{w.ref}", w.origin, w.ref, w.pretrain_flops, None, math.nan, None, w.pretrain_flops_from)
+
+
+def pretraining(cells: Sequence[Cell]) -> list[Pretraining]:
+    """The weights the fine-tune cells started from, each counted once, in the order cells first use them."""
+    runs: dict[str, Pretraining] = {}
     for c in cells:
         w = c.weights
         if w is None:
             continue
-        p = c.pretrain if w["origin"] == OWN else None
-        if p is not None:
-            key = str(p.get("config_hash") or json.dumps(p, sort_keys=True, default=str))
-            entry = {"config_hash": key, "flops": known_flops(p.get("flops")), "wall_s": num(p.get("wall_s"), 0.0),
-                     "steps": p.get("steps"), "source_val_acc": num(p.get("source_val_acc")),
-                     "source_classes": p.get("source_classes")}
-        else:
-            key = f"{w['origin']}:{w.get('ref')}"
-            entry = {"config_hash": key, "flops": w["pretrain_flops"], "wall_s": None, "steps": None,
-                     "source_val_acc": math.nan, "source_classes": None}
-        entry.update(origin=w["origin"], ref=w.get("ref") if p is None else key,
-                     pretrain_flops_from=w.get("pretrain_flops_from", "unknown"))
-        runs.setdefault(key, {**entry, "cells": []})["cells"].append(c.name)
+        run = Pretraining.of(w, c.pretrain if w.origin == OWN else None)
+        first = runs.get(run.key, run)
+        runs[run.key] = dataclasses.replace(first, cells=first.cells + (c.name,))
     return list(runs.values())
 
 
@@ -304,12 +289,6 @@ def labelled_by_size(cells: Sequence[Cell]) -> dict[int, int]:
     for c in cells:
         out[c.n_train] = max(out.get(c.n_train, 0), c.n_labelled)
     return out
-
-
-def known_flops(v: Any) -> float | None:
-    """A stored FLOPs count, or None when it is missing or not a non-negative number."""
-    f = num(v)
-    return f if math.isfinite(f) and f >= 0 else None
 
 
 def n_val_by_size(cells: Sequence[Cell]) -> dict[int, int | None]:

@@ -1,5 +1,5 @@
-"""The report document: its text (the verdict lines, the sections) and `Document`, rendered to
-Markdown and to one self-contained HTML page."""
+"""The report document: its text (the verdict lines, the sections) from the Report
+(harness/report/contents.py), and `Document`, rendered to Markdown and to one self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from harness.report.answer import (
     answer_lines, answer_sentences, answer_table, band_note, details, per_size_table, settled_line, transfer_table,
 )
 from harness.report.anytime import winner_summary
+from harness.report.contents import Report
+from harness.report.crossover import Crossover, Source
 from harness.report.frames import EDGE_FRACTION, MIN_TRIALS_FOR_IMPORTANCE, edge_flags
 from harness.report.tables import (
     budget_notes, comparison_table, compute_table, failed_counts, failed_rerun_notes, per_size_comparison,
@@ -39,17 +41,15 @@ PLOT_FILES = {
 # ============================================================================ the document
 
 
-def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.DataFrame,
-                   values: Mapping[str, Mapping[int, list[float]]], crossover: Mapping[str, Any], line: str,
-                   d_t: Sequence[Mapping[str, Any]], maps: Sequence[pd.DataFrame], imp: pd.DataFrame,
-                   imp_notes: Sequence[str], pre: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes],
-                   metric: str, n_val: Mapping[int, int | None], missing_panel: str | None = None) -> Document:
-    doc = Document(f"Fine-tune vs from scratch: {study}")
+def build_document(report: Report, pngs: Mapping[str, bytes]) -> Document:
+    """report.md / report.html from the report and its figures (PNG bytes by PLOT_FILES' key)."""
+    cells, crossover, metric, n_val, table = report.cells, report.crossover, report.metric, report.n_val, report.table
+    doc = Document(f"Fine-tune vs from scratch: {report.study}")
     sizes = sorted({c.n_train for c in cells})
-    first = cells[0].attrs
+    first = cells[0].record
     seeds = sorted({len(c.final) for c in cells if c.final})
-    margin = float(crossover.get("margin", 0.0))
-    source = crossover.get("source") or {}
+    margin = crossover.margin
+    source = crossover.source or Source("unknown")
     doc.heading("The answer")
     doc.para(answer_sentences(crossover))
     if "gap" in pngs:
@@ -59,23 +59,23 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
     doc.para(
         f"**Margin: +-{margin:g} {metric}** (`report.margin`, declared before the results): a difference smaller than "
         "this does not matter here. A size is called better only when the whole "
-        + ("simultaneous 95% band of the gap (across the measured sizes) " if (crossover.get("band") or {}).get("critical")
-           is not None else "95% interval of the gap ")
+        + ("simultaneous 95% band of the gap (across the measured sizes) "
+           if crossover.band is not None and crossover.band.critical is not None else "95% interval of the gap ")
         + "lies beyond it, equivalent only when it lies inside it, and inconclusive otherwise. "
-        f"**Source model:** {source.get('origin', 'unknown')}"
-        + (f", source-task accuracy {source['source_task_acc']:.3f}" if source.get("source_task_acc") is not None else "")
+        f"**Source model:** {source.origin}"
+        + (f", source-task accuracy {source.source_task_acc:.3f}" if source.source_task_acc is not None else "")
         + _pretraining_words(source) + "."
     )
     doc.para(
-        f"Storage `{shown}`, {len(cells)} cells ({', '.join(sorted({c.strategy for c in cells}, key=strategy_rank))} "
-        f"x n_train in {sizes}), model `{first.get('model', '?')}`, data `{first.get('data', '?')}`, "
+        f"Storage `{report.storage}`, {len(cells)} cells ({', '.join(sorted({c.strategy for c in cells}, key=strategy_rank))} "
+        f"x n_train in {sizes}), model `{first.model or '?'}`, data `{first.data or '?'}`, "
         f"{'/'.join(map(str, seeds)) or 'no'} replicates of the best configuration per cell{_runs_words(crossover)}. Generated "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the Optuna storage alone."
     )
     doc.para(_selection_text(cells, n_val))
 
     doc.heading("Verdict: how much data until scratch catches up")
-    doc.para(f"**{line}.**")
+    doc.para(f"**{report.headline}.**")
     settled = settled_line(crossover)
     if settled:
         doc.para(settled)
@@ -90,7 +90,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
         doc.table(answers)
     doc.bullets(details(crossover))
     doc.para(band_note(crossover))
-    doc.table(per_size_table(crossover, values, n_val, metric))
+    doc.table(per_size_table(crossover, report.values, n_val, metric))
     failures = failed_rerun_notes(cells)
     if failures:
         doc.para("**Re-runs that did not end ok** (stored with their reason; the cell went on): a failed re-run is "
@@ -112,31 +112,32 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
              "beyond its measured sizes.")
     doc.image(PLOT_FILES["effective_data"], "Effective data transferred D_T and the data multiplier",
               pngs["effective_data"])
-    if d_t:
-        doc.table(transfer_table(d_t, n_val, crossover.get("n_labelled_by_n_train") or {}))
+    if report.transfer:
+        doc.table(transfer_table(report.transfer, n_val, crossover.n_labelled_by_n_train))
 
     doc.heading("Winner map: data size x compute")
     doc.para("Each square compares the best validation accuracy each strategy had found once its cell had spent "
              "that many FLOPs (trials in completion order; pruned and failed trials' FLOPs count), with the "
              f"verdict's rule: the 95% interval of the gap (binomial noise of each validation split) against the "
-             f"margin +-{crossover.get('margin', 0):g}. Not measured: a strategy had completed no trial by then, or "
+             f"margin +-{margin:g}. Not measured: a strategy had completed no trial by then, or "
              "the budget is more than the cell spent. "
-             + ("Right panel: fine-tune's compute includes its pretraining." if missing_panel is None else missing_panel))
-    doc.image(PLOT_FILES["winner_map"], "Winner map without and with pretraining FLOPs" if missing_panel is None
+             + ("Right panel: fine-tune's compute includes its pretraining." if report.missing_panel is None
+                else report.missing_panel))
+    doc.image(PLOT_FILES["winner_map"], "Winner map without and with pretraining FLOPs" if report.missing_panel is None
               else "Winner map without pretraining FLOPs", pngs["winner_map"])
-    doc.bullets(winner_summary(maps))
+    doc.bullets(winner_summary(report.maps))
 
     doc.heading("Anytime performance")
     doc.image(PLOT_FILES["anytime"], "Best-so-far validation accuracy vs cumulative FLOPs per cell", pngs["anytime"])
 
     doc.heading("The comparison, measured")
-    doc.table(comparison_table(table, crossover, d_t, pre, metric))
+    doc.table(comparison_table(table, crossover, report.transfer, report.pretraining, metric))
     doc.table(per_size_comparison(table, metric))
 
     doc.heading("Compute")
     doc.para("Per cell: all trials (complete, pruned, failed) of tuning, then the re-runs of the best configuration. "
              "Pretraining is listed once per pretrained checkpoint.")
-    doc.table(compute_table(table, pre))
+    doc.table(compute_table(table, report.pretraining))
     doc.bullets(budget_notes(cells, table))
 
     doc.heading("Search-space checks")
@@ -152,6 +153,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
         doc.table(pd.DataFrame(edge_rows))
     else:
         doc.para(f"No best parameter lies within {EDGE_FRACTION:.0%} of an end of its range.")
+    imp = report.importances
     if not imp.empty:
         doc.para(f"Parameter importances (fANOVA), per cell with >= {MIN_TRIALS_FOR_IMPORTANCE} complete trials, "
                  "averaged per strategy (`*_cells`: how many cells were averaged). The parameters every trial uses "
@@ -165,7 +167,7 @@ def build_document(study: str, shown: str, cells: Sequence[Cell], table: pd.Data
         doc.table(imp.reset_index(names="parameter"))
     else:
         doc.para("Parameter importances: not computable (too few complete trials).")
-    doc.bullets([f"importance skipped for {n}" for n in imp_notes])
+    doc.bullets([f"importance skipped for {n}" for n in report.importance_notes])
 
     doc.heading("Files")
     doc.bullets(["`trials.csv`: every trial of every cell", "`cells.csv`: one row per cell",
@@ -195,20 +197,19 @@ def _selection_text(cells: Sequence[Cell], n_val: Mapping[int, int | None]) -> s
     return text
 
 
-def _runs_words(crossover: Mapping[str, Any]) -> str:
+def _runs_words(crossover: Crossover) -> str:
     """How many tuning runs each cell's replicates come from (said only when some cell has more than one)."""
-    runs = sorted({int(k) for p in crossover.get("per_n", []) for k in (p.get("tuning_runs") or {}).values()})
+    runs = sorted({int(k) for p in crossover.per_n for k in p.tuning_runs.values()})
     if not runs or runs == [1]:
         return ""
     return f" (over {'/'.join(map(str, runs))} tuning runs per cell, each its own search, its winner re-run)"
 
 
-def _pretraining_words(source: Mapping[str, Any]) -> str:
+def _pretraining_words(source: Source) -> str:
     """The source block's pretraining FLOPs: a number (measured or declared) or "unknown", never 0."""
-    flops = source.get("pretrain_flops")
-    if isinstance(flops, (int, float)) and not isinstance(flops, bool):
-        return f", pretraining {flops:.3g} FLOPs ({source.get('pretrain_flops_from') or 'measured'})"
-    if source.get("pretrain_flops_from") is None and flops is None:
+    if source.flops_known:
+        return f", pretraining {source.pretrain_flops:.3g} FLOPs ({source.pretrain_flops_from or 'measured'})"
+    if source.pretrain_flops_from is None and source.pretrain_flops is None:
         return ""  # no fine-tune cells: no pretraining to speak of
     return ", pretraining FLOPs unknown (not measured here; declare them with strategy.pretrain_flops)"
 

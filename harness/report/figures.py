@@ -16,7 +16,9 @@ from harness.report.learning_curves import mean_ci95, power_law
 from harness.report.answer import n_star_phrase, short_headline
 from harness.report.anytime import NOT_MEASURED, Anytime
 from harness.report.cells import LABELS, STRATEGIES, Cell, fmt_n
-from harness.report.verdict import EQUIVALENT, INCONCLUSIVE
+from harness.report.contents import Report
+from harness.report.crossover import Crossover
+from harness.report.verdict import EQUIVALENT, INCONCLUSIVE, TransferRow
 
 COLORS = {"finetune": "#1f77b4", "scratch": "#d95f02"}
 
@@ -68,23 +70,23 @@ def _metric_label(metric: str) -> str:
     return {"test_acc": "test accuracy", "val_acc": "validation accuracy"}.get(metric, metric)
 
 
-def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crossover: Mapping[str, Any],
+def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crossover: Crossover,
                          metric: str, study: str, n_val: Mapping[int, Any]) -> bytes:
     sizes = sorted({n for s in STRATEGIES for n in values.get(s, {})})
     if not sizes:
         return _placeholder("Learning curves", "No cell has re-run results (`final`) yet:\nnothing to plot.")
-    labelled = crossover.get("n_labelled_by_n_train") or {}
-    show_labelled = bool(labelled) and any(int(labelled.get(str(n), n)) != n for n in sizes)
+    labelled = crossover.n_labelled_by_n_train
+    show_labelled = bool(labelled) and any(int(labelled.get(n, n)) != n for n in sizes)
     fig = _figure(8.5, 5.9 if show_labelled else 5.5)
     _margins(fig, left=0.8, right=0.2, top=1.1 if show_labelled else 0.65, bottom=0.6)
     ax = fig.add_subplot()
     lo_n, hi_n = sizes[0], sizes[-1]
     x_max = hi_n * 2.0
-    n_star, ci = crossover.get("n_star"), crossover.get("ci95")
+    n_star, ci = crossover.n_star, crossover.ci95
     for v in [n_star] + list(ci or []):
         if v is not None and math.isfinite(v):
             x_max = max(x_max, float(v) * 1.5)
-    x_max = min(x_max, hi_n * float(crossover.get("horizon") or 10.0))
+    x_max = min(x_max, hi_n * crossover.horizon)
     x_min = lo_n / 1.5
     for strategy in STRATEGIES:
         curve = values.get(strategy, {})
@@ -98,24 +100,24 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
         for n in ns:
             ax.scatter([n] * len(curve[n]), curve[n], s=10, color=color, alpha=0.3, linewidths=0)
         ax.errorbar(ns, means, yerr=err, fmt="o", color=color, capsize=3, label=f"{label}: mean and 95% CI over replicates")
-        params = (crossover.get("fits") or {}).get(strategy)
-        if params:
-            abc = (params["a"], params["b"], params["c"])
+        fit = crossover.fits.get(strategy)
+        if fit:
+            abc = (fit.a, fit.b, fit.c)
             inside = np.geomspace(ns[0], ns[-1], 200)
             ax.plot(inside, power_law(abc, inside), color=color, lw=1.8, label=f"{label}: fitted a - b n^-c (the verdict's)")
             for a, b in ((x_min, ns[0]), (ns[-1], x_max)):
                 if b > a:
                     xs = np.geomspace(a, b, 100)
                     ax.plot(xs, power_law(abc, xs), color=color, lw=1.5, ls="--")
-    probes = [(p["n"], p["probe_acc"]) for p in crossover.get("per_n", []) if p.get("probe_acc") is not None]
+    probes = [(p.n, p.probe_acc) for p in crossover.per_n if p.probe_acc is not None]
     if probes:
         ax.plot(*zip(*probes), color=COLORS["finetune"], lw=1.2, ls=":", marker="x",
                 label="linear probe on the frozen source features")
     ax.plot([], [], color="gray", ls="--", label="extrapolation beyond the measured range")
     if n_star is not None and math.isfinite(n_star):
         ax.axvline(n_star, color="black", lw=1.2,
-                   label=f"n* = {fmt_n(n_star)}: fine-tune's fitted lead <= {crossover.get('margin', 0):g} from here"
-                         + (" (extrapolated)" if crossover.get("extrapolated") else ""))
+                   label=f"n* = {fmt_n(n_star)}: fine-tune's fitted lead <= {crossover.margin:g} from here"
+                         + (" (extrapolated)" if crossover.extrapolated else ""))
         if ci:
             left = ci[0] if ci[0] is not None else x_min
             right = ci[1] if ci[1] is not None and math.isfinite(ci[1]) else x_max
@@ -128,7 +130,7 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     ax.set_xlabel("target training examples n_train (log scale)")
     if show_labelled:
         top = ax.secondary_xaxis("top")
-        top.set_xticks(sizes, [str(labelled.get(str(n), "?")) for n in sizes], fontsize=8)
+        top.set_xticks(sizes, [str(labelled.get(n, "?")) for n in sizes], fontsize=8)
         top.set_xlabel("labelled examples used, selection included (n_labelled)", fontsize=8)
     ax.set_ylabel(f"{_metric_label(metric)} (fraction correct)")
     vals = sorted({int(v) for v in n_val.values() if v is not None})
@@ -140,7 +142,7 @@ def plot_learning_curves(values: Mapping[str, Mapping[int, list[float]]], crosso
     return _png(fig)
 
 
-def plot_effective_data(rows: Sequence[Mapping[str, Any]], study: str) -> bytes:
+def plot_effective_data(rows: Sequence[TransferRow], study: str) -> bytes:
     if not rows:
         return _placeholder("Effective data transferred",
                             "Not computable: needs re-run results of scratch at >= 2 sizes\nand of fine-tune at >= 1.")
@@ -149,13 +151,13 @@ def plot_effective_data(rows: Sequence[Mapping[str, Any]], study: str) -> bytes:
     fig = _figure(11, 4.6)
     _margins(fig, left=0.85, right=0.2, top=0.65, bottom=0.6, wspace=0.9, ncols=2)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    n = np.array([r["n_train"] for r in rows], dtype=float)
-    dt = np.array([r["effective_data_transferred"] for r in rows], dtype=float)
-    mult = np.array([r["multiplier"] for r in rows], dtype=float)
-    extra = np.array([bool(r["extrapolated"]) for r in rows])
+    n = np.array([r.n for r in rows], dtype=float)
+    dt = np.array([r.d_t for r in rows], dtype=float)
+    mult = np.array([r.multiplier for r in rows], dtype=float)
+    extra = np.array([r.extrapolated for r in rows])
     finite = np.isfinite(dt)
-    lows = np.array([r["d_t_ci95_low"] if r["d_t_ci95_low"] is not None else np.nan for r in rows], dtype=float)
-    highs = np.array([r["d_t_ci95_high"] if r["d_t_ci95_high"] is not None else np.inf for r in rows], dtype=float)
+    lows = np.array([lo if math.isfinite(lo) else np.nan for lo, _ in (r.d_t_ci95 for r in rows)], dtype=float)
+    highs = np.array([hi if math.isfinite(hi) else np.inf for _, hi in (r.d_t_ci95 for r in rows)], dtype=float)
     for ax, y, lo, hi in ((left, dt, lows, highs), (right, mult, (lows + n) / n, (highs + n) / n)):
         ok = np.isfinite(y)
         ax.plot(n[ok], y[ok], color=COLORS["finetune"], lw=1, alpha=0.6)
@@ -317,23 +319,23 @@ VERDICT_COLORS = {"finetune_better": COLORS["finetune"], "scratch_better": COLOR
                   "equivalent": "#1b9e77", "inconclusive": "#7f7f7f"}
 
 
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else math.nan
+def _num(v: float | None) -> float:
+    return math.nan if v is None else float(v)
 
 
-def plot_gap(crossover: Mapping[str, Any], study: str) -> bytes:
+def plot_gap(crossover: Crossover, study: str) -> bytes:
     """The gap (fine-tune minus scratch) per measured size, in percentage points: the simultaneous 95%
     band the verdicts read (shaded), the pointwise 95% interval (error bars), the one-sided 97.5% upper
-    bound on fine-tune's advantage, and the +-margin region; log x. Reads crossover.json's dict only; a
-    crossover.json without the band (from before issue 21) draws the pointwise intervals alone."""
-    rows = [p for p in crossover.get("per_n", []) if math.isfinite(_num(p.get("gap")))]
+    bound on fine-tune's advantage, and the +-margin region; log x. A crossover.json without the band
+    (from before issue 21) draws the pointwise intervals alone."""
+    rows = [p for p in crossover.per_n if p.gap is not None]
     if not rows:
         return _placeholder("Gap per size", "No size re-run by both strategies: no gap to plot.")
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    margin = 100 * float(crossover.get("margin", 0.0))
-    sizes = [int(p["n"]) for p in rows]
+    margin = 100 * crossover.margin
+    sizes = [p.n for p in rows]
     fig = _figure(8.5, 5.2)
     _margins(fig, left=0.85, right=0.2, top=0.75, bottom=0.6)
     ax = fig.add_subplot()
@@ -344,34 +346,34 @@ def plot_gap(crossover: Mapping[str, Any], study: str) -> bytes:
     has_band = has_upper = False
     tops, bottoms = [], []
     for p in rows:
-        n, gap = int(p["n"]), 100 * _num(p["gap"])
-        band = p.get("band95") or [None, None]
+        n, gap = p.n, 100 * _num(p.gap)
+        band = p.band95 or (None, None)
         lo_b, hi_b = 100 * _num(band[0]), 100 * _num(band[1])
         if math.isfinite(lo_b) and math.isfinite(hi_b):
             has_band = True
-            ax.fill_between([n / width, n * width], lo_b, hi_b, color=VERDICT_COLORS.get(p["verdict"], "gray"),
+            ax.fill_between([n / width, n * width], lo_b, hi_b, color=VERDICT_COLORS.get(p.verdict, "gray"),
                             alpha=0.25, lw=0)
             tops.append(hi_b), bottoms.append(lo_b)
-        ci = p.get("ci95") or [None, None]
+        ci = p.ci95 or (None, None)
         lo_c, hi_c = 100 * _num(ci[0]), 100 * _num(ci[1])
         if math.isfinite(lo_c) and math.isfinite(hi_c):
             ax.errorbar([n], [gap], yerr=[[gap - lo_c], [hi_c - gap]], fmt="none", color="black", capsize=4, lw=1.2)
             tops.append(hi_c), bottoms.append(lo_c)
-        ax.scatter([n], [gap], color=VERDICT_COLORS.get(p["verdict"], "gray"), edgecolors="black", zorder=3, s=36)
-        upper = 100 * _num(p.get("upper975"))
+        ax.scatter([n], [gap], color=VERDICT_COLORS.get(p.verdict, "gray"), edgecolors="black", zorder=3, s=36)
+        upper = 100 * _num(p.upper975)
         if math.isfinite(upper):
             has_upper = True
             ax.scatter([n * width ** 0.6], [upper], marker=7, color="#b2182b", zorder=3, s=30)
         tops.append(gap), bottoms.append(gap)
-        prob = _num(p.get("p_within_margin"))
+        prob = _num(p.p_within_margin)
         if math.isfinite(prob):
             ax.annotate(f"P={prob:.2f}", (n, 0.015), xycoords=("data", "axes fraction"), ha="center", fontsize=7,
                         color="#333333")
     top, bottom = max(tops + [margin]), min(bottoms + [-margin])
     pad = 0.08 * (top - bottom) or 1.0
     ax.set_ylim(bottom - 1.6 * pad, top + pad)
-    n_star = _num(crossover.get("n_star"))
-    ci = list(crossover.get("ci95") or [None, None]) + [None, None]
+    n_star = _num(crossover.n_star)
+    ci = crossover.ci95 or (None, None)
     open_above = math.isfinite(_num(ci[0])) and not math.isfinite(_num(ci[1]))
     if open_above:  # one-sided: drawn from its lower bound on, not at a point its interval does not pin down
         n_star = _num(ci[0])
@@ -384,11 +386,10 @@ def plot_gap(crossover: Mapping[str, Any], study: str) -> bytes:
     ax.set_xlim(x_min, x_max)
     _plain_log_ticks(ax.xaxis, sizes)
     ax.set_xlabel("target training examples n_train (log scale)")
-    ax.set_ylabel(f"gap: fine-tune minus scratch, {_metric_label(str(crossover.get('metric', 'test_acc')))} "
+    ax.set_ylabel(f"gap: fine-tune minus scratch, {_metric_label(crossover.metric)} "
                   "(percentage points)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    band = crossover.get("band") if isinstance(crossover.get("band"), Mapping) else {}
-    crit = _num(band.get("critical"))
+    crit = _num(crossover.band.critical if crossover.band is not None else None)
     handles = [Patch(color="#1b9e77", alpha=0.25,
                      label=f"+-margin ({margin:g} point{'' if margin == 1 else 's'}): no practical difference")]
     if has_band:
@@ -399,20 +400,20 @@ def plot_gap(crossover: Mapping[str, Any], study: str) -> bytes:
         handles.append(Line2D([], [], color="#b2182b", marker=7, ls="none",
                               label="one-sided 97.5% upper bound on fine-tune's advantage"))
     for verdict, color in VERDICT_COLORS.items():
-        if any(p["verdict"] == verdict for p in rows):
+        if any(p.verdict == verdict for p in rows):
             handles.append(Line2D([], [], color=color, marker="o", ls="none", markeredgecolor="black",
                                   label=f"gap, verdict {verdict.replace('_', ' ')}"))
     if star_drawn:
         handles.append(Line2D([], [], color="black", ls=":", label=n_star_phrase(crossover)))
     ax.legend(handles=handles, fontsize=7.5, loc="upper right")
     title = f"{study}: the gap per size" + ("" if has_band else " (pointwise intervals only: no simultaneous band)")
-    prob_note = "; P = P(gap <= margin) over the bootstrap draws" if any(
-        math.isfinite(_num(p.get("p_within_margin"))) for p in rows) else ""
+    prob_note = ("; P = P(gap <= margin) over the bootstrap draws" if any(p.p_within_margin is not None for p in rows)
+                 else "")
     ax.set_title(f"{title}\n{short_headline(crossover)}{prob_note}", fontsize=9)
     return _png(fig)
 
 
-def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: Mapping[str, Any],
+def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: Crossover,
                     metric: str, study: str) -> bytes:
     """The learning curves as error rate (1 - accuracy) on log-log axes, where the large-n differences
     the accuracy axis flattens stay visible: replicates, their mean and 95% interval, the fitted curves
@@ -424,7 +425,7 @@ def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: 
     _margins(fig, left=0.85, right=0.2, top=0.65, bottom=0.6)
     ax = fig.add_subplot()
     x_min, x_max = sizes[0] / 1.5, sizes[-1] * 2.0
-    n_test = _num(crossover.get("n_test"))
+    n_test = _num(crossover.n_test)
     floor = 0.5 / n_test if math.isfinite(n_test) and n_test > 0 else 1e-4  # a perfect score drawn at half an example
     lows, highs = [], []
     for strategy in STRATEGIES:
@@ -443,9 +444,9 @@ def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: 
         hi = np.maximum(1.0 - np.array([s[1] for s in stats]), floor)
         ax.errorbar(ns, means, yerr=np.array([means - lo, hi - means]), fmt="o", color=color, capsize=3,
                     label=f"{label}: 1 - mean, 95% CI over replicates")
-        params = (crossover.get("fits") or {}).get(strategy)
-        if params:
-            abc = (params["a"], params["b"], params["c"])
+        fit = crossover.fits.get(strategy)
+        if fit:
+            abc = (fit.a, fit.b, fit.c)
             inside = np.geomspace(ns[0], ns[-1], 200)
             ax.plot(inside, np.maximum(1.0 - power_law(abc, inside), floor), color=color, lw=1.8,
                     label=f"{label}: fitted 1 - (a - b n^-c)")
@@ -453,10 +454,10 @@ def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: 
                 if b > a:
                     xs = np.geomspace(a, b, 100)
                     ax.plot(xs, np.maximum(1.0 - power_law(abc, xs), floor), color=color, lw=1.5, ls="--")
-            if 0 < 1.0 - params["a"] < 1:
-                ax.axhline(1.0 - params["a"], color=color, lw=0.8, ls=":", alpha=0.8,
-                           label=f"{label}: fitted asymptote 1 - a = {1.0 - params['a']:.3f}")
-                lows.append(1.0 - params["a"])
+            if 0 < 1.0 - fit.a < 1:
+                ax.axhline(1.0 - fit.a, color=color, lw=0.8, ls=":", alpha=0.8,
+                           label=f"{label}: fitted asymptote 1 - a = {1.0 - fit.a:.3f}")
+                lows.append(1.0 - fit.a)
     ax.plot([], [], color="gray", ls="--", label="extrapolation beyond the measured range")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -476,3 +477,16 @@ def plot_error_rate(values: Mapping[str, Mapping[int, list[float]]], crossover: 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     return _png(fig)
+
+
+def draw(report: Report) -> dict[str, bytes]:
+    """Every figure of the report, PNG bytes by PLOT_FILES' key."""
+    c, study = report.crossover, report.study
+    return {
+        "learning_curves": plot_learning_curves(report.values, c, report.metric, study, report.n_val),
+        "error_rate": plot_error_rate(report.values, c, report.metric, study),
+        "gap": plot_gap(c, study),
+        "effective_data": plot_effective_data(report.transfer, study),
+        "winner_map": plot_winner_map(report.maps, study, report.n_val, missing=report.missing_panel),
+        "anytime": plot_anytime(report.cells, report.curves, study),
+    }

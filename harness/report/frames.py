@@ -110,7 +110,7 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
         flags = edge_flags(c.best_params(), c.search_space())
         rows.append({
             "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
-            "selection": c.selection, "n_labelled": c.n_labelled, "n_test": c.attrs.get("n_test"),
+            "selection": c.selection, "n_labelled": c.n_labelled, "n_test": c.record.n_test,
             "n_trials": len(c.trials), "n_complete": c.count(TrialState.COMPLETE),
             "n_pruned": c.count(TrialState.PRUNED), "n_failed": c.count(TrialState.FAIL),
             "n_unfinished": sum(not t.state.is_finished() for t in c.trials),
@@ -133,8 +133,8 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
     frame = pd.DataFrame(rows)
     fair = {c.name: fairness(c, cells, frame) for c in cells}
     if not frame.empty:
-        frame["tuning_flops_ratio"] = [fair[n]["ratio"] for n in frame["study_name"]]
-        frame["fairness_flags"] = [";".join(fair[n]["flags"]) for n in frame["study_name"]]
+        frame["tuning_flops_ratio"] = [fair[n].ratio for n in frame["study_name"]]
+        frame["fairness_flags"] = [";".join(fair[n].flags) for n in frame["study_name"]]
     return frame
 
 
@@ -148,9 +148,9 @@ def _pretraining_text(c: Cell) -> str:
     w = c.weights
     if w is None:
         return ""
-    flops = w["pretrain_flops"]
-    return f"{describe(w)}: " + (f"{flops:.3g} FLOPs ({w.get('pretrain_flops_from')})" if flops is not None
-                                  else f"FLOPs {UNKNOWN}")
+    flops = w.pretrain_flops
+    return f"{describe(w.origin, w.ref)}: " + (f"{flops:.3g} FLOPs ({w.pretrain_flops_from})" if flops is not None
+                                                else f"FLOPs {UNKNOWN}")
 
 
 def _pruner(c: Cell) -> dict[str, Any] | None:
@@ -165,13 +165,21 @@ def _other(c: Cell, cells: Sequence[Cell]) -> Cell | None:
     return next((o for o in cells if o.strategy == other and o.n_train == c.n_train and o.tuning == c.tuning), None)
 
 
-def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> dict[str, Any]:
-    """Whether this cell's size compares the strategies at equal effort: the ratio of its tuning FLOPs
-    to the other strategy's, and flags: tuning_flops_differ (beyond FLOPS_RATIO_FLAG either way),
+@dataclass(frozen=True)
+class Fairness:
+    """Whether a cell's size compares the strategies at equal effort: the ratio of its tuning FLOPs to
+    the other strategy's, and flags: tuning_flops_differ (beyond FLOPS_RATIO_FLAG either way),
     pruner_max_resource_differs, pruner_not_recorded (so that cannot be checked), budgets_differ."""
+
+    ratio: float = math.nan
+    flags: tuple[str, ...] = ()
+
+
+def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> Fairness:
+    """This cell's Fairness against the other strategy's cell of its size and tuning run."""
     other = _other(c, cells)
     if other is None:
-        return {"ratio": math.nan, "flags": []}
+        return Fairness()
     total = frame.set_index("study_name")["flops_total"]
     mine, theirs = float(total[c.name]), float(total[other.name])
     ratio = mine / theirs if theirs > 0 else math.nan
@@ -183,9 +191,9 @@ def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> dict[str, A
         flags.append("pruner_not_recorded")
     elif pruners[0].get("max_resource") != pruners[1].get("max_resource"):
         flags.append("pruner_max_resource_differs")
-    if c.attrs.get("budget") != other.attrs.get("budget"):
+    if c.record.budget != other.record.budget:
         flags.append("budgets_differ")
-    return {"ratio": ratio, "flags": flags}
+    return Fairness(ratio, tuple(flags))
 
 
 def split_by_use(trials: Sequence[FrozenTrial | TrialRecord]) -> tuple[list[str], list[str], list[str]]:

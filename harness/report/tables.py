@@ -9,9 +9,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from harness.report.answer import fmt_multiplier, n_star_phrase
-from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, describe, num
+from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, Pretraining, describe
+from harness.report.crossover import Crossover
 from harness.report.frames import FLOPS_RATIO_FLAG, _pruner, failed_reruns, fairness
-from harness.store.records import OK
+from harness.report.verdict import TransferRow
+from harness.store.records import OK, OWN, num
 
 
 def failed_counts(cells: Sequence[Cell]) -> dict[tuple[str, int], int]:
@@ -59,8 +61,8 @@ def per_size_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Sequence[Mapping[str, Any]],
-                     pre: Sequence[Mapping[str, Any]], metric: str) -> pd.DataFrame:
+def comparison_table(table: pd.DataFrame, crossover: Crossover, d_t: Sequence[TransferRow],
+                     pre: Sequence[Pretraining], metric: str) -> pd.DataFrame:
     def col(s: str, key: str) -> pd.Series:
         return table.loc[table["strategy"] == s, key].astype(float)
 
@@ -75,13 +77,12 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
             return "-"
         return "; ".join(f"n={int(x.n_train)}: {getattr(x, f'{metric}_mean'):.3f}" for x in r.itertuples())
 
-    pre_flops, pre_wall = _sum_known(p["flops"] for p in pre), _sum_known(p["wall_s"] for p in pre)
+    pre_flops, pre_wall = _sum_known(p.flops for p in pre), _sum_known(p.wall_s for p in pre)
     total = {s: float(col(s, "flops_total").sum() + col(s, "rerun_flops").sum()) for s in STRATEGIES}
     wall = {s: float(col(s, "wall_s_total").sum() + col(s, "rerun_wall_s").sum()) for s in STRATEGIES}
     mult_text = ("data multiplier (D_F + D_T) / D_F: "
-                 + "; ".join(f"n={r['n_train']}: {fmt_multiplier(r['multiplier'])}" + (" (extrap.)" if r["extrapolated"] else "")
+                 + "; ".join(f"n={r.n}: {fmt_multiplier(r.multiplier)}" + (" (extrap.)" if r.extrapolated else "")
                              for r in d_t)) if d_t else "data multiplier: not computable"
-    n_star = crossover.get("n_star")
     return pd.DataFrame([
         {"aspect": "training time: FLOPs to reach the best (median over n)",
          "fine-tune": median("finetune", "flops_to_best", ".3g"), "from scratch": median("scratch", "flops_to_best", ".3g")},
@@ -89,10 +90,9 @@ def comparison_table(table: pd.DataFrame, crossover: Mapping[str, Any], d_t: Seq
          "fine-tune": median("finetune", "wall_s_to_best", ".1f"), "from scratch": median("scratch", "wall_s_to_best", ".1f")},
         {"aspect": "data requirement",
          "fine-tune": mult_text,
-         "from scratch": (f"within {crossover.get('margin', 0):g} of fine-tune from {n_star_phrase(crossover)} "
-                          f"({crossover.get('status')})"
-                          if n_star is not None or crossover.get("n_star_text")
-                          else str(crossover.get("status")))},
+         "from scratch": (f"within {crossover.margin:g} of fine-tune from {n_star_phrase(crossover)} "
+                          f"({crossover.status})"
+                          if crossover.n_star is not None or crossover.n_star_text else crossover.status)},
         {"aspect": f"performance ({metric}, mean over seeds)", "fine-tune": perf("finetune"), "from scratch": perf("scratch")},
         {"aspect": "resources: total FLOPs (tuning + re-runs; fine-tune incl. pretraining)",
          "fine-tune": _with_pretraining(total["finetune"], pre_flops, ".3g", "FLOPs"), "from scratch": f"{total['scratch']:.3g}"},
@@ -117,7 +117,7 @@ def _with_pretraining(own: float, pretraining: float | None, fmt: str, what: str
     return f"{own + pretraining:{fmt}} (pretraining {pretraining:{fmt}})"
 
 
-def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def compute_table(table: pd.DataFrame, pre: Sequence[Pretraining]) -> pd.DataFrame:
     rows = []
     for r in table.itertuples(index=False):
         rows.append({"cell": r.study_name, "n_train": r.n_train, "n_val": r.n_val, "n_labelled": r.n_labelled,
@@ -127,17 +127,17 @@ def compute_table(table: pd.DataFrame, pre: Sequence[Mapping[str, Any]]) -> pd.D
                      "pretraining FLOPs": None, "pretraining wall s": None,
                      "total FLOPs": r.flops_total + r.rerun_flops, "total wall s": r.wall_s_total + r.rerun_wall_s})
     for p in pre:
-        name = str(p["config_hash"])[:12] if p["origin"] == "own pretraining" else describe(p)
-        flops = UNKNOWN if p["flops"] is None else p["flops"]
-        wall = UNKNOWN if p["wall_s"] is None else p["wall_s"]
-        rows.append({"cell": f"pretraining {name} (counted once; used by {len(p['cells'])} cells)",
+        name = p.key[:12] if p.origin == OWN else describe(p.origin, p.ref)
+        flops = UNKNOWN if p.flops is None else p.flops
+        wall = UNKNOWN if p.wall_s is None else p.wall_s
+        rows.append({"cell": f"pretraining {name} (counted once; used by {len(p.cells)} cells)",
                      "pretraining FLOPs": flops, "pretraining wall s": wall, "total FLOPs": flops, "total wall s": wall})
     for s in STRATEGIES:
         part = table[table["strategy"] == s]
         if part.empty:
             continue
-        pf = _sum_known(p["flops"] for p in pre) if s == "finetune" else 0.0
-        pw = _sum_known(p["wall_s"] for p in pre) if s == "finetune" else 0.0
+        pf = _sum_known(p.flops for p in pre) if s == "finetune" else 0.0
+        pw = _sum_known(p.wall_s for p in pre) if s == "finetune" else 0.0
         rows.append({"cell": f"total {LABELS[s]}" + (" incl. pretraining" if pre and s == "finetune" else ""),
                      "trials (complete/pruned/failed)": f"{int(part.n_trials.sum())} ({int(part.n_complete.sum())}/"
                                                         f"{int(part.n_pruned.sum())}/{int(part.n_failed.sum())})",
@@ -165,12 +165,12 @@ def _limits(budget: Any) -> str:
 
 def budget_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
     notes = []
-    budgets = {s: sorted({_limits(c.attrs.get("budget")) for c in cells if c.strategy == s}) for s in STRATEGIES}
+    budgets = {s: sorted({_limits(c.record.budget) for c in cells if c.strategy == s}) for s in STRATEGIES}
     for s in STRATEGIES:
         if budgets[s]:
             notes.append(f"{LABELS[s]} tuning budget per cell: {', '.join(budgets[s])}")
     notes += _reference_notes(cells)
-    differ = sorted({c.n_train for c in cells if "budgets_differ" in fairness(c, cells, table)["flags"]})
+    differ = sorted({c.n_train for c in cells if "budgets_differ" in fairness(c, cells, table).flags})
     if differ or (budgets["finetune"] and budgets["scratch"] and budgets["finetune"] != budgets["scratch"]):
         notes.append("**The two strategies were tuned with different budgets: the comparison is not at equal effort**"
                      + (f" (n_train = {differ})." if differ else "."))
@@ -207,18 +207,18 @@ def fairness_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
         ft, sc = (next((c for c in cells if c.strategy == s and c.n_train == n and c.tuning == 0), None) for s in STRATEGIES)
         if ft is None or sc is None:
             continue
-        flags = fairness(sc, cells, table)
-        if "tuning_flops_differ" in flags["flags"]:
-            out.append(f"**n_train={n}: scratch spent {flags['ratio']:.2f}x fine-tune's tuning FLOPs** (more than "
+        fair = fairness(sc, cells, table)
+        if "tuning_flops_differ" in fair.flags:
+            out.append(f"**n_train={n}: scratch spent {fair.ratio:.2f}x fine-tune's tuning FLOPs** (more than "
                        f"{FLOPS_RATIO_FLAG:g}x either way): not an equal-compute comparison at this size "
                        "(`tune.budget=flops` gives both strategies one FLOPs budget).")
-        if "pruner_max_resource_differs" in flags["flags"]:
+        if "pruner_max_resource_differs" in fair.flags:
             pf, ps = _pruner(ft) or {}, _pruner(sc) or {}
             out.append(f"**n_train={n}: the pruners planned for different maximum resources** (fine-tune "
                        f"{pf.get('name')} max_resource {pf.get('max_resource')}, scratch {ps.get('name')} "
                        f"{ps.get('max_resource')} steps): their brackets differ (harness-study sets "
                        "`pruner.max_resource` to the largest steps.high of its strategies).")
-        if "pruner_not_recorded" in flags["flags"]:
+        if "pruner_not_recorded" in fair.flags:
             unrecorded.append(n)
     if unrecorded:
         out.append(f"The pruners of n_train = {unrecorded} are not recorded (cells tuned before cells stored their "

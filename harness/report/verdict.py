@@ -150,6 +150,21 @@ def _interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
 # --------------------------------------------------------------------------------- the comparison
 
 
+REPLICATES, TUNING_RUNS, LARGER_TEST = "replicates", "tuning_runs", "larger_test"  # what_decides' actions
+
+
+@dataclass(frozen=True)
+class Decide:
+    """What would decide an undecided size (what_decides): more replicates, more tuning runs or a larger
+    test split (`action`, with its `number`), or None where nothing this design adds decides it; the
+    se the band would need (`target_se`) and the statement in words."""
+
+    action: str | None
+    text: str | None = None
+    number: int | None = None
+    target_se: float | None = None
+
+
 @dataclass(frozen=True)
 class SizeVerdict:
     n: int
@@ -166,17 +181,8 @@ class SizeVerdict:
     resolution: float = math.nan  # the smallest margin a zero gap is shown equivalent within, 80% power
     shares: dict[str, float] = field(default_factory=dict)  # the gap's variance: tuning, replicates, test
     tuning_runs: dict[str, int] = field(default_factory=dict)
-    decide: dict | None = None  # for an undecided size: what would decide it, and whether the caps reach it
+    decide: Decide | None = None  # for an undecided size: what would decide it, and whether the caps reach it
     parts: dict = field(default_factory=dict, repr=False)  # the variance parts (_variance_parts), for planning
-
-    def to_json(self) -> dict:
-        return {"n": self.n, "gap": _finite(self.gap), "ci95": _pair(self.ci95), "band95": _pair(self.band95),
-                "verdict": self.verdict, "replicates": self.replicates, "tuning_runs": self.tuning_runs,
-                "test_noise": self.test_noise, "finetune_acc": _finite(self.means.get("finetune")),
-                "scratch_acc": _finite(self.means.get("scratch")), "probe_acc": None, "se": _finite(self.se),
-                "p_within_margin": _finite(self.p_within), "upper975": _finite(self.upper975),
-                "resolution": _finite(self.resolution),
-                "variance_shares": {k: round(v, 4) for k, v in self.shares.items()}, "decide": self.decide}
 
 
 @dataclass(frozen=True)
@@ -205,14 +211,17 @@ class TransferRow:
     def to_row(self) -> dict:
         lo, hi = self.d_t_ci95
         return {"n_train": self.n, "finetune_acc": self.finetune_acc, "scratch_n_equivalent": self.d_e,
-                "scratch_n_equivalent_ci95_low": _finite(self.d_e_ci95[0]),
-                "scratch_n_equivalent_ci95_high": _finite(self.d_e_ci95[1]),
-                "effective_data_transferred": self.d_t, "d_t_ci95_low": _finite(lo), "d_t_ci95_high": _finite(hi),
+                "scratch_n_equivalent_ci95_low": finite_or_none(self.d_e_ci95[0]),
+                "scratch_n_equivalent_ci95_high": finite_or_none(self.d_e_ci95[1]),
+                "effective_data_transferred": self.d_t, "d_t_ci95_low": finite_or_none(lo), "d_t_ci95_high": finite_or_none(hi),
                 "multiplier": self.multiplier, "extrapolated": self.extrapolated, "note": self.note}
 
 
 @dataclass
 class Comparison:
+    """The whole determination on one study's replicates (compare). It writes no JSON: the report's
+    crossover.json is harness/report/crossover.py's Crossover, built from it and the cells."""
+
     metric: str
     margin: float
     status: str
@@ -264,32 +273,11 @@ class Comparison:
             return f"n* > {lo:,.0f}" if math.isfinite(lo) else "n* not estimable (its interval is open)"
         return f"n* = {self.n_star:,.0f}{label} (95% CI {lo:,.0f}-{hi:,.0f})"
 
-    def to_json(self) -> dict:
-        return {
-            "metric": self.metric, "margin": self.margin, "status": self.status, "reason": self.reason,
-            "n_star": _finite(self.n_star), "ci95": _pair(self.ci95),
-            "n_cross": _finite(self.n_cross), "n_cross_ci95": _pair(self.n_cross_ci95),
-            "extrapolated": self.extrapolated, "agreement": _finite(self.agreement),
-            "status_shares": {k: round(v, 4) for k, v in self.status_shares.items()},
-            "measured_range": list(self.measured_range) if self.measured_range else None,
-            "per_n": [p.to_json() for p in self.per_n],
-            "switches": self.switches, "needs_replicates": self.needs, "missing_sizes": self.missing,
-            "intervals": self.intervals, "n_boot": self.n_boot, "horizon": self.horizon,
-            "fits": {s: {"a": p[0], "b": p[1], "c": p[2], "family": "a - b * n**-c"} for s, p in self.fits.items()},
-            "band": {"method": "max-|t| over the joint bootstrap draws", "level": LEVEL,
-                     "critical": _finite(self.band_critical)},
-            "between_runs": self.between_runs, "tau": _finite(self.tau),
-            "tau_ratio": _finite(self.tau_ratio), "n_test": self.n_test,
-            "settled_from": self.settled_from, "n_star_text": self.n_star_text, "n_star_misfit": self.n_star_misfit,
-        }
 
 
-def _finite(v: float | None) -> float | None:
+def finite_or_none(v: float | None) -> float | None:
+    """A computed number as the report's files hold it: None unless finite."""
     return float(v) if v is not None and math.isfinite(v) else None
-
-
-def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
-    return None if p is None else [_finite(p[0]), _finite(p[1])]
 
 
 def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates], *, margin: float = MARGIN,
@@ -356,8 +344,8 @@ def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates
         out.agreement = shares.get(status, 0.0) if status != "inconclusive" else None
     if len(ft) >= 3 and len(sc) >= 3:
         _fit_determination(out, ft, sc, draws, index, shared, horizon)
-    out.needs = [n for n in _deciding_sizes(out)
-                 if (next(p for p in per_n if p.n == n).decide or {}).get("action") in ("replicates", "tuning_runs")]
+    reachable = {p.n for p in per_n if p.decide is not None and p.decide.action in (REPLICATES, TUNING_RUNS)}
+    out.needs = [n for n in _deciding_sizes(out) if n in reachable]
     return out
 
 
@@ -401,7 +389,7 @@ def _shares(parts: Mapping) -> dict[str, float]:
 
 
 def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float, caps: Mapping[str, int],
-                 n_test: int | None) -> dict:
+                 n_test: int | None) -> Decide:
     """What would decide an undecided size, from its own measured variances: more replicates per
     tuning run, more tuning runs (the cheaper in re-runs, a tuning run costing caps["trials_per_run"]),
     or, where the caps cannot reach it, a larger test split; with the numbers. Reads the current gap
@@ -409,14 +397,14 @@ def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float,
     g = abs(p.gap)
     goal = "equivalent" if g < margin else "better"
     if not (critical > 0 and math.isfinite(critical)):
-        return {"action": None, "text": "no noise could be measured at this size (one re-run, no trend to borrow from)"}
+        return Decide(None, "no noise could be measured at this size (one re-run, no trend to borrow from)")
     reach = abs(margin - g) / critical  # the se at which the band would clear the margin
     runs = int(min(parts[s][2] for s in ("finetune", "scratch")))
     reps = int(max(1, math.floor(min(parts[s][3] for s in ("finetune", "scratch")))))
     max_runs, max_reps, trials = int(caps["max_tunings"]), int(caps["max_seeds"]), int(caps["trials_per_run"])
     if abs(margin - g) < 0.1 * max(margin, 1e-3):
-        return {"action": None, "target_se": reach,
-                "text": f"the gap ({p.gap:+.3f}) sits at the margin ({margin:g}): no number of runs decides it"}
+        return Decide(None, f"the gap ({p.gap:+.3f}) sits at the margin ({margin:g}): no number of runs decides it",
+                      target_se=reach)
     budget = reach ** 2
     tune = sum(parts[s][0] for s in ("finetune", "scratch"))
     rep = sum(parts[s][1] for s in ("finetune", "scratch"))
@@ -429,25 +417,24 @@ def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float,
     need_reps, need_runs = max(need_reps, reps + 1), max(need_runs, runs + 1)
     options = []
     if need_reps <= max_reps and need_reps > reps:
-        options.append((runs * (need_reps - reps), "replicates", need_reps,
+        options.append((runs * (need_reps - reps), REPLICATES, need_reps,
                         f"{need_reps} replicates per tuning run (now {reps}) would show it {goal}"))
     if need_runs <= max_runs and need_runs > runs:
-        options.append(((need_runs - runs) * (trials + reps), "tuning_runs", need_runs,
+        options.append(((need_runs - runs) * (trials + reps), TUNING_RUNS, need_runs,
                         f"{need_runs} tuning runs (now {runs}) would show it {goal}"))
     if options:
         _, action, number, text = min(options)
-        return {"action": action, "number": number, "target_se": reach, "text": text}
+        return Decide(action, text, number=number, target_se=reach)
     at_caps = predicted_variance(parts, max_runs, max_reps) - parts["test"]
-    out = {"action": None, "target_se": reach,
-           "text": f"below what this design resolves: even {max_runs} tuning runs x {max_reps} replicates leave "
-                   f"sd {math.sqrt(at_caps + parts['test']):.4f} against the {reach:.4f} needed"}
+    text = (f"below what this design resolves: even {max_runs} tuning runs x {max_reps} replicates leave "
+            f"sd {math.sqrt(at_caps + parts['test']):.4f} against the {reach:.4f} needed")
     bigger = math.ceil(n_test * parts["test"] / (budget - at_caps)) if n_test and parts["test"] > 0 and budget > at_caps else 0
     if n_test and bigger > n_test:
-        out.update(action="larger_test", number=bigger,
-                   text=out["text"] + f"; with those, a test split of about {bigger:,} examples (now {n_test:,}) would decide it")
-    elif math.isfinite(need_runs):
-        out["text"] += f"; {need_runs} tuning runs would decide it (cap {max_runs})"
-    return out
+        return Decide(LARGER_TEST, text + f"; with those, a test split of about {bigger:,} examples (now {n_test:,}) "
+                      "would decide it", number=bigger, target_se=reach)
+    if math.isfinite(need_runs):
+        text += f"; {need_runs} tuning runs would decide it (cap {max_runs})"
+    return Decide(None, text, target_se=reach)
 
 
 def _switches(per_n: Sequence[SizeVerdict]) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from harness.errors import ConfigError
-from harness.settings.schema import StorageConfig
+from harness.settings.schema import CellConfig, StorageConfig
 from harness.store.storage import open_storage as open_storage_url
 from harness.store.storage import redact_url, resolve_url
 
@@ -124,6 +125,16 @@ def _mapping(v: Any) -> dict[str, Any] | None:
     return dict(v) if isinstance(v, Mapping) else None
 
 
+def known_flops(v: Any) -> float | None:
+    """A stored FLOPs count, or None when it is missing or not a non-negative number (never 0 for it)."""
+    f = num(v)
+    return f if math.isfinite(f) and f >= 0 else None
+
+
+def _text_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
 # ============================================================================ re-run records
 OK, FAILED, DIVERGED, COLLAPSED = "ok", "failed", "diverged", "collapsed"
 NOT_COUNTED = (FAILED, DIVERGED)  # re-runs that did not finish as measured (a diverged one counts at chance)
@@ -218,6 +229,122 @@ class RerunRecord:
         return decode_correct({"test_correct": self.test_correct, "n_test": self.n_test})
 
 
+# ============================================================================ a cell's weights
+
+OWN = "own pretraining"  # the weights origin of harness-pretrain's checkpoints (the others: file, hub)
+NOT_RECORDED = "not recorded"  # the origin of fine-tune runs stored before the `weights` attr, without `pretrain`
+UNKNOWN_FROM = "unknown"  # pretrain_flops_from where nobody measured or declared them
+
+
+@dataclass(frozen=True)
+class PretrainRecord:
+    """A fine-tune run's own pretraining (harness-pretrain's meta): its `pretrain` attr. `key` tells
+    pretrainings apart: the config hash, or for a record without one, the stored record as JSON."""
+
+    key: str
+    flops: float | None = None  # None: missing or not a non-negative number
+    wall_s: float = 0.0
+    source_val_acc: float = math.nan
+    steps: int | None = None
+    config_hash: str | None = None
+    source_classes: tuple[Any, ...] | None = None
+
+    @classmethod
+    def of(cls, raw: Any) -> PretrainRecord | None:
+        """The stored attr (or harness-pretrain's meta), read with coercions; None when it is not a record."""
+        if not isinstance(raw, Mapping):
+            return None
+        config_hash, classes = raw.get("config_hash"), raw.get("source_classes")
+        return cls(key=str(config_hash or json.dumps(dict(raw), sort_keys=True, default=str)),
+                   flops=known_flops(raw.get("flops")), wall_s=num(raw.get("wall_s"), 0.0),
+                   source_val_acc=num(raw.get("source_val_acc")), steps=_int_or_none(raw.get("steps")),
+                   config_hash=_text_or_none(config_hash),
+                   source_classes=tuple(classes) if isinstance(classes, (list, tuple)) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {"flops": self.flops, "wall_s": self.wall_s, "source_val_acc": self.source_val_acc, "steps": self.steps,
+                "config_hash": self.config_hash,
+                "source_classes": None if self.source_classes is None else list(self.source_classes)}
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """Where a fine-tune run's weights came from (`origin`: own pretraining, file, hub; `ref`: the
+    config hash, path or tag) and their pretraining FLOPs: measured for own pretraining, declared
+    (strategy.pretrain_flops) for a file or a hub tag, else None (unknown, never 0). Its `weights` attr."""
+
+    origin: str
+    ref: str | None = None
+    pretrain_flops: float | None = None
+    pretrain_flops_from: str | None = UNKNOWN_FROM  # measured | declared | unknown
+
+    @classmethod
+    def of(cls, raw: Any, pretrain: PretrainRecord | None = None) -> WeightsRecord:
+        """The stored attr, read with coercions. Runs stored before the attr: own pretraining when they
+        carry `pretrain`, else not recorded."""
+        if isinstance(raw, Mapping):
+            return cls(origin=str(raw.get("origin", NOT_RECORDED)), ref=_text_or_none(raw.get("ref")),
+                       pretrain_flops=known_flops(raw.get("pretrain_flops")),
+                       pretrain_flops_from=_text_or_none(raw.get("pretrain_flops_from", UNKNOWN_FROM)))
+        if pretrain is not None:
+            return cls(OWN, pretrain.config_hash, pretrain.flops, "measured")
+        return cls(NOT_RECORDED)
+
+    @classmethod
+    def of_settings(cls, cfg: CellConfig, pretrain: PretrainRecord | None) -> WeightsRecord | None:
+        """What a cell's settings start it from (None for scratch); `pretrain` for strategy.weights=source."""
+        if cfg.strategy.name != "finetune":
+            return None
+        weights = cfg.strategy.weights
+        if weights == "source":  # the pretrain attr, from harness-pretrain's meta
+            assert pretrain is not None
+            return cls(OWN, pretrain.config_hash, pretrain.flops, "measured")
+        declared = cfg.strategy.pretrain_flops
+        origin, ref = ("hub", cfg.model.name) if weights == "hub" else ("file", str(Path(weights).expanduser()))
+        return cls(origin, ref, None if declared is None else float(declared),
+                   UNKNOWN_FROM if declared is None else "declared")
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CellAttrs:
+    """The attrs a new tuning run is stored with (docs/design.md, "What the storage holds"): harness-tune
+    gathers the values, `to_json` is what is written (write_cell_attrs), in this order."""
+
+    cell: CellId
+    budget: Mapping[str, Any]
+    search_space: Mapping[str, Any]
+    n_val: int | None
+    n_test: int | None
+    model: str
+    data: str
+    selection: str
+    pruner: Mapping[str, Any]
+    draw: int
+    seed: int
+    caps: Mapping[str, int]
+    cv_folds: int | None = None  # tune.selection=cv only
+    pretrain: PretrainRecord | None = None  # strategy.weights=source only
+    weights: WeightsRecord | None = None  # fine-tune only
+
+    def to_json(self) -> dict[str, Any]:
+        out = {**self.cell.attrs(), "budget": dict(self.budget), "search_space": dict(self.search_space),
+               "n_val": self.n_val, "n_test": self.n_test, "model": self.model, "data": self.data,
+               "selection": self.selection, "pruner": dict(self.pruner), "draw": self.draw, "seed": self.seed,
+               "caps": dict(self.caps)}
+        if self.cv_folds is not None:
+            out["cv_folds"] = self.cv_folds
+        if self.pretrain is not None:
+            out["pretrain"] = self.pretrain.to_json()
+        if self.weights is not None:
+            out["weights"] = self.weights.to_json()
+        return out
+
+
 # ============================================================================ study records
 
 
@@ -282,12 +409,31 @@ class TuningRunRecord:
         return _mapping(self.attrs.get("pruner"))
 
     @property
-    def pretrain(self) -> dict[str, Any] | None:
-        return _mapping(self.attrs.get("pretrain"))
+    def caps(self) -> dict[str, int] | None:
+        """What harness-study may still add to the cell (CellAttrs.caps), None before cells stored it."""
+        return _mapping(self.attrs.get("caps"))
 
     @property
-    def weights(self) -> dict[str, Any] | None:
-        return _mapping(self.attrs.get("weights"))
+    def n_test(self) -> int | None:
+        return _int_or_none(self.attrs.get("n_test"))
+
+    @property
+    def model(self) -> str | None:
+        return _text_or_none(self.attrs.get("model"))
+
+    @property
+    def data(self) -> str | None:
+        return _text_or_none(self.attrs.get("data"))
+
+    @property
+    def pretrain(self) -> PretrainRecord | None:
+        return PretrainRecord.of(self.attrs.get("pretrain"))
+
+    @property
+    def weights(self) -> WeightsRecord:
+        """A fine-tune run's weights (WeightsRecord.of: runs stored before the attr included); read it
+        for fine-tune runs only."""
+        return WeightsRecord.of(self.attrs.get("weights"), self.pretrain)
 
     @property
     def search_space(self) -> dict[str, Any] | None:
@@ -409,6 +555,11 @@ def spent(trials: Iterable[FrozenTrial]) -> dict[str, float]:
 def write_study_attrs(study: optuna.Study, attrs: Mapping[str, Any]) -> None:
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+
+
+def write_cell_attrs(study: optuna.Study, attrs: CellAttrs) -> None:
+    """A new tuning run's attrs: what makes its Optuna study a cell, and what the report reads of it."""
+    write_study_attrs(study, attrs.to_json())
 
 
 def write_final(study: optuna.Study, final: list[RerunRecord], best_params: dict[str, Any] | None = None,

@@ -61,7 +61,7 @@ def topup_plan(comparison: Comparison, runs: Mapping[int, int], reps: Mapping[in
         what = f"{target} replicates per tuning run" if action == "replicates" else f"{target} tuning runs"
         out.append(Addition(p.n, action, target,
                             f"n = {p.n}: {what} (sd of the gap {math.sqrt(now):.4f} -> "
-                            f"{math.sqrt(max(0.0, now - gain)):.4f} for {cost:.2g} FLOPs; {p.decide['text']})"))
+                            f"{math.sqrt(max(0.0, now - gain)):.4f} for {cost:.2g} FLOPs; {p.decide.text})"))
     return out
 
 

@@ -333,8 +333,9 @@ def _show_verdict(clock: StudyClock, comparison) -> None:
     """The verdict so far in the study's W&B run (when it has one)."""
     if clock.wandb is not None:
         from harness.report.answer import headline_line
+        from harness.report.crossover import Crossover
 
-        clock.wandb.verdict(comparison, headline_line(comparison.to_json()))
+        clock.wandb.verdict(comparison, headline_line(Crossover.of(comparison)))
 
 
 def run_study(cfg: StudyAppConfig, run_root: Path) -> dict:

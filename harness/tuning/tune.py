@@ -91,42 +91,23 @@ def _check_weights(cfg: CellConfig, task) -> None:
         check_weights_fit(cfg, task, weights.file)
 
 
-def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> dict[str, Any]:
-    attrs = {**cell_of(cfg).attrs(), "budget": budget.to_json(), "search_space": space.to_json(), "n_val": cfg.data.n_val,
-             "n_test": cfg.data.n_test, "model": cfg.model.name, "data": cfg.data.name,
-             "selection": cfg.tune.selection, "pruner": pruner_attrs(cfg), "draw": cfg.data.draw,
-             "seed": cfg.seed, "caps": caps_attrs(cfg)}
-    if cfg.tune.selection == "cv":
-        attrs["cv_folds"] = cv_folds_for(cfg.data, cfg.tune.cv_folds)
+def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> records.CellAttrs:
+    """What a new tuning run is stored with (harness/store/records.py writes it)."""
+    pretrain = None
     if cfg.strategy.name == "finetune" and cfg.strategy.weights == "source":
-        meta = ensure_pretrained(cfg).meta
-        attrs["pretrain"] = {k: meta[k] for k in ("flops", "wall_s", "source_val_acc", "steps", "config_hash", "source_classes")}
-    weights = weights_attrs(cfg, attrs.get("pretrain"))
-    if weights is not None:
-        attrs["weights"] = weights
-    return attrs
+        pretrain = records.PretrainRecord.of(ensure_pretrained(cfg).meta)
+    return records.CellAttrs(
+        cell_of(cfg), budget=budget.to_json(), search_space=space.to_json(), n_val=cfg.data.n_val,
+        n_test=cfg.data.n_test, model=cfg.model.name, data=cfg.data.name, selection=cfg.tune.selection,
+        pruner=pruner_attrs(cfg), draw=cfg.data.draw, seed=cfg.seed, caps=caps_attrs(cfg),
+        cv_folds=cv_folds_for(cfg.data, cfg.tune.cv_folds) if cfg.tune.selection == "cv" else None,
+        pretrain=pretrain, weights=records.WeightsRecord.of_settings(cfg, pretrain))
 
 
 def caps_attrs(cfg: CellConfig) -> dict[str, int]:
     """What harness-study may still add to this cell (the report's power statements name them)."""
     return {"max_tunings": cfg.study.max_tunings, "max_seeds": cfg.study.max_seeds,
             "trials_per_run": int(cfg.tune.n_trials or 0)}
-
-
-def weights_attrs(cfg: CellConfig, pretrain: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Where a fine-tune cell's weights came from and what their pretraining cost: measured for our
-    own pretraining, declared (strategy.pretrain_flops) for a file or a hub tag, else unknown."""
-    if cfg.strategy.name != "finetune":
-        return None
-    weights = cfg.strategy.weights
-    if weights == "source":  # the pretrain attr, from harness-pretrain's meta
-        assert pretrain is not None
-        return {"origin": "own pretraining", "ref": pretrain["config_hash"], "pretrain_flops": float(pretrain["flops"]),
-                "pretrain_flops_from": "measured"}
-    declared = cfg.strategy.pretrain_flops
-    origin, ref = ("hub", cfg.model.name) if weights == "hub" else ("file", str(Path(weights).expanduser()))
-    return {"origin": origin, "ref": ref, "pretrain_flops": None if declared is None else float(declared),
-            "pretrain_flops_from": "unknown" if declared is None else "declared"}
 
 
 def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
@@ -140,7 +121,7 @@ def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
         if stored.attrs and stored.cell != cell:
             raise ConfigError(f"study {name} in {redact_url(cfg.storage.url)} belongs to another cell: use another study.name")
         if not stored.attrs:
-            records.write_study_attrs(study, _cell_attrs(cfg, space, budget))
+            records.write_cell_attrs(study, _cell_attrs(cfg, space, budget))
             if cfg.tune.enqueue_recipe:
                 enqueue_recipes(study, first_recipes(space, budget))
         else:  # a resumed cell may be given more budget, or another pruner
