@@ -1053,3 +1053,25 @@ def test_the_pruner_waits_for_lp_ft_to_leave_its_head_only_phase():
     trainer = SimpleNamespace(sanity_checking=False, should_stop=False)
     PruningCallback(trial).on_validation_end(trainer, full)
     assert trainer.should_stop is True  # one-phase runs are judged from the first validation, as before
+
+
+def test_a_warm_started_run_first_tries_the_winners_of_its_finished_neighbours(tmp_path):
+    """tune.warm_start: after the recipes (none here), the winners of the nearest finished smaller and
+    larger sizes of the same strategy and tuning run; never another tuning run's, never with it off."""
+    common = ("tune.n_trials=2", "tune.enqueue_recipe=false", "train.steps=10", "~search_space.params.steps")
+
+    def cell(n: int, *more: str):
+        cfg = compose_tune(tmp_path, *common, f"data.n_train={n}", *more)
+        tune_cell(cfg, tmp_path / "runs")
+        return load(tmp_path, cell_of(cfg).name)
+
+    small, large = cell(10), cell(40)
+    warm = cell(20, "tune.warm_start=true")
+    first = sorted(warm.trials, key=lambda t: t.number)[:2]
+    assert [t.user_attrs.get("warm_from") for t in first] == ["winner of n=10", "winner of n=40"]
+    space = SearchSpace.from_config(compose_tune(tmp_path, *common).search_space)
+    assert [t.params for t in first] == [space.fit(small.user_attrs["best_params"]), space.fit(large.user_attrs["best_params"])]
+
+    other_run = cell(20, "tune.warm_start=true", "tune.run=1")  # run 1 has no finished neighbours of its own
+    cold = cell(80)  # warm_start off (the default)
+    assert not any("warm_from" in t.user_attrs for t in other_run.trials + cold.trials)

@@ -165,7 +165,7 @@ class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: Any = 1
     precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU
-    channels_last: Any = "auto"  # auto (on GPU only) | true | false
+    channels_last: Any = "auto"  # auto (= true: NHWC, faster on GPUs and on CPUs with oneDNN) | true | false
     threads: int = 1  # torch CPU threads per process (tiny models gain nothing from more); 0 = torch's default
     fuse: bool = True  # train a configuration's re-runs as one model of K members where the model allows it
 
@@ -282,6 +282,7 @@ class TuneConfig:
     sampler_seed: int = 0  # TPE seed: each tuning run derives its own from it, the study name, strategy and n_train
     n_startup_trials: int = 5  # random trials before TPE models the space
     enqueue_recipe: bool = True  # first trials = the search space's standard recipes (all, or none with false)
+    warm_start: bool = False  # then the winners of the nearest finished sizes (same strategy and tuning run)
     selection: str = "holdout"  # holdout: select on the validation split (its labels count); cv: k-fold inside n_train
     cv_folds: int = 5  # cv: k = min(cv_folds, smallest class count in n_train)
     progress: bool = True  # one live status line on stderr
@@ -290,6 +291,7 @@ class TuneConfig:
     def check(self, key: str) -> None:
         one_of(self.budget, BUDGET_KINDS, f"{key}.budget", "set tune.budget=trials (equal trial counts) or "
                "tune.budget=flops (equal FLOPs)")
+        flag(self.warm_start, f"{key}.warm_start")
         for name in ("n_trials", "max_flops", "max_wall_s"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value <= 0):

@@ -597,6 +597,11 @@ def recipe_attrs(name: str) -> dict[str, Any]:
     return {"recipe": True, "recipe_name": name}
 
 
+def warm_attrs(name: str) -> dict[str, Any]:
+    """The user attrs of an enqueued neighbour's winner (tune.warm_start): which size it came from."""
+    return {"warm_from": name}
+
+
 def retry_attrs(number: int) -> dict[str, Any]:
     """The user attrs of the re-queued copy of interrupted trial `number`."""
     return {"retry_of": number}

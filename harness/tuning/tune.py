@@ -39,6 +39,7 @@ from harness.tuning.rerun import rerun_best
 from harness.training.run import RunFailed, RunResult, resolve_device, run_training
 from harness.settings.schema import CellConfig
 from harness.tuning.search_space import Recipe, SearchSpace
+from harness.tuning.warm_start import neighbour_winners
 from harness.store.storage import fail_stale_trials, redact_url
 from harness.tuning.workers import _beat_once, _peers_may_die, _poll_s, _sigterm_as_interrupt, heartbeat
 
@@ -122,8 +123,10 @@ def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
             raise ConfigError(f"study {name} in {redact_url(cfg.storage.url)} belongs to another cell: use another study.name")
         if not stored.attrs:
             records.write_cell_attrs(study, _cell_attrs(cfg, space, budget))
-            if cfg.tune.enqueue_recipe:
-                enqueue_recipes(study, first_recipes(space, budget))
+            recipes = first_recipes(space, budget) if cfg.tune.enqueue_recipe else []
+            enqueue_recipes(study, recipes)
+            if cfg.tune.warm_start:
+                enqueue_winners(study, neighbour_winners(study, cfg, space), budget, len(recipes))
         else:  # a resumed cell may be given more budget, or another pruner
             changed = {key: value for key, value in (("budget", budget.to_json()), ("pruner", pruner_attrs(cfg)))
                        if stored.attrs.get(key) != value}
@@ -142,6 +145,14 @@ def enqueue_recipes(study: optuna.Study, recipes: list[Recipe]) -> None:
     """Each recipe becomes a waiting trial, marked recipe=True with its name, taken before any draw."""
     for r in recipes:
         study.enqueue_trial(r.values, user_attrs=records.recipe_attrs(r.name), skip_if_exists=True)
+
+
+def enqueue_winners(study: optuna.Study, winners: list[Recipe], budget: Budget, taken: int) -> None:
+    """The neighbours' winners after the recipes (`taken` of the trial budget), as waiting trials marked
+    with the size they won at; one a recipe already holds is not queued twice."""
+    room = len(winners) if budget.n_trials is None else max(0, budget.n_trials - taken)
+    for w in winners[:room]:
+        study.enqueue_trial(w.values, user_attrs=records.warm_attrs(w.name), skip_if_exists=True)
 
 
 def cell_sampler_seed(cfg: CellConfig) -> int:
