@@ -26,10 +26,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 import harness.cli  # noqa: E402
 from harness.settings import config  # noqa: E402
-from harness.settings.schema import RunConfig, replace_path  # noqa: E402
+from harness.settings.schema import RunConfig  # noqa: E402
 from harness.training.fused import train_members  # noqa: E402
 from harness.training.run import run_training  # noqa: E402
-from harness.tuning.replicates import replicate_overrides  # noqa: E402
+from harness.tuning.replicates import replicate  # noqa: E402
 
 
 def replicates(batch: int, k: int, steps: int, n_train: int, augment: str, channels_last: str) -> list[RunConfig]:
@@ -37,13 +37,7 @@ def replicates(batch: int, k: int, steps: int, n_train: int, augment: str, chann
                  f"data.augment={augment}", f"trainer.channels_last={channels_last}"]
     with initialize_config_dir(config_dir=harness.cli.CONFIG_DIR, version_base="1.3"):
         cfg = config.load(RunConfig, compose(config_name="train", overrides=overrides))
-    out = []
-    for r in range(1, k + 1):
-        c = cfg
-        for key, value in replicate_overrides(r, cfg.seed).items():
-            c = replace_path(c, key, value)
-        out.append(c)
-    return out
+    return [replicate(cfg, r) for r in range(1, k + 1)]
 
 
 def timed(fn) -> float:

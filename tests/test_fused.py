@@ -12,12 +12,11 @@ from scipy import stats
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from harness.settings.schema import replace_path
 from harness.store.records import decode_correct
 from harness.training.fused import NotFusable, fuse, member, train_members
 from harness.training.models import TinyCNN
 from harness.training.run import run_training
-from harness.tuning.replicates import replicate_overrides
+from harness.tuning.replicates import replicate
 
 
 class _Plain(TinyCNN):
@@ -65,13 +64,7 @@ def fused_test_groupnorm_cnn(pretrained: bool = False, **kwargs):
 
 def _replicates(cfg, k: int = 3) -> list:
     """What harness/tuning/rerun.py trains: replicate r's seed and training subset."""
-    out = []
-    for r in range(1, k + 1):
-        c = cfg
-        for key, value in replicate_overrides(r, cfg.seed).items():
-            c = replace_path(c, key, value)
-        out.append(c)
-    return out
+    return [replicate(cfg, r) for r in range(1, k + 1)]
 
 
 def _max_weight_difference(a: nn.Module, b: nn.Module) -> float:

@@ -1,6 +1,6 @@
 """The report: everything a study measured, read from the Optuna storage and nothing else.
 
-One cell of a study is one Optuna study whose user attrs name its study, strategy and n_train
+Each tuning run of a cell is one Optuna study whose user attrs name its study, strategy, n_train and run
 (harness/store/records.py writes and decodes them; the study's name is for display only). From those cells the
 report derives
 

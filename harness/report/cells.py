@@ -1,4 +1,4 @@
-"""A study's cells as the report sees them (one Optuna study each, found by its user attrs through
+"""A study's cells as the report sees them (one Optuna study per tuning run, found by its user attrs through
 harness/store/records.py, which decodes every stored record), their re-run results and the pretrainings
 their weights came from (`Pretraining`), plus the constants and small value helpers the other report
 modules share."""

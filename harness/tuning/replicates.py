@@ -61,6 +61,15 @@ def replicate_overrides(r: int, base_seed: int) -> dict[str, int]:
     return {"seed": int(base_seed) + int(r), "data.subset": int(r)}
 
 
+def replicate(cfg: T, r: int) -> T:
+    """The settings of replicate r of the configuration `cfg` (whose seed is the base seed)."""
+    from harness.settings.schema import replace_path
+
+    for key, value in replicate_overrides(r, cfg.seed).items():
+        cfg = replace_path(cfg, key, value)
+    return cfg
+
+
 def make_record(r: int, seed: int, result: RunResult, probe_acc: float | None = None,
                 chance: float | None = None) -> RerunRecord:
     """What one re-run stores in `final` (JSON-safe types only); a fine-tune replicate also keeps

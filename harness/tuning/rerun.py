@@ -3,6 +3,7 @@ run after tuning too. A re-run that fails is recorded with its reason and the ce
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -17,7 +18,7 @@ from harness.data.task import cv_folds_for
 from harness.store.locks import rerun_lock
 from harness.store.records import RerunRecord, TuningRunRecord, storage_of, write_final
 from harness.training.module import TrainingDiverged
-from harness.tuning.replicates import DIVERGED, FAILED, failure_record, make_record, replicate_overrides
+from harness.tuning.replicates import DIVERGED, FAILED, failure_record, make_record, replicate
 from harness.training.fused import NotFusable, train_members
 from harness.training.run import RunFailed, RunResult, run_training
 from harness.settings.schema import CellConfig, replace_path
@@ -43,8 +44,7 @@ def _chance(cfg: CellConfig) -> float:
 def _replicate_config(best_cfg: CellConfig, base_seed: int, r: int) -> CellConfig:
     """Replicate r of the best configuration (harness/tuning/replicates.py): its seed and its own
     training subset, the same validation and test splits."""
-    for key, value in replicate_overrides(r, base_seed).items():
-        best_cfg = replace_path(best_cfg, key, value)
+    best_cfg = replicate(dataclasses.replace(best_cfg, seed=base_seed), r)
     if best_cfg.tune.selection == "cv":  # train on all n_train examples; nothing held out, no validation split
         folds = cv_folds_for(best_cfg.data, best_cfg.tune.cv_folds)
         best_cfg = replace_path(replace_path(best_cfg, "data.cv_folds", folds), "data.cv_fold", -1)

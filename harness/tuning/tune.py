@@ -1,4 +1,4 @@
-"""Tune one cell (strategy x n_train): one Optuna study, TPE + pruning, a budget shared by every
+"""Tune one cell (strategy x n_train) once: one tuning run, one Optuna study, TPE + pruning, a budget shared by every
 worker of the cell, then the best configuration re-run as several replicates (seed and training
 subset, harness/tuning/replicates.py) on the test split (harness/tuning/rerun.py). The budget, the pruner and
 the coordination of workers live in harness/tuning/budget.py, harness/tuning/pruning.py and harness/tuning/workers.py.
@@ -273,7 +273,7 @@ def _record(trial: optuna.Trial, result: RunResult) -> None:
 
 
 def tune_cell(cfg: CellConfig, run_root: Path, wait_for_peers: bool = True, rerun: bool = True) -> optuna.Study:
-    """Create or continue one cell's study, run trials until the budget is spent, re-run the best.
+    """Create or continue one tuning run's Optuna study, run trials until the budget is spent, re-run the best.
 
     With `wait_for_peers`, a worker that finds the budget spent stays until the other workers'
     trials end, so that if one of them dies its trial is failed and re-run (by this worker) instead
