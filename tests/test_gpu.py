@@ -49,11 +49,12 @@ def observed(monkeypatch) -> dict[str, set]:
     return seen
 
 
-def test_on_the_cpu_the_observer_sees_fp32_contiguous_cpu_tensors(make_cfg, tmp_path, observed):
+def test_on_the_cpu_the_observer_sees_fp32_cpu_tensors_channels_last_by_default(make_cfg, tmp_path, observed):
     """The control of the GPU test below, run everywhere: the same observer, the CPU's answers."""
-    run_training(make_cfg("trainer.accelerator=cpu", "train.steps=6", "train.val_every=5"), tmp_path / "run")
+    run_training(make_cfg("trainer.accelerator=cpu", "trainer.channels_last=false", "train.steps=6", "train.val_every=5"),
+                 tmp_path / "run")
     assert observed == {"device": {"cpu"}, "channels_last": {False}, "out_dtype": {torch.float32}, "batches_on": {"cpu"}}
-    run_training(make_cfg("trainer.accelerator=cpu", "trainer.channels_last=true", "train.steps=6"), tmp_path / "cl")
+    run_training(make_cfg("trainer.accelerator=cpu", "train.steps=6"), tmp_path / "cl")  # auto: channels_last on CPUs too
     assert observed["channels_last"] == {False, True}  # counted before the switch, trained after it
 
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 import harness.cli
-from harness.tuning.budget import Budget
+from harness.store.records import spent
 from tuning_helpers import load, run_tune, study_names, tiny_overrides
 
 
@@ -99,7 +99,7 @@ def test_submitit_local_multirun_over_two_cells(tmp_path):
         trials = study.get_trials(deepcopy=False)
         assert len(trials) == budget and all(t.state == TrialState.COMPLETE for t in trials), \
             [(t.state, t.user_attrs.get("fail_reason")) for t in trials]
-        assert Budget(budget, None, None).spent(trials)["n_trials"] == budget
+        assert spent(trials)["n_trials"] == budget
         assert len(study.user_attrs["final"]) == 1
         assert (tmp_path / "sweep" / f"scratch-n{n}" / ".hydra" / "config.yaml").is_file()
     # Two jobs, two processes: submitit's local executor keeps one folder per job, with its result.

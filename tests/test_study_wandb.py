@@ -100,3 +100,18 @@ def test_the_study_run_grows_with_the_study_and_ends_equal_to_the_storage(tmp_pa
     assert {r["config"]["data"]["n_train"] for r in reruns} == {10, 40}
     assert {r["config"]["strategy"]["name"] for r in reruns} == {"finetune", "scratch"}
     assert len(by_type["trial"]) == 2 * 2 * 2 * 2  # 2 strategies x 2 sizes x 2 tuning runs x 2 trials
+
+
+def test_a_status_tick_before_the_workers_made_any_cell_logs_nothing_and_goes_on(make_cfg, tmp_path):
+    """Spawned workers import for seconds before their first cell: a tick then finds an empty
+    storage, which the W&B table must wait for, not fail the study on (it did, exit 2)."""
+    from types import SimpleNamespace
+
+    from harness.study import orchestrator
+    from harness.study.clock import StudyClock
+
+    cfg = make_cfg("study.n_train=[10,20]", f"storage.url=sqlite:///{tmp_path}/s.db", config_name="study")
+    clock = StudyClock(cfg.study.name)
+    clock.wandb = SimpleNamespace(rows_logged=-1, update=lambda rows: pytest.fail("nothing has landed to log"))
+    orchestrator._status(cfg, orchestrator._open(cfg), clock, "tuning", 4)
+    clock.close()

@@ -12,8 +12,8 @@ import harness.training.module
 import harness.tuning.tune
 import harness.tuning.workers
 from harness.store.storage import fail_stale_trials
-from harness.tuning.budget import Budget
 from harness.tuning.tune import tune_cell
+from harness.store.records import spent
 from test_tuning_wandb import _runs
 from tuning_helpers import age_heartbeats, compose_tune, load, set_space
 
@@ -50,7 +50,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason_and_the
     for t in (broke, oom):
         assert t.value is None and t.user_attrs["wall_s"] > 0
     assert sound.params == {"lr": 0.003} and 0 <= sound.value <= 1
-    assert Budget(3, None, None).spent(study.trials)["n_trials"] == 3  # failed trials count
+    assert spent(study.trials)["n_trials"] == 3  # failed trials count
     assert study.user_attrs["best_trial"] == sound.number and len(study.user_attrs["final"]) == 1
 
 
@@ -78,11 +78,11 @@ def test_a_trial_killed_max_retry_times_counts_as_one_failed_trial(tmp_path):
 
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert budget.spent(trials)["n_trials"] == 1  # the retried attempt gives way to its retry, which counts
+    assert spent(trials)["n_trials"] == 1  # the retried attempt gives way to its retry, which counts
     tune_cell(cfg, tmp_path / "runs")  # the cell's other trial, and no more
     trials = load(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
-    assert Budget(2, None, None).spent(trials)["n_trials"] == 2
+    assert spent(trials)["n_trials"] == 2
 
 
 class _PruneTrialOne(optuna.pruners.BasePruner):

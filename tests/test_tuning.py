@@ -41,6 +41,7 @@ from harness.errors import ConfigError
 from harness.tuning.replicates import decode_correct, encode_correct
 from harness.tuning.search_space import SearchSpace
 from harness.tuning.tune import cell_of, tune_cell
+from harness.store.records import spent
 from tuning_helpers import (
     FINISHED,
     age_heartbeats,
@@ -871,7 +872,7 @@ def test_a_killed_worker_loses_nothing_and_its_trial_is_retried(tmp_path):
     assert retries[0].state == TrialState.COMPLETE
     # The killed attempt is replaced by its retry, not counted: 3 trials spent, all finished.
     assert len(trials) == 4 and all(t.state in FINISHED for t in trials)
-    assert harness.tuning.budget.Budget(3, None, None).spent(trials)["n_trials"] == 3
+    assert spent(trials)["n_trials"] == 3
 
 
 def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(tmp_path, capsys, monkeypatch):
@@ -900,7 +901,7 @@ def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(t
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert trials[2].number == dead.number and trials[2].params == dead_params
     assert trials[3].system_attrs["failed_trial"] == dead.number and trials[3].params == dead_params
-    assert budget.spent(trials)["n_trials"] == 3  # the dead attempt is replaced by its retry, not counted
+    assert spent(trials)["n_trials"] == 3  # the dead attempt is replaced by its retry, not counted
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert study.user_attrs["best_trial"] == best.number and len(study.user_attrs["final"]) == 1
 

@@ -158,8 +158,10 @@ def _status(cfg: StudyAppConfig, storage, clock: StudyClock, phase: str, n_cells
     done, trials, reruns = _trainings(cfg, storage)
     detail = f"tuning runs done {done}/{n_cells}, trials {trials}" if n_cells else f"re-runs {reruns}"
     clock.status(phase, detail, trials + reruns)
-    if clock.wandb is not None and reruns != clock.wandb.rows_logged:
-        clock.wandb.update(_stored(cfg))  # the study's W&B run grows as re-runs land
+    # The study's W&B run grows as re-runs land; none has landed while the workers start (spawned, they
+    # import for seconds), and the storage may hold no cell of this study yet, which _stored refuses.
+    if clock.wandb is not None and reruns and reruns != clock.wandb.rows_logged:
+        clock.wandb.update(_stored(cfg))
 
 
 def _stored(cfg: StudyAppConfig) -> list:

@@ -36,12 +36,8 @@ class Budget:
             out.update(kind=self.kind, reference=self.reference)
         return out
 
-    def spent(self, trials: list[optuna.trial.FrozenTrial]) -> dict:
-        """What the trials spent of the budget (records.spent says which trials count)."""
-        return spent(trials)
-
     def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
-        s = self.spent(trials)
+        s = spent(trials)
         return ((self.n_trials is not None and s["n_trials"] >= self.n_trials)
                 or (self.max_flops is not None and s["flops"] >= self.max_flops)
                 or (self.max_wall_s is not None and s["wall_s"] >= self.max_wall_s))

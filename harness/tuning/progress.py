@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from harness.store.records import spent
 from harness.tuning.budget import Budget
 
 
@@ -19,7 +20,7 @@ class Progress:
     def __init__(self, study: optuna.Study, budget: Budget, enabled: bool):
         self.study, self.budget, self.enabled = study, budget, enabled
         self.started = time.perf_counter()
-        at_start = self.budget.spent([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+        at_start = spent([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
         self.done_at_start, self.flops_at_start = at_start["n_trials"], at_start["flops"]
         self.tty = sys.stderr.isatty()
         self.waited_for: int | None = None
@@ -27,7 +28,7 @@ class Progress:
                           disable=not (enabled and self.tty))
 
     def _done(self, trials: list[optuna.trial.FrozenTrial]) -> int:
-        return self.budget.spent([t for t in trials if t.state.is_finished()])["n_trials"]
+        return spent([t for t in trials if t.state.is_finished()])["n_trials"]
 
     def update(self) -> None:
         self.waited_for = None
@@ -47,7 +48,7 @@ class Progress:
     def _spent(self, trials: list[optuna.trial.FrozenTrial], done: int, elapsed: float) -> tuple[str, str]:
         """Trials done of the budget (and FLOPs spent of it, for tune.budget=flops) and the ETA."""
         if self.budget.kind == "flops" and self.budget.max_flops:
-            flops = self.budget.spent([t for t in trials if t.state.is_finished()])["flops"]
+            flops = spent([t for t in trials if t.state.is_finished()])["flops"]
             left, mine = self.budget.max_flops - flops, flops - self.flops_at_start
             eta = f"{left * elapsed / mine:.0f}s" if left > 0 and mine > 0 else "-"
             return f"trials {done} flops {flops:.3g}/{self.budget.max_flops:.3g}", eta
