@@ -34,8 +34,8 @@ from harness.settings.schema import CellConfig
 from harness.errors import ConfigError
 from harness.training.run import run_training
 from harness.store.storage import open_storage
-from harness.tuning.budget import Budget
 from harness.tuning.tune import tune_cell
+from harness.store.records import spent
 from postgres_helpers import files_holding, postgres_url, secrets_of, text_holding
 from tuning_helpers import FINISHED, TUNE, load, sqlite_trials, tiny_overrides
 
@@ -154,7 +154,7 @@ def test_sigint_and_sigterm_stop_a_trial_cleanly_and_the_same_command_resumes(tm
         assert requeued[0].number == budget + number and requeued[0].system_attrs["fixed_params"] == stopped.params
         assert len(trials) == budget + number + 1
         assert not [t for t in trials if t.state == TrialState.RUNNING]
-        assert Budget(budget, None, None).spent(trials)["n_trials"] == 0  # interruptions are not spent
+        assert spent(trials)["n_trials"] == 0  # interruptions are not spent
 
     interrupt(signal.SIGINT, 0)  # the first recipe
     interrupt(signal.SIGTERM, 1)  # the second recipe, the next waiting trial, interrupted in turn
@@ -172,7 +172,7 @@ def test_sigint_and_sigterm_stop_a_trial_cleanly_and_the_same_command_resumes(tm
     assert [t.user_attrs.get("recipe_name") for t in trials[:2]] == ["adamw", "sgd"]
     assert [t.user_attrs["retry_of"] for t in trials[2:]] == [0, 1]
     assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]  # the interrupted parameters ran
-    assert Budget(budget, None, None).spent(trials)["n_trials"] == budget
+    assert spent(trials)["n_trials"] == budget
     assert len(study.user_attrs["final"]) == 1
 
 
@@ -231,7 +231,7 @@ def test_usr2_to_a_running_job_requeues_it_and_its_trial(tmp_path):
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == "interrupted"
     assert first.intermediate_values and max(first.intermediate_values) < 2000  # stopped mid-trial
     assert rerun.user_attrs["retry_of"] == 0 and rerun.params == first.params and rerun.state == TrialState.COMPLETE
-    assert Budget(1, None, None).spent(study.trials)["n_trials"] == 1
+    assert spent(study.trials)["n_trials"] == 1
     assert len(study.user_attrs["final"]) == 1
 
 
@@ -253,7 +253,7 @@ def _check_cells(storage, names: list[str], killed_cell: str, killed: FrozenTria
         assert all(s in FINISHED for s in states), f"{name}: trials left {[s.name for s in states]}"
         # The killed attempt is replaced by its retry: one trial more than the budget, not counted.
         extra = 1 if name == killed_cell else 0
-        assert len(trials) == BUDGET + extra and Budget(BUDGET, None, None).spent(trials)["n_trials"] == BUDGET, \
+        assert len(trials) == BUDGET + extra and spent(trials)["n_trials"] == BUDGET, \
             f"{name}: {len(trials)} trials for a budget of {BUDGET}"
         for number, before in completed_before.get(name, {}).items():
             t = trials[number]
