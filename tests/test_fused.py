@@ -19,15 +19,20 @@ from harness.training.run import run_training
 from harness.tuning.replicates import replicate
 
 
+def _swap_norms(model: nn.Module, make) -> None:
+    """Every BatchNorm2d of `model` replaced by make(num_features)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.BatchNorm2d):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, make(module.num_features))
+
+
 class _Plain(TinyCNN):
     """TinyCNN without BatchNorm: the case where a fused member must equal its own run exactly."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        for name, module in list(self.named_modules()):
-            if isinstance(module, nn.BatchNorm2d):
-                parent, _, leaf = name.rpartition(".")
-                setattr(self.get_submodule(parent), leaf, nn.Identity())
+        _swap_norms(self, lambda c: nn.Identity())
 
 
 class _GroupNormed(TinyCNN):
@@ -35,10 +40,7 @@ class _GroupNormed(TinyCNN):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        for name, module in list(self.named_modules()):
-            if isinstance(module, nn.BatchNorm2d):
-                parent, _, leaf = name.rpartition(".")
-                setattr(self.get_submodule(parent), leaf, nn.GroupNorm(4, module.num_features))
+        _swap_norms(self, lambda c: nn.GroupNorm(4, c))
 
 
 class _Shuffled(TinyCNN):
