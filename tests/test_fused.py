@@ -181,3 +181,15 @@ def test_fused_and_separate_reruns_store_the_same_records(tmp_path) -> None:
         assert abs(a["test_acc"] - b["test_acc"]) <= 0.02 and abs(a["val_acc"] - b["val_acc"]) <= 0.06
         same = np.mean(decode_correct(a) == decode_correct(b))
         assert same >= 0.95
+
+
+def test_when_every_member_diverges_the_group_stops_and_each_is_recorded_diverged(make_cfg, tmp_path) -> None:
+    """No joint error to fall back on (which would train every member again alone): each member
+    comes back as a RunFailed caused by TrainingDiverged, with what it spent until then."""
+    from harness.training.module import TrainingDiverged
+    from harness.training.run import RunFailed
+
+    cfgs = _replicates(make_cfg("train.lr=1e30", "train.warmup_frac=0", "train.steps=20", "data.augment=off"))
+    out = train_members(cfgs, [tmp_path / f"member{i}" for i in range(len(cfgs))])
+    assert all(isinstance(r, RunFailed) and isinstance(r.__cause__, TrainingDiverged) for r in out)
+    assert all(0 < r.compute.steps < 20 and r.compute.train_flops > 0 for r in out)

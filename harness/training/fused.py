@@ -256,7 +256,7 @@ class Members(Classifier):
             if self.loggers_of[k] is not None:
                 self.loggers_of[k].log_metrics({"val_acc": acc, "train_loss": float(losses[k])}, step=step)
         if not bool(self.alive.any()):
-            raise TrainingDiverged(f"the loss of every member is not finite at step {step}")
+            self.trainer.should_stop = True  # every member is recorded as diverged; nothing left to train
 
 
 @torch.no_grad()
@@ -346,7 +346,8 @@ def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], *, weight
                 if alive[j] and last[j] != steps_done:
                     module.val_history[j].append((steps_done, float(accs[j])))
                     meters[j].count_evaluated(len(tasks[j].val))
-        test = _correct_per_member(module, _stacked_eval(tasks, "test", train.batch_size * 4, device))
+        if any(alive):
+            test = _correct_per_member(module, _stacked_eval(tasks, "test", train.batch_size * 4, device))
         for meter, a in zip(meters, alive):
             if a:
                 meter.count_evaluated(test.shape[1])
