@@ -115,7 +115,7 @@ def craft_storage(
             made.cells.append(name)
             s = optuna.create_study(study_name=name, storage=storage, direction="maximize")
             attrs = {
-                "strategy": strategy, "n_train": n, "study": study,
+                "strategy": strategy, "n_train": n, "study": study, "tuning": 0,
                 "budget": {"n_trials": trials, "max_flops": None, "max_wall_s": None},
                 "search_space": {k: {"key": KEYS[k], "distribution": distribution_to_json(d)}
                                  for k, d in SPACE.items()},
@@ -124,6 +124,8 @@ def craft_storage(
             if strategy == "finetune" and weights is None:
                 attrs["pretrain"] = {"flops": PRETRAIN_FLOPS, "wall_s": 40.0, "source_val_acc": 0.97,
                                      "steps": 1000, "config_hash": "abc123", "source_classes": [0, 1, 2, 3, 4]}
+                attrs["weights"] = {"origin": "own pretraining", "ref": "abc123", "pretrain_flops": PRETRAIN_FLOPS,
+                                    "pretrain_flops_from": "measured"}
             elif strategy == "finetune":
                 attrs["weights"] = weights
             if pruner is not None and pruner(strategy, n) is not None:

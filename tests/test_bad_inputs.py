@@ -63,7 +63,7 @@ def _seed_storage(url: str) -> None:
     """A storage with work in it: two studies, finished trials of every kind, attributes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="digits/scratch/n10", storage=url, direction="maximize")
-    for key, value in {"strategy": "scratch", "n_train": 10, "study": "digits",
+    for key, value in {"strategy": "scratch", "n_train": 10, "study": "digits", "tuning": 0,
                        "budget": {"n_trials": 3, "max_flops": None, "max_wall_s": None}}.items():
         study.set_user_attr(key, value)
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)

@@ -100,4 +100,4 @@ def test_a_flops_budgets_reference_trial_is_counted_the_same_on_the_gpu(make_cfg
     gpu_cfg = make_cfg("tune.budget=flops", *ON_GPU, config_name="tune")
     task = build_task(cpu_cfg.data)
     cpu, gpu = reference_trial(cpu_cfg, task), reference_trial(gpu_cfg, task)
-    assert gpu["trial_flops"] == pytest.approx(cpu["trial_flops"], rel=1e-6) and gpu["steps"] == cpu["steps"]
+    assert gpu.trial_flops == pytest.approx(cpu.trial_flops, rel=1e-6) and gpu.steps == cpu.steps

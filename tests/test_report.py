@@ -479,7 +479,7 @@ def _conditional_cell(tmp_path: Path) -> tuple[optuna.storages.BaseStorage, Cell
     `rare` was used by two trials only."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'cond.db'}")
     study = optuna.create_study(study_name="cond/finetune/n16", storage=storage, direction="maximize")
-    for key, value in {"strategy": "finetune", "n_train": 16, "study": "cond"}.items():
+    for key, value in {"strategy": "finetune", "n_train": 16, "study": "cond", "tuning": 0}.items():
         study.set_user_attr(key, value)
     space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "mode": CategoricalDistribution(["full", "linear_probe"]),
              "decay": FloatDistribution(0.5, 1.0), "rare": FloatDistribution(0.0, 1.0)}
@@ -608,14 +608,16 @@ def test_declared_pretraining_flops_are_counted_and_the_pretraining_panel_is_dra
     assert float(total_flops) > 5e11 and total_wall == "unknown"  # FLOPs declared; its wall time never is
 
 
-def test_cells_from_before_the_weights_record_are_own_pretraining_or_unknown() -> None:
+def test_a_fine_tune_cell_without_a_weights_record_has_unknown_pretraining_not_0() -> None:
     from harness.report.crossover import Source
 
-    own = Cell("o/finetune/n10", "finetune", 10, {"pretrain": {"flops": 7.0, "config_hash": "h"}}, [])
-    bare = Cell("b/finetune/n10", "finetune", 10, {}, [])
+    own = Cell("o/finetune/n10", "finetune", 10, {"weights": {"origin": "own pretraining", "ref": "h", "pretrain_flops": 7.0,
+                                                              "pretrain_flops_from": "measured"}}, [])
+    bare = Cell("b/finetune/n10", "finetune", 10, {"pretrain": {"flops": 7.0, "config_hash": "h"}}, [])
     scratch = Cell("b/scratch/n10", "scratch", 10, {}, [])
     assert own.pretrain_flops == 7.0 and (own.weights.origin, own.weights.ref) == ("own pretraining", "h")
-    assert bare.pretrain_flops is None and scratch.pretrain_flops == 0.0 and scratch.weights is None
+    assert bare.pretrain_flops is None and bare.weights.origin == "not recorded"
+    assert scratch.pretrain_flops == 0.0 and scratch.weights is None
     assert Source.of([bare, scratch]).pretrain_flops == "unknown"
     assert Source.of([own]).pretrain_flops == 7.0
 
@@ -638,8 +640,37 @@ def test_stored_pretraining_and_weights_records_read_without_trusting_them() -> 
     hub = WeightsRecord.of({"origin": "hub", "ref": "tag", "pretrain_flops": "many"})
     assert (hub.origin, hub.ref, hub.pretrain_flops, hub.pretrain_flops_from) == ("hub", "tag", None, "unknown")
     assert WeightsRecord.of(hub.to_json()) == hub
-    assert WeightsRecord.of(None, PretrainRecord.of(meta)) == WeightsRecord("own pretraining", "h", 3.0, "measured")
-    assert WeightsRecord.of([1], None).origin == "not recorded"
+    assert WeightsRecord.of(None).origin == WeightsRecord.of([1]).origin == "not recorded"
+
+
+
+def test_stored_budget_pruner_and_caps_read_typed_and_write_back_as_stored() -> None:
+    """A cell's `budget`, `pruner` and `caps` attrs are decoded in the store layer: what harness-tune
+    writes reads back equal; malformed parts read as missing, never raise."""
+    from harness.store.records import BudgetRecord, Caps, PrunerRecord, ReferenceTrial
+
+    trials = {"n_trials": 3, "max_flops": None, "max_wall_s": None}
+    assert BudgetRecord.of(trials).to_json() == trials and BudgetRecord.of(trials).kind == "trials"
+    assert BudgetRecord.of(trials).limits() == '{"max_flops": null, "max_wall_s": null, "n_trials": 3}'
+    ref = {"trial_flops": 2e9, "step_flops": 1e8, "steps": 15, "steps_from": "x", "validations": 3, "val_flops": 5e8,
+           "batch_size": 10, "model": "m"}
+    flops = {"n_trials": 30, "max_flops": 6e9, "max_wall_s": None, "kind": "flops", "reference": ref}
+    budget = BudgetRecord.of(flops)
+    assert budget.to_json() == flops and budget.reference == ReferenceTrial(**ref)
+    assert budget.limits() == '{"kind": "flops", "max_flops": 6000000000.0, "max_wall_s": null, "n_trials": 30}'
+    odd = BudgetRecord.of({"n_trials": "three", "max_flops": True, "reference": {"trial_flops": 1}})
+    assert (odd.n_trials, odd.max_flops, odd.reference) == (None, None, None)
+    assert BudgetRecord.of([1]) is None
+
+    hyperband = {"name": "hyperband", "min_resource": 5, "reduction_factor": 3, "max_resource": 20,
+                 "max_resource_from": "steps.high"}
+    pruner = PrunerRecord.of(hyperband)
+    assert (pruner.name, pruner.max_resource, dict(pruner.settings)) == ("hyperband", 20, {"min_resource": 5, "reduction_factor": 3})
+    assert pruner.to_json() == hyperband and PrunerRecord.of("median") is None
+
+    assert Caps.of({"max_tunings": 4, "max_seeds": 8, "trials_per_run": 20}) == Caps(4, 8, 20)
+    assert Caps.of({"max_seeds": 3}) == Caps(max_seeds=3)  # the rest as before cells stored caps
+    assert Caps.of(Caps(2, 3, 4).to_json()) == Caps(2, 3, 4) and Caps.of(None) is None
 
 
 # ------------------------------------------------------------------ issue 21: the answers, the band, the noise said
@@ -683,8 +714,8 @@ def _new_crossover(**top) -> Crossover:
     return Crossover.from_json(_new_json(**top))
 
 
-def _old_crossover() -> Crossover:
-    """The same study as a crossover.json from before issue 21 wrote it: none of the new keys."""
+def _bare_crossover() -> Crossover:
+    """The same study as a crossover.json without its optional parts (no band, no per-size answers)."""
     keep = ("n", "gap", "ci95", "verdict", "replicates", "test_noise", "finetune_acc", "scratch_acc", "probe_acc")
     new = _new_json()
     old = {k: v for k, v in new.items() if k not in ("band", "between_runs", "tau", "n_test", "settled_from",
@@ -717,10 +748,9 @@ def test_the_answer_lines_state_the_bound_the_probability_the_resolution_and_whe
     # The smallest measured size with P(gap <= margin) >= 0.9, or "not reached by" the largest.
     assert "not reached by n = 640" in settled_line(c)
     assert "n = 640**" in settled_line(_new_crossover(settled_from=640))
-    # Without settled_from (a crossover.json between the two), it is read off the rows.
     rows = [dict(p, p_within_margin=q) for p, q in zip(raw["per_n"], (0.1, 0.95, 0.97))]
-    later = Crossover.from_json({k: v for k, v in _new_json(per_n=rows).items() if k != "settled_from"})
-    assert later.settled_from == 320 and "n = 320** (and at every larger measured size)" in settled_line(later)
+    later = _new_crossover(per_n=rows, settled_from=320)
+    assert "n = 320** (and at every larger measured size)" in settled_line(later)
 
 
 def test_undecided_sizes_say_what_would_decide_them_not_more_replicates() -> None:
@@ -767,15 +797,15 @@ def test_the_band_the_between_run_variance_the_test_split_and_n_star_are_said() 
     assert table.loc[640, "fine-tune tuning runs"] == 1
 
 
-def test_a_crossover_json_from_before_issue_21_still_reads() -> None:
+def test_a_crossover_json_without_its_optional_parts_still_renders() -> None:
     from harness.report.answer import (
         answer_lines, answer_table, band_note, between_runs_note, details, headline_line, per_size_table, settled_line,
         short_headline, test_split_note,
     )
     from harness.report.figures import plot_error_rate, plot_gap
 
-    c = _old_crossover()
-    assert headline_line(c).endswith("; more replicates would decide n = [320]")
+    c = _bare_crossover()
+    assert headline_line(c).endswith("inconclusive: undecided at n = [320, 640]")
     assert "pointwise 95% interval" in band_note(c)
     assert answer_lines(c) == [] and answer_table(c).empty and settled_line(c) is None
     assert between_runs_note(c) is None and test_split_note(c) is None

@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 import harness.cli
 import harness.tuning.budget
 import harness.store.locks
+import harness.store.records
 import harness.tuning.pruning
 import harness.tuning.rerun
 import harness.training.run
@@ -490,28 +491,30 @@ def test_a_flops_budget_is_n_trials_reference_trials_of_the_cells_own_steps_rang
     cfg = compose_tune(tmp_path, "tune.budget=flops", "tune.n_trials=3", "study.seeds=1", pruner="hyperband")
     space, budget = harness.tuning.tune.check_cell_config(cfg)
     ref = budget.reference
-    assert (budget.kind, ref["steps"], ref["steps_from"], ref["validations"]) == ("flops", 15, "midpoint of this cell's steps range 10-20", 3)
-    assert ref["batch_size"] == 10 and ref["trial_flops"] == pytest.approx(15 * ref["step_flops"] + ref["val_flops"])
-    assert budget.max_flops == pytest.approx(3 * ref["trial_flops"])
+    assert (budget.kind, ref.steps, ref.steps_from, ref.validations) == ("flops", 15, "midpoint of this cell's steps range 10-20", 3)
+    assert ref.batch_size == 10 and ref.trial_flops == pytest.approx(15 * ref.step_flops + ref.val_flops)
+    assert budget.max_flops == pytest.approx(3 * ref.trial_flops)
     assert budget.n_trials == harness.tuning.budget.FLOPS_TRIAL_GUARD * 3  # a guard, not the budget
     # The reference's step is what a real full-training trial of that batch counts per step.
     task = build_task(cfg.data)
     real = harness.training.run.run_training(space.apply(cfg, {"steps": 15, "batch_size": 64}), tmp_path / "one", evaluate_test=False)
-    assert ref["step_flops"] == pytest.approx(real.compute.flops_per_step)
-    assert ref["val_flops"] == pytest.approx(real.compute.eval_flops)
+    assert ref.step_flops == pytest.approx(real.compute.flops_per_step)
+    assert ref.val_flops == pytest.approx(real.compute.eval_flops)
     assert len(task.val) == 50
 
     tune_cell(cfg, tmp_path / "runs")
     study = load(tmp_path)
     assert study.user_attrs["budget"] == budget.to_json()
-    assert study.user_attrs["budget"]["kind"] == "flops" and study.user_attrs["budget"]["reference"] == ref
+    stored = harness.store.records.TuningRunRecord.of(study).budget  # read back typed
+    assert (stored.kind, stored.max_flops, stored.n_trials, stored.reference) == ("flops", budget.max_flops, budget.n_trials, ref)
+    assert study.user_attrs["budget"]["kind"] == "flops" and study.user_attrs["budget"]["reference"] == ref.to_json()
     spent, largest = _spent_flops(study)
     assert budget.max_flops <= spent < budget.max_flops + largest  # the last trial may overshoot, by less than one
     # tune.reference_steps fixes the reference whatever the cell's own range
     fixed = compose_tune(tmp_path, "tune.budget=flops", "tune.n_trials=3", "tune.reference_steps=40")
     ref40 = harness.tuning.tune.check_cell_config(fixed)[1].reference
-    assert (ref40["steps"], ref40["steps_from"]) == (40, "tune.reference_steps")
-    assert ref40["step_flops"] == ref["step_flops"] and ref40["trial_flops"] > ref["trial_flops"]
+    assert (ref40.steps, ref40.steps_from) == (40, "tune.reference_steps")
+    assert ref40.step_flops == ref.step_flops and ref40.trial_flops > ref.trial_flops
 
 
 def test_tune_max_flops_is_the_flops_budget_and_trials_is_the_default(tmp_path):
@@ -552,7 +555,7 @@ def test_the_cell_stores_its_pruner_and_the_max_resource_it_used(tmp_path):
     stored = load(tmp_path).user_attrs["pruner"]
     assert (stored["max_resource"], stored["max_resource_from"]) == (40, "pruner.max_resource")
     asha = compose_tune(tmp_path, pruner="asha")
-    assert harness.tuning.pruning.pruner_attrs(asha)["max_resource"] is None  # successive halving plans for no maximum
+    assert harness.tuning.pruning.pruner_attrs(asha).max_resource is None  # successive halving plans for no maximum
 
 
 # ----------------------------------------------------------------------------- search spaces

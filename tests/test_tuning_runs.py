@@ -53,13 +53,12 @@ def test_tuning_run_k_has_its_own_seed_draw_and_name_and_run_0_is_unchanged():
         tuning_run(cfg, -1)
 
 
-def test_cell_ids_round_trip_and_old_attrs_read_as_run_0():
+def test_cell_ids_round_trip_and_incomplete_attrs_are_no_cell():
     cell = CellId("s", "finetune", 40, 2)
     assert CellId.from_attrs(cell.attrs()) == cell and CellId.parse(cell.name) == cell
-    old = {"study": "s", "strategy": "finetune", "n_train": 40}  # written before tuning runs
-    assert CellId.from_attrs(old) == CellId("s", "finetune", 40, 0)
-    assert CellId.from_attrs({**old, "tuning": -1}) is None
-    assert CellId.parse("s/finetune/n40/t2") == cell and CellId.parse("s/finetune/n40") == CellId("s", "finetune", 40)
+    bare = {"study": "s", "strategy": "finetune", "n_train": 40}
+    assert CellId.from_attrs(bare) is None and CellId.from_attrs({**bare, "tuning": -1}) is None
+    assert CellId.parse("s/finetune/n40/t2") is None and CellId.parse("s/n000040/finetune/t2") == cell
 
 
 def test_study_names_sort_by_study_size_strategy_and_run():
@@ -70,20 +69,6 @@ def test_study_names_sort_by_study_size_strategy_and_run():
     assert [CellId.parse(n) for n in names] == sorted(cells, key=lambda c: (c.n_train, c.strategy, c.tuning))
     assert names[:4] == ["digits/n000010/finetune/t0", "digits/n000010/finetune/t1", "digits/n000010/scratch/t0",
                          "digits/n000010/scratch/t1"]
-
-
-def test_a_storage_with_the_old_names_resumes_under_them(tmp_path):
-    """A tuning run stored under its name from before the sortable names is found and resumed there,
-    not started again under the new name."""
-    import optuna
-
-    from harness.store.records import stored_name
-
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'old.db'}")
-    old, new = CellId("digits", "scratch", 80, 0), CellId("digits", "scratch", 160, 1)
-    optuna.create_study(study_name=old.legacy_name, storage=storage)
-    assert stored_name(storage, old) == "digits/scratch/n80"
-    assert stored_name(storage, new) == "digits/n000160/scratch/t1" == new.name
 
 
 def test_a_failed_rerun_is_recorded_with_its_reason():

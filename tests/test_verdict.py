@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from harness.report.crossover import Crossover
+from harness.store.records import Caps
 from harness.report.verdict import (
     EQUIVALENT,
     FINETUNE_BETTER,
@@ -115,7 +116,7 @@ def test_what_decides_names_the_cheaper_reachable_addition() -> None:
     from harness.report.verdict import SizeVerdict, what_decides
 
     size = SizeVerdict(80, 0.002, (-0.02, 0.024), INC, {}, True, se=0.008)
-    caps = {"max_tunings": 6, "max_seeds": 10, "trials_per_run": 10}
+    caps = Caps(max_tunings=6, max_seeds=10, trials_per_run=10)
     reps_heavy = {"test": 0.0, "finetune": (0.0, 1e-4, 3.0, 3.0), "scratch": (0.0, 1e-4, 3.0, 3.0)}
     d = what_decides(size, reps_heavy, 0.01, 2.5, caps, 1000)
     assert d.action == "replicates" and 3 < d.number <= 10, d

@@ -96,8 +96,6 @@ def headline_line(c: Crossover) -> str:
         text = f"inconclusive: {c.reason}"
         if decide:
             text += "; what would decide: " + "; ".join(decide)
-        elif c.needs_replicates:  # a crossover.json from before the per-size `decide`
-            text += f"; more replicates would decide n = {list(c.needs_replicates)}"
     else:
         text = f"insufficient data: {c.reason or 'no re-run results'}"
     return f"[{c.metric}, margin {m}] {text}"
@@ -182,11 +180,6 @@ def details(c: Crossover) -> list[str]:
         out.append("Undecided sizes and what would decide them (a power calculation from each size's own measured "
                    "variances, reading its current gap as the truth; harness-study adds replicates up to "
                    "`study.max_seeds` and tuning runs up to `study.max_tunings`): " + "; ".join(decide) + ".")
-    elif c.needs_replicates:
-        cells = [f"{LABELS.get(x.strategy, x.strategy)} n={x.n_train} ({x.replicates} replicates)" for x in c.needs_cells]
-        out.append(f"Undecided sizes that decide the headline: n = {list(c.needs_replicates)}"
-                   + (f" (cells: {'; '.join(cells)})" if cells else "")
-                   + ": more replicates (`harness-study study.max_seeds=...`) would decide them.")
     out += probe_notes(c)
     if c.missing_sizes:
         out.append(f"Sizes measured by one strategy only (not compared): {list(c.missing_sizes)}.")

@@ -39,7 +39,7 @@ class Cell:
     n_train: int
     attrs: dict[str, Any]
     trials: list[TrialRecord]
-    tuning: int = 0  # which tuning run of the cell (one Optuna study each); 0 for storages before tuning runs
+    tuning: int = 0  # which tuning run of the cell (one Optuna study each)
 
     def __post_init__(self) -> None:
         trials = [t if isinstance(t, TrialRecord) else TrialRecord.of(t) for t in self.trials]
@@ -55,7 +55,7 @@ class Cell:
 
     @property
     def selection(self) -> str:
-        """How the configuration was chosen: "holdout" (the validation split; older cells) or "cv"."""
+        """How the configuration was chosen: "holdout" (the validation split) or "cv"."""
         return self.record.selection
 
     @property

@@ -16,6 +16,7 @@ from harness.report.cells import Cell, Pretraining, final_values, load_cells, n_
 from harness.report.crossover import Crossover, Source
 from harness.report.frames import cells_frame, importances, trials_frame
 from harness.report.verdict import HORIZON, MARGIN, Comparison, TransferRow, compare
+from harness.store.records import Caps
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,10 @@ class Report:
 
 
 def study_comparison(cells: list[Cell], *, metric: str = "test_acc", n_boot: int = 1000, margin: float = MARGIN,
-                     horizon: float = HORIZON, caps: dict[str, int] | None = None) -> Comparison:
+                     horizon: float = HORIZON, caps: Caps | None = None) -> Comparison:
     """The verdict on a study's cells, as the report states it (harness-study's top-up asks the same
     question). `caps`: what the study may still add; by default what the cells stored (harness-tune's
-    own settings), else verdict.DEFAULT_CAPS."""
+    own settings), else Caps()."""
     if caps is None:
         stored = [c.record.caps for c in cells if c.record.caps is not None]
         caps = stored[0] if stored else None

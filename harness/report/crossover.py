@@ -3,9 +3,8 @@
 built once by `Crossover.of`.
 
 `Crossover.to_json` is the one writer of crossover.json (its schema: docs/crossover.schema.json) and
-`Crossover.from_json` the one reader of a written one. A file from before issue 21 lacks keys; every
-tolerance for that lives in `from_json`, so the renderers (answer, figures, tables, document) read
-attributes only. Values are held as the file holds them (non-finite numbers as None, shares rounded),
+`Crossover.from_json` the one reader of a written one: a key a file lacks or holds malformed reads as
+empty, there and only there, so the renderers (answer, figures, tables, document) read attributes only. Values are held as the file holds them (non-finite numbers as None, shares rounded),
 so what a report says from a fresh Crossover it says from the file read back.
 """
 
@@ -22,7 +21,7 @@ from harness.report.cells import (
     probe_by_size,
 )
 from harness.report.verdict import (
-    HORIZON, LARGER_TEST, LEVEL, SETTLED, Comparison, Decide, SizeVerdict, finite_or_none,
+    HORIZON, LARGER_TEST, LEVEL, Comparison, Decide, SizeVerdict, finite_or_none,
 )
 
 Pair = tuple[float | None, float | None]  # an interval; a None end is open (or not finite)
@@ -370,13 +369,10 @@ class Crossover:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Crossover:
-        """A written crossover.json, any version: a key it lacks reads as empty (None, no rows, no band),
-        and `settled_from`, absent before issue 21, is read off the rows."""
+        """A written crossover.json: a key it lacks reads as empty (None, no rows, no band)."""
         rows = tuple(r for r in (SizeRow.from_json(p) for p in raw.get("per_n") or []) if r is not None)
         measured = _ints(raw.get("measured_range"))
         fits = {str(s): f for s, f in ((s, Fit.from_json(f)) for s, f in _mapping(raw.get("fits")).items()) if f}
-        settled = (_whole(raw.get("settled_from")) if "settled_from" in raw else
-                   next((p.n for p in rows if p.p_within_margin is not None and p.p_within_margin >= SETTLED), None))
         return cls(
             metric=str(raw.get("metric", "test_acc")), margin=float(_number(raw.get("margin")) or 0.0),
             status=str(raw.get("status", "insufficient_data")), reason=str(raw.get("reason", "")), per_n=rows,
@@ -389,7 +385,7 @@ class Crossover:
             n_boot=_whole(raw.get("n_boot")), horizon=float(_number(raw.get("horizon")) or HORIZON), fits=fits,
             band=Band.from_json(raw.get("band")), between_runs=_text(raw.get("between_runs")),
             tau=_number(raw.get("tau")), tau_ratio=_number(raw.get("tau_ratio")), n_test=_whole(raw.get("n_test")),
-            settled_from=settled, n_star_text=_text(raw.get("n_star_text")),
+            settled_from=_whole(raw.get("settled_from")), n_star_text=_text(raw.get("n_star_text")),
             n_star_misfit=_text(raw.get("n_star_misfit")),
             needs_cells=tuple(x for x in (NeedsCell.from_json(x) for x in raw.get("needs_cells") or []) if x),
             source=Source.from_json(raw.get("source")), n_val=_whole(raw.get("n_val")),

@@ -15,7 +15,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.report.learning_curves import mean_ci95
-from harness.store.records import RerunRecord, TrialRecord
+from harness.store.records import BudgetRecord, RerunRecord, TrialRecord
 from harness.report.anytime import Anytime
 from harness.report.cells import STRATEGIES, UNKNOWN, Cell, describe, iso
 
@@ -106,7 +106,6 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
         values = [r.value(metric) for r in c.final]
         values = [v for v in values if math.isfinite(v)]
         mean, lo, hi = mean_ci95(values) if values else (math.nan, math.nan, math.nan)
-        budget = c.record.budget or {}
         flags = edge_flags(c.best_params(), c.search_space())
         rows.append({
             "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
@@ -124,10 +123,9 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
             "rerun_wall_s": float(sum(r.wall_s for r in c.final)),
             "pretrain_flops": math.nan if c.pretrain_flops is None or c.weights is None else c.pretrain_flops,
             "pretraining": _pretraining_text(c),
-            "budget_kind": budget.get("kind", "trials"),
-            "budget_n_trials": budget.get("n_trials"), "budget_max_flops": budget.get("max_flops"),
-            "budget_max_wall_s": budget.get("max_wall_s"),
-            "pruner": (_pruner(c) or {}).get("name"), "pruner_max_resource": (_pruner(c) or {}).get("max_resource"),
+            **_budget_columns(c.record.budget),
+            "pruner": c.record.pruner.name if c.record.pruner else None,
+            "pruner_max_resource": c.record.pruner.max_resource if c.record.pruner else None,
             "edge_flags": ";".join(f"{f.param}@{f.side}" for f in flags),
         })
     frame = pd.DataFrame(rows)
@@ -153,8 +151,12 @@ def _pretraining_text(c: Cell) -> str:
                                                 else f"FLOPs {UNKNOWN}")
 
 
-def _pruner(c: Cell) -> dict[str, Any] | None:
-    return c.record.pruner
+def _budget_columns(budget: BudgetRecord | None) -> dict[str, Any]:
+    """cells.csv's budget columns (a cell stored without a budget: kind trials, no limits)."""
+    if budget is None:
+        return {"budget_kind": "trials", "budget_n_trials": None, "budget_max_flops": None, "budget_max_wall_s": None}
+    return {"budget_kind": budget.kind, "budget_n_trials": budget.n_trials, "budget_max_flops": budget.max_flops,
+            "budget_max_wall_s": budget.max_wall_s}
 
 
 def _other(c: Cell, cells: Sequence[Cell]) -> Cell | None:
@@ -186,10 +188,10 @@ def fairness(c: Cell, cells: Sequence[Cell], frame: pd.DataFrame) -> Fairness:
     flags = []
     if mine > 0 and theirs > 0 and max(mine, theirs) / min(mine, theirs) > FLOPS_RATIO_FLAG:
         flags.append("tuning_flops_differ")
-    pruners = (_pruner(c), _pruner(other))
+    pruners = (c.record.pruner, other.record.pruner)
     if pruners[0] is None or pruners[1] is None:
         flags.append("pruner_not_recorded")
-    elif pruners[0].get("max_resource") != pruners[1].get("max_resource"):
+    elif pruners[0].max_resource != pruners[1].max_resource:
         flags.append("pruner_max_resource_differs")
     if c.record.budget != other.record.budget:
         flags.append("budgets_differ")

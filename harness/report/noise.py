@@ -10,7 +10,7 @@ as replicates (seed and training subset).
   Student-t sampling distribution with the run-mean variance moderated across sizes (empirical
   Bayes along its trend in n, Smyth 2004): three runs alone give an sd with 2 degrees of freedom.
   The between-run variance is *measured*.
-- Otherwise (one tuning run per cell, storages from before tuning runs): each cell's mean is drawn
+- Otherwise (one tuning run per cell, study.tunings=1): each cell's mean is drawn
   from its replicates as before, and the between-run variance tau^2 is *estimated* from the lack of
   fit of the cell means around the fitted learning curves, as the 80% upper Q-profile bound
   (Viechtbauer 2007), not the point estimate, and added to every cell; with fewer than four sizes

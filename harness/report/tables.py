@@ -3,17 +3,16 @@ comparisons, the compute table, and what the budgets and fairness checks say."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
 from harness.report.answer import fmt_multiplier, n_star_phrase
 from harness.report.cells import LABELS, STRATEGIES, UNKNOWN, Cell, Pretraining, describe
 from harness.report.crossover import Crossover
-from harness.report.frames import FLOPS_RATIO_FLAG, _pruner, failed_reruns, fairness
+from harness.report.frames import FLOPS_RATIO_FLAG, failed_reruns, fairness
 from harness.report.verdict import TransferRow
-from harness.store.records import OK, OWN, num
+from harness.store.records import OK, OWN, BudgetRecord, num
 
 
 def failed_counts(cells: Sequence[Cell]) -> dict[tuple[str, int], int]:
@@ -156,11 +155,9 @@ def _or_unknown(v: float | None) -> float | str:
     return UNKNOWN if v is None else v
 
 
-def _limits(budget: Any) -> str:
+def _limits(budget: BudgetRecord | None) -> str:
     """A stored budget without its reference trial (said once per size instead)."""
-    if not isinstance(budget, Mapping):
-        return json.dumps(budget)
-    return json.dumps({k: v for k, v in budget.items() if k != "reference"}, sort_keys=True)
+    return "null" if budget is None else budget.limits()
 
 
 def budget_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
@@ -188,14 +185,13 @@ def _reference_notes(cells: Sequence[Cell]) -> list[str]:
     """tune.budget=flops: the FLOPs budget of each size and the reference trial it was sized with."""
     out = []
     for n in sorted({c.n_train for c in cells}):
-        refs = {json.dumps(b["reference"], sort_keys=True): b for c in cells if c.n_train == n
-                for b in [c.record.budget] if b is not None and isinstance(b.get("reference"), Mapping)}
-        for b in refs.values():
-            r = b["reference"]
-            out.append(f"n_train={n}: FLOPs budget {num(b.get('max_flops')):.3g} = {num(b.get('max_flops')) / r['trial_flops']:.3g} "
-                       f"x a reference trial of {r['trial_flops']:.3g} FLOPs ({r['steps']} steps of one full-training "
-                       f"step, {r['step_flops']:.3g} FLOPs at batch {r['batch_size']}, plus {r['validations']} "
-                       f"validations; steps: {r['steps_from']}); the last trial may overshoot it by less than one trial")
+        refs = {b.reference: b for c in cells if c.n_train == n
+                for b in [c.record.budget] if b is not None and b.reference is not None}
+        for r, b in refs.items():
+            out.append(f"n_train={n}: FLOPs budget {num(b.max_flops):.3g} = {num(b.max_flops) / r.trial_flops:.3g} "
+                       f"x a reference trial of {r.trial_flops:.3g} FLOPs ({r.steps} steps of one full-training "
+                       f"step, {r.step_flops:.3g} FLOPs at batch {r.batch_size}, plus {r.validations} "
+                       f"validations; steps: {r.steps_from}); the last trial may overshoot it by less than one trial")
     return out
 
 
@@ -213,10 +209,10 @@ def fairness_notes(cells: Sequence[Cell], table: pd.DataFrame) -> list[str]:
                        f"{FLOPS_RATIO_FLAG:g}x either way): not an equal-compute comparison at this size "
                        "(`tune.budget=flops` gives both strategies one FLOPs budget).")
         if "pruner_max_resource_differs" in fair.flags:
-            pf, ps = _pruner(ft) or {}, _pruner(sc) or {}
+            pf, ps = ft.record.pruner, sc.record.pruner  # both recorded, or the flag would not be raised
             out.append(f"**n_train={n}: the pruners planned for different maximum resources** (fine-tune "
-                       f"{pf.get('name')} max_resource {pf.get('max_resource')}, scratch {ps.get('name')} "
-                       f"{ps.get('max_resource')} steps): their brackets differ (harness-study sets "
+                       f"{pf.name} max_resource {pf.max_resource}, scratch {ps.name} "
+                       f"{ps.max_resource} steps): their brackets differ (harness-study sets "
                        "`pruner.max_resource` to the largest steps.high of its strategies).")
         if "pruner_not_recorded" in fair.flags:
             unrecorded.append(n)

@@ -28,6 +28,7 @@ import numpy as np
 
 from harness.report.learning_curves import fit_power_law_batch
 from harness.report.noise import MEASURED, Draws, Replicates, draw
+from harness.store.records import Caps
 
 MARGIN = 0.01
 HORIZON = 10.0  # n* and n_cross are searched up to this multiple of the largest measured size
@@ -36,9 +37,6 @@ GRID_POINTS = 400
 UNSTABLE_FACTOR = 4.0  # a D_E interval wider than this factor is unstable
 Z_POWER = 1.2816  # z of 90%: a zero gap shown equivalent with 80% power needs margin >= (c + Z_POWER) * se
 SETTLED = 0.9  # P(gap <= margin) from which a size counts as settled for the answer line
-# What harness-study may add where a size is undecided (study.max_tunings, study.max_seeds), and what a
-# tuning run costs in re-runs (tune.n_trials): the power statements say what these caps can reach.
-DEFAULT_CAPS = {"max_tunings": 6, "max_seeds": 10, "trials_per_run": 10}
 
 FINETUNE_BETTER, SCRATCH_BETTER = "finetune_better", "scratch_better"
 EQUIVALENT, INCONCLUSIVE = "equivalent", "inconclusive"
@@ -282,15 +280,15 @@ def finite_or_none(v: float | None) -> float | None:
 
 def compare(finetune: Mapping[int, Replicates], scratch: Mapping[int, Replicates], *, margin: float = MARGIN,
             n_boot: int = 2000, seed: int = 0, horizon: float = HORIZON, metric: str = "test_acc",
-            caps: Mapping[str, int] | None = None) -> Comparison:
+            caps: Caps | None = None) -> Comparison:
     """The whole determination from each strategy's replicates per size (each replicate tagged with
-    its tuning run). `caps` (DEFAULT_CAPS' keys) are what harness-study may still add, for the
+    its tuning run). `caps` are what harness-study may still add (by default Caps()), for the
     statements of what would decide an undecided size."""
     if not (margin >= 0 and math.isfinite(margin)):
         raise ValueError(f"margin must be a finite number >= 0, got {margin}")
     if n_boot < 1 or horizon < 1:
         raise ValueError("n_boot and horizon must be >= 1")
-    caps = {**DEFAULT_CAPS, **(caps or {})}
+    caps = caps or Caps()
     ft = {int(n): r for n, r in sorted(finetune.items()) if r.n}
     sc = {int(n): r for n, r in sorted(scratch.items()) if r.n}
     shared = sorted(set(ft) & set(sc))
@@ -388,10 +386,10 @@ def _shares(parts: Mapping) -> dict[str, float]:
     return {"tuning": tuning / total, "replicates": reps / total, "test": parts["test"] / total}
 
 
-def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float, caps: Mapping[str, int],
+def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float, caps: Caps,
                  n_test: int | None) -> Decide:
     """What would decide an undecided size, from its own measured variances: more replicates per
-    tuning run, more tuning runs (the cheaper in re-runs, a tuning run costing caps["trials_per_run"]),
+    tuning run, more tuning runs (the cheaper in re-runs, a tuning run costing caps.trials_per_run),
     or, where the caps cannot reach it, a larger test split; with the numbers. Reads the current gap
     as if it were the truth (a plug-in power statement), so it says what is plausible, not certain."""
     g = abs(p.gap)
@@ -401,7 +399,7 @@ def what_decides(p: SizeVerdict, parts: Mapping, margin: float, critical: float,
     reach = abs(margin - g) / critical  # the se at which the band would clear the margin
     runs = int(min(parts[s][2] for s in ("finetune", "scratch")))
     reps = int(max(1, math.floor(min(parts[s][3] for s in ("finetune", "scratch")))))
-    max_runs, max_reps, trials = int(caps["max_tunings"]), int(caps["max_seeds"]), int(caps["trials_per_run"])
+    max_runs, max_reps, trials = caps.max_tunings, caps.max_seeds, caps.trials_per_run
     if abs(margin - g) < 0.1 * max(margin, 1e-3):
         return Decide(None, f"the gap ({p.gap:+.3f}) sits at the margin ({margin:g}): no number of runs decides it",
                       target_se=reach)

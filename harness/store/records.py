@@ -32,14 +32,13 @@ from harness.settings.schema import CellConfig, StorageConfig
 from harness.store.storage import open_storage as open_storage_url
 from harness.store.storage import redact_url, resolve_url
 
-CELL_ATTRS = ("study", "strategy", "n_train")  # the study user attrs that make an Optuna study a cell
+CELL_ATTRS = ("study", "strategy", "n_train", "tuning")  # the study user attrs that make an Optuna study a cell
 # Trials whose work is spent (and counted against the budget), unless interrupted or retried.
 SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 COMPUTE_KEYS = ("flops", "train_flops", "eval_flops", "wall_s", "flops_per_step", "steps", "samples_seen")
 # <study>/n<n_train, 6 digits>/<strategy>/t<run>: names sort by study, size, strategy and run (in
-# optuna-dashboard too); <study>/<strategy>/n<n_train>[/t<run>] is how storages before it named them.
+# optuna-dashboard too).
 _NAME = re.compile(r"^(?P<study>.+)/n(?P<n_train>\d+)/(?P<strategy>[^/]+)/t(?P<tuning>\d+)$")
-_LEGACY_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)(?:/t(?P<tuning>\d+))?$")
 
 
 # ============================================================================ cell identity
@@ -48,8 +47,7 @@ _LEGACY_NAME = re.compile(r"^(?P<study>.+)/(?P<strategy>[^/]+)/n(?P<n_train>\d+)
 @dataclass(frozen=True)
 class CellId:
     """One tuning run of one cell of a study (strategy x n_train; tuning run k, 0-based): one Optuna
-    study. Stored as study attrs; the name is for display. A study stored before tuning runs
-    existed has no `tuning` attr and reads as run 0, so an old storage is a study of one run a cell."""
+    study. Stored as study attrs; the name is for display."""
 
     study: str
     strategy: str
@@ -63,32 +61,25 @@ class CellId:
         return f"{self.study}/n{self.n_train:06d}/{self.strategy}/t{self.tuning}"
 
     @property
-    def legacy_name(self) -> str:
-        """The name storages written before the sortable names gave this tuning run (still resumed)."""
-        base = f"{self.study}/{self.strategy}/n{self.n_train}"
-        return base if self.tuning == 0 else f"{base}/t{self.tuning}"
-
-    @property
     def cell(self) -> tuple[str, int]:
         return self.strategy, self.n_train
 
     @classmethod
     def parse(cls, name: str) -> CellId | None:
-        """The cell a study name spells, or None: for display and for stores without the attrs."""
-        match = _NAME.match(name) or _LEGACY_NAME.match(name)
+        """The cell a study name spells, or None: for messages about stores without the attrs."""
+        match = _NAME.match(name)
         return None if match is None else cls(match["study"], match["strategy"], int(match["n_train"]),
-                                              int(match["tuning"] or 0))
+                                              int(match["tuning"]))
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> CellId | None:
-        """The cell a study's user attrs name; None unless all three are there (non-empty strings,
-        a whole number of examples); a missing `tuning` is run 0."""
-        study, strategy, n_train = (attrs.get(k) for k in CELL_ATTRS)
+        """The cell a study's user attrs name; None unless all four are there (non-empty strings, a
+        whole number of examples, a tuning run >= 0)."""
+        study, strategy, n_train, tuning = (attrs.get(k) for k in CELL_ATTRS)
         if not (isinstance(study, str) and study and isinstance(strategy, str) and strategy):
             return None
         if isinstance(n_train, bool) or not isinstance(n_train, (int, float)) or not float(n_train).is_integer():
             return None
-        tuning = attrs.get("tuning", 0)
         if isinstance(tuning, bool) or not isinstance(tuning, int) or tuning < 0:
             return None
         return cls(study, strategy, int(n_train), tuning)
@@ -98,7 +89,7 @@ class CellId:
 
 
 def study_part(name: str) -> str:
-    """The study a stored study's name belongs to (its first part), for messages about old stores."""
+    """The study a stored study's name belongs to (its first part), for messages about stores without the attrs."""
     cell = CellId.parse(name)
     return cell.study if cell is not None else name.split("/", 1)[0]
 
@@ -175,10 +166,10 @@ def _float_or_none(v: Any) -> float | None:
 @dataclass(frozen=True)
 class RerunRecord:
     """One re-run of a tuning run's best configuration: an entry of the study's `final` attr
-    (docs/design.md, "What the storage holds"). `replicate` is None for re-runs of the protocol
-    before replicates (all on the tuning subset), which are not mixed with replicates."""
+    (docs/design.md, "What the storage holds"). A value the entry lacks or holds malformed reads as
+    None (0 for costs; a missing status as ok): a hand-edited storage is read, not refused."""
 
-    status: str = OK  # ok | failed | diverged | collapsed (records from before statuses read as ok)
+    status: str = OK  # ok | failed | diverged | collapsed
     reason: str | None = None
     probe_acc: float | None = None
     replicate: int | None = None
@@ -280,15 +271,12 @@ class WeightsRecord:
     pretrain_flops_from: str | None = UNKNOWN_FROM  # measured | declared | unknown
 
     @classmethod
-    def of(cls, raw: Any, pretrain: PretrainRecord | None = None) -> WeightsRecord:
-        """The stored attr, read with coercions. Runs stored before the attr: own pretraining when they
-        carry `pretrain`, else not recorded."""
+    def of(cls, raw: Any) -> WeightsRecord:
+        """The stored attr, read with coercions; origin "not recorded" when the attr is missing or malformed."""
         if isinstance(raw, Mapping):
             return cls(origin=str(raw.get("origin", NOT_RECORDED)), ref=_text_or_none(raw.get("ref")),
                        pretrain_flops=known_flops(raw.get("pretrain_flops")),
                        pretrain_flops_from=_text_or_none(raw.get("pretrain_flops_from", UNKNOWN_FROM)))
-        if pretrain is not None:
-            return cls(OWN, pretrain.config_hash, pretrain.flops, "measured")
         return cls(NOT_RECORDED)
 
     @classmethod
@@ -310,32 +298,137 @@ class WeightsRecord:
         return dataclasses.asdict(self)
 
 
+# ============================================================================ a tuning run's limits
+
+
+def _number(v: Any) -> int | float | None:
+    """A stored number as JSON decoded it (an int stays an int, so the report prints it as written)."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+@dataclass(frozen=True)
+class ReferenceTrial:
+    """The trial a FLOPs budget was sized with (harness/tuning/budget.py's reference_trial)."""
+
+    trial_flops: float
+    step_flops: float
+    steps: int
+    steps_from: str
+    validations: int
+    val_flops: float
+    batch_size: int
+    model: str
+
+    @classmethod
+    def of(cls, stored: Any) -> ReferenceTrial | None:
+        if not isinstance(stored, Mapping) or any(f.name not in stored for f in dataclasses.fields(cls)):
+            return None
+        return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BudgetRecord:
+    """A tuning run's budget as stored: its limits (None: no such limit), and with kind "flops" the
+    reference trial that sized max_flops. harness/tuning/budget.py's Budget adds the behaviour."""
+
+    n_trials: int | None
+    max_flops: float | None
+    max_wall_s: float | None
+    kind: str = "trials"
+    reference: ReferenceTrial | None = None
+
+    @classmethod
+    def of(cls, stored: Any) -> BudgetRecord | None:
+        if not isinstance(stored, Mapping):
+            return None
+        kind = stored.get("kind", "trials")
+        return cls(_number(stored.get("n_trials")), _number(stored.get("max_flops")), _number(stored.get("max_wall_s")),
+                   kind if isinstance(kind, str) else "trials", ReferenceTrial.of(stored.get("reference")))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
+        if self.kind != "trials":  # a trials budget is stored as it always was
+            out.update(kind=self.kind, reference=None if self.reference is None else self.reference.to_json())
+        return out
+
+    def limits(self) -> str:
+        """The limits as one JSON text, without the reference trial (the report names that once per size)."""
+        return json.dumps({k: v for k, v in self.to_json().items() if k != "reference"}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class PrunerRecord:
+    """The pruner a tuning run was built with (harness/tuning/pruning.py's pruner_attrs): the report
+    checks that both strategies' pruners plan for the same max_resource."""
+
+    name: str | None
+    max_resource: int | None
+    max_resource_from: str | None = None  # hyperband: "pruner.max_resource" or "steps.high"
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the pruner's own settings (PrunerConfig.settings)
+
+    @classmethod
+    def of(cls, stored: Any) -> PrunerRecord | None:
+        if not isinstance(stored, Mapping):
+            return None
+        own = {k: v for k, v in stored.items() if k not in ("name", "max_resource", "max_resource_from")}
+        return cls(_text_or_none(stored.get("name")), _int_or_none(stored.get("max_resource")),
+                   _text_or_none(stored.get("max_resource_from")), own)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.settings, "max_resource": self.max_resource,
+                "max_resource_from": self.max_resource_from}
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What harness-study may still add to a cell: tuning runs, re-runs per tuning run, and what a
+    tuning run costs in trials; the verdict's statements of what would decide a size name them.
+    The defaults stand in for cells stored before caps were (harness-study's own defaults)."""
+
+    max_tunings: int = 6
+    max_seeds: int = 10
+    trials_per_run: int = 10
+
+    @classmethod
+    def of(cls, stored: Any) -> Caps | None:
+        if not isinstance(stored, Mapping):
+            return None
+        given = {f.name: _int_or_none(stored.get(f.name)) for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True)
 class CellAttrs:
     """The attrs a new tuning run is stored with (docs/design.md, "What the storage holds"): harness-tune
     gathers the values, `to_json` is what is written (write_cell_attrs), in this order."""
 
     cell: CellId
-    budget: Mapping[str, Any]
+    budget: BudgetRecord
     search_space: Mapping[str, Any]
     n_val: int | None
     n_test: int | None
     model: str
     data: str
     selection: str
-    pruner: Mapping[str, Any]
+    pruner: PrunerRecord
     draw: int
     seed: int
-    caps: Mapping[str, int]
+    caps: Caps
     cv_folds: int | None = None  # tune.selection=cv only
     pretrain: PretrainRecord | None = None  # strategy.weights=source only
     weights: WeightsRecord | None = None  # fine-tune only
 
     def to_json(self) -> dict[str, Any]:
-        out = {**self.cell.attrs(), "budget": dict(self.budget), "search_space": dict(self.search_space),
+        out = {**self.cell.attrs(), "budget": self.budget.to_json(), "search_space": dict(self.search_space),
                "n_val": self.n_val, "n_test": self.n_test, "model": self.model, "data": self.data,
-               "selection": self.selection, "pruner": dict(self.pruner), "draw": self.draw, "seed": self.seed,
-               "caps": dict(self.caps)}
+               "selection": self.selection, "pruner": self.pruner.to_json(), "draw": self.draw, "seed": self.seed,
+               "caps": self.caps.to_json()}
         if self.cv_folds is not None:
             out["cv_folds"] = self.cv_folds
         if self.pretrain is not None:
@@ -345,7 +438,7 @@ class CellAttrs:
         return out
 
 
-# ============================================================================ study records
+# ============================================================================ tuning-run records
 
 
 @dataclass(frozen=True)
@@ -369,7 +462,7 @@ class TuningRunRecord:
 
     @property
     def selection(self) -> str:
-        """How the configuration was chosen: "holdout" (the validation split; older cells) or "cv"."""
+        """How the configuration was chosen: "holdout" (the validation split) or "cv"."""
         return "cv" if self.attrs.get("selection") == "cv" else "holdout"
 
     @property
@@ -383,15 +476,6 @@ class TuningRunRecord:
         return [RerunRecord.of(r) for r in final if isinstance(r, Mapping)] if isinstance(final, list) else []
 
     @property
-    def final_replicates(self) -> list[RerunRecord] | None:
-        """`final` when every record is a replicate (harness/tuning/replicates.py), None otherwise: missing,
-        or re-runs of an older protocol (all on the tuning subset) not to be mixed with replicates."""
-        final = self.attrs.get("final")
-        if not isinstance(final, list) or not all(isinstance(r, Mapping) and "replicate" in r for r in final):
-            return None
-        return [RerunRecord.of(r) for r in final]
-
-    @property
     def best_trial(self) -> Any:
         """The number of the trial the re-runs are of, as stored (None before any re-run)."""
         return self.attrs.get("best_trial")
@@ -401,17 +485,17 @@ class TuningRunRecord:
         return _mapping(self.attrs.get("best_params"))
 
     @property
-    def budget(self) -> dict[str, Any] | None:
-        return _mapping(self.attrs.get("budget"))
+    def budget(self) -> BudgetRecord | None:
+        return BudgetRecord.of(self.attrs.get("budget"))
 
     @property
-    def pruner(self) -> dict[str, Any] | None:
-        return _mapping(self.attrs.get("pruner"))
+    def pruner(self) -> PrunerRecord | None:
+        return PrunerRecord.of(self.attrs.get("pruner"))
 
     @property
-    def caps(self) -> dict[str, int] | None:
-        """What harness-study may still add to the cell (CellAttrs.caps), None before cells stored it."""
-        return _mapping(self.attrs.get("caps"))
+    def caps(self) -> Caps | None:
+        """What harness-study may still add to the cell, None before cells stored it."""
+        return Caps.of(self.attrs.get("caps"))
 
     @property
     def n_test(self) -> int | None:
@@ -431,9 +515,8 @@ class TuningRunRecord:
 
     @property
     def weights(self) -> WeightsRecord:
-        """A fine-tune run's weights (WeightsRecord.of: runs stored before the attr included); read it
-        for fine-tune runs only."""
-        return WeightsRecord.of(self.attrs.get("weights"), self.pretrain)
+        """A fine-tune run's weights; read it for fine-tune runs only."""
+        return WeightsRecord.of(self.attrs.get("weights"))
 
     @property
     def search_space(self) -> dict[str, Any] | None:
@@ -450,16 +533,6 @@ def cell_studies(storage: optuna.storages.BaseStorage, study: str | None = None)
         if cell is not None and (study is None or cell.study == study):
             found.append((record, cell))
     return found
-
-
-def stored_name(storage: optuna.storages.BaseStorage, cell: CellId) -> str:
-    """The name a tuning run has in this storage: its legacy name when a storage written before the
-    sortable names holds it under that one (so it resumes, not starts over), else CellId.name."""
-    try:
-        storage.get_study_id_from_name(cell.legacy_name)
-    except KeyError:
-        return cell.name
-    return cell.legacy_name
 
 
 def n_trials_of(storage: optuna.storages.BaseStorage, name: str) -> int:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
 from harness.settings.schema import CellConfig, StudyAppConfig
 from harness.study.clock import StudyClock
+
+if TYPE_CHECKING:  # the store's imports are deferred: the study's entry point starts before they load
+    from harness.store.records import Caps
 
 
 def cell_config(cfg: StudyAppConfig, strategy: str, n_train: int, run: int = 0) -> CellConfig:
@@ -173,9 +177,10 @@ def _stored(cfg: StudyAppConfig) -> list:
     return load_cells(storage, cfg.study.name, shown)
 
 
-def _caps(cfg: StudyAppConfig) -> dict[str, int]:
-    return {"max_tunings": cfg.study.max_tunings, "max_seeds": cfg.study.max_seeds,
-            "trials_per_run": int(cfg.tune.n_trials or 0)}
+def _caps(cfg: StudyAppConfig) -> Caps:
+    from harness.store.records import Caps
+
+    return Caps(cfg.study.max_tunings, cfg.study.max_seeds, int(cfg.tune.n_trials or 0))
 
 
 def _comparison(cfg: StudyAppConfig, stored: list | None = None):

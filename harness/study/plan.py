@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.settings.schema import CellConfig, StudyAppConfig
+from harness.settings.schema import CellConfig, StudyAppConfig, StudyConfig
 from harness.study.clock import clock_text
 
 SHORT, LONG = 10, 60  # the two timed trainings per batch size
@@ -52,7 +52,7 @@ class Plan:
     seconds: float = 0.0
     pretrain_s: float = 0.0
     per_size: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
-    caps: dict[str, object] = dataclasses.field(default_factory=dict)
+    adaptive: StudyConfig | None = None  # the study's settings when it is adaptive: the caps the plan states
     timings: dict[int, StepTiming] = dataclasses.field(default_factory=dict)
 
     def text(self) -> str:
@@ -77,10 +77,11 @@ class Plan:
             row = self.per_size[n]
             lines.append(f"  n = {n}: {row['runs']:.0f} runs, {row['trainings']:.0f} trainings, {row['flops']:.2e} FLOPs, "
                          f"{clock_text(row['seconds'])}")
-        if self.caps.get("adaptive"):
-            lines.append(f"then, adaptive: the top-up may add tuning runs up to {self.caps['max_tunings']} a cell and "
-                         f"re-runs up to {self.caps['max_seeds']} a run where the verdict needs them, and the refinement "
-                         f"up to {self.caps['max_cells']} cells (not in the figures above)")
+        if self.adaptive is not None:
+            a = self.adaptive
+            lines.append(f"then, adaptive: the top-up may add tuning runs up to {a.max_tunings} a cell and "
+                         f"re-runs up to {a.max_seeds} a run where the verdict needs them, and the refinement "
+                         f"up to {a.max_cells} cells (not in the figures above)")
         lines.append("nothing was trained: run without study.plan=true to start")
         return "\n".join(lines)
 
@@ -148,8 +149,7 @@ def make_plan(cfg: StudyAppConfig) -> Plan:
     finetune = [c for c in cells.values() if c.strategy.name == "finetune" and c.strategy.weights == "source"]
     plan = Plan(cfg.study.name, runs, n_trials, seeds, cfg.study.workers,
                 pretrain_needed=bool(finetune) and find_pretrained(finetune[0]) is None,
-                caps={"adaptive": cfg.study.adaptive, "max_tunings": cfg.study.max_tunings,
-                      "max_seeds": cfg.study.max_seeds, "max_cells": cfg.study.max_cells})
+                adaptive=cfg.study if cfg.study.adaptive else None)
     shapes = {}
     for key, cell in cells.items():
         recipes, sampled = _costs(cell)

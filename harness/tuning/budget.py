@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import optuna
 import torch
 
-from harness.store.records import spent
+from harness.store.records import BudgetRecord, ReferenceTrial, spent
 from harness.training.run import resolve_device
 from harness.settings.schema import CellConfig, SearchSpaceConfig, TuneConfig
 
@@ -18,23 +16,13 @@ FLOPS_TRIAL_GUARD = 10
 
 
 @dataclass(frozen=True)
-class Budget:
-    n_trials: int | None
-    max_flops: float | None
-    max_wall_s: float | None
-    kind: str = "trials"
-    reference: dict | None = None  # kind flops: the reference trial the FLOPs budget was sized with
+class Budget(BudgetRecord):
+    """A tuning run's limits (the stored form is BudgetRecord's), and when they are spent."""
 
     @classmethod
     def from_config(cls, tune: TuneConfig) -> "Budget":
         """The configured limits (checked by TuneConfig.check; tune.budget=flops is resolved by resolve_budget)."""
         return cls(tune.n_trials, tune.max_flops, tune.max_wall_s, tune.budget)
-
-    def to_json(self) -> dict:
-        out: dict[str, Any] = {"n_trials": self.n_trials, "max_flops": self.max_flops, "max_wall_s": self.max_wall_s}
-        if self.kind != "trials":  # a trials budget is stored as it always was
-            out.update(kind=self.kind, reference=self.reference)
-        return out
 
     def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
         s = spent(trials)
@@ -63,7 +51,7 @@ def reference_steps(cfg: CellConfig) -> tuple[int, str]:
     return int(round((low + high) / 2)), f"midpoint of this cell's steps range {low}-{high}"
 
 
-def reference_trial(cfg: CellConfig, task) -> dict[str, Any]:
+def reference_trial(cfg: CellConfig, task) -> ReferenceTrial:
     """What one trial costs, for sizing a FLOPs budget, from what every strategy at this size shares:
     one step of the whole model trained from a random start (harness.training.compute's counter on a real batch
     of train.batch_size), times the reference steps, plus the validations such a trial makes."""
@@ -82,9 +70,9 @@ def reference_trial(cfg: CellConfig, task) -> dict[str, Any]:
     every = cfg.train.val_every
     validations = steps // every + (1 if steps % every else 0)  # on the grid, plus one at an off-grid end
     val_flops = per_sample * len(task.val) * validations
-    return {"trial_flops": step_flops * steps + val_flops, "step_flops": step_flops, "steps": steps,
-            "steps_from": steps_from, "validations": validations, "val_flops": val_flops,
-            "batch_size": min(batch, len(task.train)), "model": cfg.model.name}
+    return ReferenceTrial(trial_flops=step_flops * steps + val_flops, step_flops=step_flops, steps=steps,
+                          steps_from=steps_from, validations=validations, val_flops=val_flops,
+                          batch_size=min(batch, len(task.train)), model=cfg.model.name)
 
 
 def resolve_budget(cfg: CellConfig, task) -> Budget:
@@ -94,7 +82,7 @@ def resolve_budget(cfg: CellConfig, task) -> Budget:
     if budget.kind == "trials":
         return budget
     reference = reference_trial(cfg, task) if budget.max_flops is None else None
-    max_flops = budget.max_flops if reference is None else budget.n_trials * reference["trial_flops"]
+    max_flops = budget.max_flops if reference is None else budget.n_trials * reference.trial_flops
     guard = FLOPS_TRIAL_GUARD * budget.n_trials if budget.n_trials else None
     return Budget(guard, float(max_flops), budget.max_wall_s, "flops", reference)
 

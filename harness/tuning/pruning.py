@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import optuna
 import pytorch_lightning as pl
+from harness.store.records import PrunerRecord
 from harness.tuning.budget import steps_bounds
 from harness.settings.schema import CellConfig, PrunerConfig
 
@@ -19,12 +18,11 @@ def max_resource(cfg: CellConfig) -> int | None:
     return p.max_resource if p.max_resource is not None else _max_steps(cfg)
 
 
-def pruner_attrs(cfg: CellConfig) -> dict[str, Any]:
+def pruner_attrs(cfg: CellConfig) -> PrunerRecord:
     """The cell's pruner as built, stored so the report can check both strategies' pruners agree."""
     p = cfg.pruner
-    return {"name": p.name, **p.settings(), "max_resource": max_resource(cfg),
-            "max_resource_from": None if p.name != "hyperband" else
-            ("pruner.max_resource" if p.max_resource is not None else "steps.high")}
+    return PrunerRecord(p.name, max_resource(cfg), None if p.name != "hyperband" else
+                        ("pruner.max_resource" if p.max_resource is not None else "steps.high"), p.settings())
 
 
 def make_pruner(cfg: CellConfig) -> optuna.pruners.BasePruner:

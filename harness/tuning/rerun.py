@@ -157,8 +157,8 @@ def extend_replicates(study: optuna.Study, cfg: CellConfig, space: SearchSpace, 
             return None
         best = _best_complete(study)
         stored = TuningRunRecord.of(study)
-        final = stored.final_replicates
-        if best is None or final is None or stored.best_trial != best.number:
+        final = stored.final
+        if best is None or not stored.has_final or stored.best_trial != best.number:
             return None
         best_cfg = space.apply(cfg, best.params)
         added = _run_replicates(best_cfg, cfg.seed, range(len(final) + 1, target + 1), run_root,

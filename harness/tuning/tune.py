@@ -98,29 +98,28 @@ def _cell_attrs(cfg: CellConfig, space: SearchSpace, budget: Budget) -> records.
     if cfg.strategy.name == "finetune" and cfg.strategy.weights == "source":
         pretrain = records.PretrainRecord.of(ensure_pretrained(cfg).meta)
     return records.CellAttrs(
-        cell_of(cfg), budget=budget.to_json(), search_space=space.to_json(), n_val=cfg.data.n_val,
+        cell_of(cfg), budget=budget, search_space=space.to_json(), n_val=cfg.data.n_val,
         n_test=cfg.data.n_test, model=cfg.model.name, data=cfg.data.name, selection=cfg.tune.selection,
         pruner=pruner_attrs(cfg), draw=cfg.data.draw, seed=cfg.seed, caps=caps_attrs(cfg),
         cv_folds=cv_folds_for(cfg.data, cfg.tune.cv_folds) if cfg.tune.selection == "cv" else None,
         pretrain=pretrain, weights=records.WeightsRecord.of_settings(cfg, pretrain))
 
 
-def caps_attrs(cfg: CellConfig) -> dict[str, int]:
+def caps_attrs(cfg: CellConfig) -> records.Caps:
     """What harness-study may still add to this cell (the report's power statements name them)."""
-    return {"max_tunings": cfg.study.max_tunings, "max_seeds": cfg.study.max_seeds,
-            "trials_per_run": int(cfg.tune.n_trials or 0)}
+    return records.Caps(cfg.study.max_tunings, cfg.study.max_seeds, int(cfg.tune.n_trials or 0))
 
 
 def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Study:
     storage = records.open_storage(cfg.storage)
     cell = cell_of(cfg)
-    name = records.stored_name(storage, cell)  # a storage from before the sortable names keeps its own
+    name = cell.name
     with study_lock(storage, name):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=make_pruner(cfg))
         stored = records.TuningRunRecord.of(study)
         if stored.attrs and stored.cell != cell:
-            raise ConfigError(f"study {name} in {redact_url(cfg.storage.url)} belongs to another cell: use another study.name")
+            raise ConfigError(f"tuning run {name} (an Optuna study) in {redact_url(cfg.storage.url)} belongs to another cell: use another study.name")
         if not stored.attrs:
             records.write_cell_attrs(study, _cell_attrs(cfg, space, budget))
             recipes = first_recipes(space, budget) if cfg.tune.enqueue_recipe else []
@@ -128,8 +127,10 @@ def open_cell(cfg: CellConfig, space: SearchSpace, budget: Budget) -> optuna.Stu
             if cfg.tune.warm_start:
                 enqueue_winners(study, neighbour_winners(study, cfg, space), budget, len(recipes))
         else:  # a resumed cell may be given more budget, or another pruner
-            changed = {key: value for key, value in (("budget", budget.to_json()), ("pruner", pruner_attrs(cfg)))
-                       if stored.attrs.get(key) != value}
+            pruner = pruner_attrs(cfg)
+            changed = {key: new.to_json() for key, old, new in (("budget", stored.budget, budget),
+                                                                 ("pruner", stored.pruner, pruner))
+                       if old is None or old.to_json() != new.to_json()}
             records.write_study_attrs(study, changed)
     return study
 
@@ -177,7 +178,7 @@ def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler
 
 
 def _take_trial(study: optuna.Study, cfg: CellConfig, budget: Budget) -> optuna.Trial | None:
-    """Under the study lock: fail dead workers' trials, check the budget, take the next trial."""
+    """Under the tuning run's lock: fail dead workers' trials, check the budget, take the next trial."""
     with study_lock(storage_of(study), study.study_name):
         fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
