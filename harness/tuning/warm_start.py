@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from harness.settings.schema import CellConfig
-from harness.store.records import CellId, storage_of
+from harness.store.records import CellId, cell_studies, storage_of
 from harness.tuning.search_space import Recipe, SearchSpace
 
 
@@ -26,11 +26,9 @@ def neighbour_winners(study: optuna.Study, cfg: CellConfig, space: SearchSpace) 
     here = CellId(cfg.study.name, cfg.strategy.name, cfg.data.n_train, cfg.tune.run)
     below: dict[int, dict[str, Any]] = {}
     above: dict[int, dict[str, Any]] = {}
-    for summary in optuna.get_all_study_summaries(storage_of(study), include_best_trial=False):
-        cell = CellId.from_attrs(summary.user_attrs)
-        best = summary.user_attrs.get("best_params")
-        if cell is None or not isinstance(best, dict) or (cell.study, cell.strategy, cell.tuning) != (
-                here.study, here.strategy, here.tuning) or cell.n_train == here.n_train:
+    for record, cell in cell_studies(storage_of(study), here.study):
+        best = record.best_params
+        if best is None or (cell.strategy, cell.tuning) != (here.strategy, here.tuning) or cell.n_train == here.n_train:
             continue
         (below if cell.n_train < here.n_train else above)[cell.n_train] = best
     chosen = ([(max(below), below[max(below)])] if below else []) + ([(min(above), above[min(above)])] if above else [])
