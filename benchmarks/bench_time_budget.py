@@ -90,7 +90,8 @@ def collect(url: str, name: str) -> dict:
             if t.datetime_complete is None or t.datetime_start is None:
                 continue
             out["trials"] += 1
-            out["trial_s"] += (t.datetime_complete - t.datetime_start).total_seconds()
+            # trials trained together (harness/tuning/together.py) share one stretch of a worker's time
+            out["trial_s"] += (t.datetime_complete - t.datetime_start).total_seconds() / max(1, int(t.user_attrs.get("members") or 1))
             out["trial_inside_s"] += float(t.user_attrs.get("wall_s") or 0.0)
             flops = float(t.user_attrs.get("train_flops") or t.user_attrs.get("flops") or 0.0)
             batch = min(int(t.params.get("batch_size", 32)), n_train or 10**9)

@@ -193,3 +193,154 @@ def test_when_every_member_diverges_the_group_stops_and_each_is_recorded_diverge
     out = train_members(cfgs, [tmp_path / f"member{i}" for i in range(len(cfgs))])
     assert all(isinstance(r, RunFailed) and isinstance(r.__cause__, TrainingDiverged) for r in out)
     assert all(0 < r.compute.steps < 20 and r.compute.train_flops > 0 for r in out)
+
+
+# ------------------------------------------------------------------ recipe trials of K tuning runs (harness/tuning/together.py)
+
+
+class _StopAt(__import__("pytorch_lightning").Callback):
+    """What a pruner does to a trial trained alone: stop it at the validation of `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if pl_module.val_history and pl_module.val_history[-1][0] >= self.step:
+            trainer.should_stop = True
+
+
+def test_a_member_its_judge_stops_ends_there_as_its_own_run_would_and_the_test_split_stays_unread(
+        make_cfg, tmp_path, monkeypatch) -> None:
+    """Members of two tuning runs (own seed and validation draw); the second's judge stops it at step
+    5: its curve, FLOPs and steps are those of its run trained alone and stopped there; the first goes
+    on as its own run. Without evaluate_test no test example is read."""
+    import dataclasses
+
+    import harness.training.fused as fused
+
+    base = make_cfg("model.name=fused_test_plain_cnn", "train.steps=15", "data.augment=off")
+    cfgs = [dataclasses.replace(base, seed=base.seed + 1000 * k, data=dataclasses.replace(base.data, draw=k))
+            for k in range(2)]
+    alone = [run_training(cfgs[0], tmp_path / "a0", evaluate_test=False),
+             run_training(cfgs[1], tmp_path / "a1", evaluate_test=False, callbacks=[_StopAt(5)])]
+    real = fused._stacked_eval
+    monkeypatch.setattr(fused, "_stacked_eval", lambda tasks, split, *a: real(tasks, split, *a) if split != "test"
+                        else pytest.fail("a trial read the test split"))
+    asked = []
+    together = train_members(cfgs, [tmp_path / "m0", tmp_path / "m1"], evaluate_test=False, log_kind="trial",
+                             judges=[None, lambda module, step, acc: asked.append(step) or step >= 5])
+    assert asked == [5]  # asked at its validations until it stopped
+    assert alone[1].stopped_early and together[1].stopped_early and not together[0].stopped_early
+    for a, b in zip(alone, together):
+        assert a.val_history == b.val_history
+        assert (a.compute.train_flops, a.compute.eval_flops, a.compute.steps) == (b.compute.train_flops, b.compute.eval_flops,
+                                                                                  b.compute.steps)
+        assert b.test_acc is None and b.test_correct is None
+    assert together[1].compute.steps == 5 and together[0].compute.steps == 15
+
+
+def test_members_may_differ_in_draw_and_tuning_run_but_not_in_what_they_train(make_cfg) -> None:
+    import dataclasses
+
+    from harness.training.fused import check_members
+    from harness.tuning.replicates import tuning_run
+    from tuning_helpers import compose_tune
+
+    cell = compose_tune(__import__("pathlib").Path("/tmp/unused"))
+    check_members([tuning_run(cell, k) for k in range(3)])
+    other = dataclasses.replace(cell, train=dataclasses.replace(cell.train, lr=cell.train.lr * 2))
+    with pytest.raises(NotFusable, match="differ beyond their seed, data subset, data draw and tuning run"):
+        check_members([cell, other])
+
+
+def _two_runs(where, *overrides):
+    """Tuning runs 0 and 1 of a tiny cell whose two recipes differ in lr only (augmentation off)."""
+    from harness.tuning.replicates import tuning_run
+    from tuning_helpers import compose_tune, set_space
+
+    cfg = compose_tune(where, "tune.n_trials=2", "data.augment=off", *overrides)
+    cfg = set_space(cfg, {"lr": {"key": "train.lr", "type": "float", "low": 0.002, "high": 0.004}},
+                    recipes={"low": {"lr": 0.002}, "high": {"lr": 0.004}})
+    return [tuning_run(cfg, k) for k in range(2)]
+
+
+def _trials(where) -> dict[str, list]:
+    import optuna
+
+    from tuning_helpers import storage_url
+
+    url = storage_url(where)
+    return {name: optuna.load_study(study_name=name, storage=url).trials for name in sorted(optuna.get_all_study_names(url))}
+
+
+def test_the_recipe_trials_of_a_cells_tuning_runs_train_together_and_store_what_alone_would(tmp_path) -> None:
+    """tune_recipes_together with trainer.fuse true and false (then a no-op, each run tuned alone):
+    each run's trials carry the same recipes, states, FLOPs and steps; values agree up to float noise."""
+    from harness.tuning.together import tune_recipes_together
+    from harness.tuning.tune import tune_cell
+
+    stored = {}
+    for flag in ("true", "false"):
+        runs = _two_runs(tmp_path / flag, f"trainer.fuse={flag}")
+        roots = [tmp_path / flag / f"run{k}" for k in range(2)]
+        fused = tune_recipes_together(runs, roots)
+        assert fused == (2 if flag == "true" else 0)
+        for run, root in zip(runs, roots):
+            tune_cell(run, root, rerun=False)  # nothing left but what alone would do
+        stored[flag] = _trials(tmp_path / flag)
+    assert list(stored["true"]) == ["digits/n000010/scratch/t0", "digits/n000010/scratch/t1"]
+    keep = ("recipe_name", "flops", "train_flops", "eval_flops", "steps")
+    for name in stored["true"]:
+        together, alone = stored["true"][name], stored["false"][name]
+        assert [t.state for t in together] == [t.state for t in alone]
+        assert [{k: t.user_attrs.get(k) for k in keep} for t in together] == [{k: t.user_attrs.get(k) for k in keep} for t in alone]
+        assert [sorted(t.intermediate_values) for t in together] == [sorted(t.intermediate_values) for t in alone]
+        for a, b in zip(together, alone):
+            assert abs(a.value - b.value) <= 0.06
+    first, second = stored["true"].values()
+    assert [t.value for t in first] != [t.value for t in second]  # own seeds and validation draws
+    assert [t.user_attrs["members"] for t in first + second] == [2] * 4
+    assert all("members" not in t.user_attrs for trials in stored["false"].values() for t in trials)
+
+
+def test_a_pruned_member_is_its_own_runs_pruned_trial_and_the_others_go_on(tmp_path, monkeypatch) -> None:
+    from harness.tuning import pruning
+    from harness.tuning.together import tune_recipes_together
+    from optuna.trial import TrialState
+
+    judge = pruning.PruningCallback.judge
+
+    def prune_run_1(self, module, step, acc):  # run 1's pruner rejects its trials at step 10
+        return judge(self, module, step, acc) or (self.trial.study.study_name.endswith("/t1") and step >= 10)
+
+    monkeypatch.setattr(pruning.PruningCallback, "judge", prune_run_1)
+    runs = _two_runs(tmp_path)
+    assert tune_recipes_together(runs, [tmp_path / "r0", tmp_path / "r1"]) == 2
+    first, second = _trials(tmp_path).values()
+    assert [t.state for t in first] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in second] == [TrialState.PRUNED] * 2
+    assert all(max(t.intermediate_values) == 10 and t.user_attrs["steps"] == 10 for t in second)
+    assert all(t.user_attrs["steps"] == 20 and t.user_attrs["flops"] > second[0].user_attrs["flops"] for t in first)
+
+
+def test_interrupted_recipe_trials_taken_together_are_requeued_as_recipes_and_resume_together(tmp_path, monkeypatch) -> None:
+    import harness.tuning.together as together
+    from optuna.trial import TrialState
+
+    runs = _two_runs(tmp_path)
+    roots = [tmp_path / "r0", tmp_path / "r1"]
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(together, "train_members", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            together.tune_recipes_together(runs, roots)
+    for trials in _trials(tmp_path).values():
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
+        assert trials[0].user_attrs["interrupted"] and trials[2].user_attrs == {"retry_of": 0, "recipe": True, "recipe_name": "low"}
+    assert together.tune_recipes_together(runs, roots) == 2  # the resume: both recipes, together again
+    for trials in _trials(tmp_path).values():
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert sorted(t.user_attrs["recipe_name"] for t in done) == ["high", "low"]

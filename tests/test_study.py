@@ -244,7 +244,7 @@ def test_a_study_worker_leaves_a_cell_a_dead_worker_holds_then_comes_back_to_rer
     cells = check_study(cfg)
     dead_cell = next(c for c in cells if c.data.n_train == 10)
     space, budget = tuning.check_cell_config(dead_cell)
-    dead = tuning._take_trial(tuning.open_cell(dead_cell, space, budget), dead_cell, budget)
+    dead = tuning.take_trial(tuning.open_cell(dead_cell, space, budget), dead_cell, budget)
     space.suggest(dead)
 
     _worker(cells, 0, str(tmp_path / "runs"))

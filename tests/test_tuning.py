@@ -211,7 +211,7 @@ def test_a_trial_taken_by_a_worker_that_dies_before_training_is_still_retried(tm
     cfg = compose_tune(tmp_path, "tune.n_trials=2", "storage.heartbeat_interval=1", "storage.grace_period=600")
     space, budget = harness.tuning.tune.check_cell_config(cfg)
     study = harness.tuning.tune.open_cell(cfg, space, budget)
-    taken = harness.tuning.tune._take_trial(study, cfg, budget)  # ...and the worker dies here
+    taken = harness.tuning.tune.take_trial(study, cfg, budget)  # ...and the worker dies here
     assert load(tmp_path).trials[taken.number].state == TrialState.RUNNING
 
     assert harness.store.storage.fail_stale_trials(study) == 0  # within its grace period
@@ -778,7 +778,7 @@ def _first_draws(tmp_path: Path, *overrides: str, k: int = 2) -> list[dict]:
     cfg, space, budget, study = _open_scratch_cell(tmp_path, "tune.enqueue_recipe=false", "tune.n_trials=10", *overrides)
     draws = []
     for _ in range(k):
-        trial = harness.tuning.tune._take_trial(study, cfg, budget)
+        trial = harness.tuning.tune.take_trial(study, cfg, budget)
         draws.append(space.suggest(trial))
         study.tell(trial, 0.5)
     return draws
@@ -819,7 +819,7 @@ def test_trials_are_sampled_by_multivariate_tpe_over_groups_without_experimental
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trial = harness.tuning.tune._take_trial(study, cfg, budget)
+        trial = harness.tuning.tune.take_trial(study, cfg, budget)
         values = space.suggest(trial)
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
     sampler = study.sampler
@@ -890,7 +890,7 @@ def test_a_worker_whose_cell_is_spent_waits_and_reruns_a_dead_peers_last_trial(t
     cfg = compose_tune(tmp_path, "tune.n_trials=3", *beat)
     space, budget = harness.tuning.tune.check_cell_config(cfg)
     study = harness.tuning.tune.open_cell(cfg, space, budget)
-    dead = harness.tuning.tune._take_trial(study, cfg, budget)  # what a worker does before it is killed
+    dead = harness.tuning.tune.take_trial(study, cfg, budget)  # what a worker does before it is killed
     dead_params = space.suggest(dead)
 
     capsys.readouterr()
@@ -915,7 +915,7 @@ def test_without_waiting_a_spent_cell_is_left_at_once(tmp_path, monkeypatch):
     cfg = compose_tune(tmp_path, *beat)
     space, budget = harness.tuning.tune.check_cell_config(cfg)
     study = harness.tuning.tune.open_cell(cfg, space, budget)
-    running = harness.tuning.tune._take_trial(study, cfg, budget)
+    running = harness.tuning.tune.take_trial(study, cfg, budget)
     monkeypatch.setattr(harness.tuning.workers, "pause", lambda s: pytest.fail("a worker that need not wait paused"))
     tune_cell(cfg, tmp_path / "runs", wait_for_peers=False)
     assert [t.state for t in load(tmp_path).trials] == [TrialState.RUNNING]
@@ -952,7 +952,7 @@ def test_a_rerun_of_the_best_lets_other_workers_take_trials_meanwhile(tmp_path, 
     try:
         assert started.wait(30)
         taken = []
-        taker = threading.Thread(target=lambda: taken.append(harness.tuning.tune._take_trial(study_b, cfg_b, budget_b)))
+        taker = threading.Thread(target=lambda: taken.append(harness.tuning.tune.take_trial(study_b, cfg_b, budget_b)))
         leaver = threading.Thread(target=tune_cell, args=(cfg_a, tmp_path / "runs"), kwargs={"wait_for_peers": False})
         for t in (taker, leaver):
             t.start()

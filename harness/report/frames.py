@@ -83,6 +83,7 @@ def trials_frame(cells: Sequence[Cell]) -> pd.DataFrame:
                 row[key] = t.compute[key]
             row["recipe"] = t.recipe
             row["recipe_name"] = t.recipe_name
+            row["members"] = t.members
             row["fail_reason"] = t.fail_reason
             row["n_reports"] = len(t.intermediate_values)
             row["last_step"] = max(t.intermediate_values) if t.intermediate_values else None
@@ -93,7 +94,7 @@ def trials_frame(cells: Sequence[Cell]) -> pd.DataFrame:
     columns = (["study_name", "strategy", "n_train", "n_val", "number", "state", "value"]
                + [f"params_{p}" for p in param_names]
                + ["flops", "train_flops", "eval_flops", "wall_s", "steps", "flops_per_step", "samples_seen",
-                  "recipe", "recipe_name", "fail_reason", "n_reports", "last_step", "datetime_start", "datetime_complete",
+                  "recipe", "recipe_name", "members", "fail_reason", "n_reports", "last_step", "datetime_start", "datetime_complete",
                   "duration_s"])
     return pd.DataFrame(rows, columns=columns)
 

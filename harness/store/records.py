@@ -565,6 +565,7 @@ class TrialRecord:
     fail_reason: Any
     retry_history: tuple[int, ...] = field(default=())
     user_attrs: Mapping[str, Any] = field(default_factory=dict)
+    members: int = 1  # trials trained together as one model with this one (harness/tuning/together.py), itself included
 
     @classmethod
     def of(cls, t: FrozenTrial) -> TrialRecord:
@@ -576,7 +577,8 @@ class TrialRecord:
                    interrupted=bool(ua.get("interrupted")), recipe=bool(ua.get("recipe", False)),
                    recipe_name=ua.get("recipe_name"), fail_reason=ua.get("fail_reason"),
                    # read from the system attrs directly to skip the callback's experimental warning
-                   retry_history=tuple(t.system_attrs.get("retry_history", ())), user_attrs=dict(ua))
+                   retry_history=tuple(t.system_attrs.get("retry_history", ())), user_attrs=dict(ua),
+                   members=max(1, _int_or_none(ua.get("members")) or 1))
 
     @property
     def flops(self) -> float:
@@ -650,6 +652,11 @@ def write_compute(trial: optuna.Trial, compute: Mapping[str, float]) -> None:
     for key in COMPUTE_KEYS:
         if key in compute:
             trial.set_user_attr(key, compute[key])
+
+
+def write_members(trial: optuna.Trial, members: int) -> None:
+    """How many trials (of the cell's tuning runs) trained together as one model with this one."""
+    trial.set_user_attr("members", members)
 
 
 def write_failure(trial: optuna.Trial, reason: str, flops: float, wall_s: float, flops_per_step: float) -> None:

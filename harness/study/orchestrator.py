@@ -88,15 +88,27 @@ def check_study(cfg: StudyAppConfig) -> list[CellConfig]:
 def _worker(cells: list[CellConfig], offset: int, run_root: str) -> None:
     """One process: tunes the cells starting from its own offset, joining any cell still open.
 
-    The first pass moves on as soon as a cell's budget is spent; the second waits for the other
+    First the tuning runs of each cell take their shared recipe trials together (harness/tuning/together.py).
+    Then the first pass moves on as soon as a run's budget is spent; the second waits for the other
     workers' last trials, so that one dying (here or on another machine) is re-run, not left RUNNING.
     """
+    from harness.tuning.together import tune_recipes_together
     from harness.tuning.tune import tune_cell
 
     order = cells[offset:] + cells[:offset]
+    for runs in _by_cell(order):
+        tune_recipes_together(runs, [run_dir(Path(run_root), c) for c in runs])
     for wait_for_peers in (False, True):
         for cfg in order:
             tune_cell(cfg, run_dir(Path(run_root), cfg), wait_for_peers=wait_for_peers)
+
+
+def _by_cell(runs: list[CellConfig]) -> list[list[CellConfig]]:
+    """The tuning runs grouped by cell (strategy, n_train), in the order each cell first appears."""
+    groups: dict[tuple[str, int], list[CellConfig]] = {}
+    for c in runs:
+        groups.setdefault((c.strategy.name, c.data.n_train), []).append(c)
+    return list(groups.values())
 
 
 def _topup_worker(jobs: list[tuple[CellConfig, int]], offset: int, run_root: str) -> None:

@@ -1,6 +1,8 @@
-"""K re-runs of one configuration trained together as one model of K members (issue 23).
+"""K runs of one configuration trained together as one model of K members (issue 23): the re-runs
+of a tuning run's best, and the recipe trials the K tuning runs of a cell share.
 
-Re-runs differ only in seed and training subset, so their K models have one architecture. Stacking
+Such runs differ only in seed, training subset and validation draw, so their K models have one
+architecture. Stacking
 them along the channel axis makes one model: a convolution with groups g becomes one with K*g
 groups, a BatchNorm over C channels one over K*C (each member keeps its own statistics), a linear
 layer a batched matmul over K weight matrices. Nothing couples the members: each has its own
@@ -9,7 +11,9 @@ loss term, the loss is their sum (so each member's gradient is its own), and the
 here act element by element (AdamW's decoupled decay, SGD's momentum); every member follows the
 same schedule because they share one configuration. Each member gets its own results: validation
 curve, per-example test correctness, FLOPs (what its separate run would have counted) and a share
-of the wall time.
+of the wall time. A member can be stopped on its own: one whose loss stops being finite (diverged),
+or one its judge stops at a validation (a trial its pruner rejects); it is masked out of the loss
+and its results are what it had then, as its separate run would have stopped there.
 
 A model with a layer this module cannot stack (attention, LayerNorm over channels, ...) or whose
 forward mixes channels in code is refused with NotFusable, checked numerically on a random batch,
@@ -23,7 +27,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -41,6 +45,9 @@ from harness.training.run import (RunFailed, RunResult, build_model, phase_costs
                                   uses_channels_last)
 from harness.training.strategies import Phase, optimizer_groups, plan_phases
 from harness.training.weights import InitialWeights
+
+# judge(module, step, val_acc) -> stop this member now (a trial's pruner: harness/tuning/pruning.py)
+Judge = Callable[[pl.LightningModule, int, float], bool]
 
 # Layers that act on each channel (or each element) alone: a stacked model runs them unchanged.
 CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
@@ -205,11 +212,13 @@ class Members(Classifier):
     and the optimizer are the one-model Classifier's."""
 
     def __init__(self, body: nn.Module, members: int, train: TrainConfig, augment: str, phases: list[Phase],
-                 groups: list[dict], channels_last: bool = False):
+                 groups: list[dict], channels_last: bool = False, judges: Sequence[Judge | None] = ()):
         super().__init__(body, train, augment, phases, groups, channels_last)
         self.members = members
         self.alive = torch.ones(members, dtype=torch.bool)
         self.diverged_at: dict[int, int] = {}
+        self.stopped_at: dict[int, int] = {}  # members their judge stopped (pruned trials), by step
+        self.judges = list(judges) or [None] * members
         self.val_history: list[list[tuple[int, float]]] = [[] for _ in range(members)]  # type: ignore[assignment]
         self.last_losses = torch.zeros(members)
         self.loggers_of: list = [None] * members
@@ -255,8 +264,16 @@ class Members(Classifier):
             self.val_history[k].append((step, acc))
             if self.loggers_of[k] is not None:
                 self.loggers_of[k].log_metrics({"val_acc": acc, "train_loss": float(losses[k])}, step=step)
+            judge = self.judges[k]
+            if judge is not None and judge(self, step, acc):
+                self.alive[k] = False
+                self.stopped_at[k] = step
+                if self.meters:  # as its own run, stopped here: this validation counted, nothing after it
+                    spent = self.meters[k].spent()
+                    self.spent_at_death[k] = dataclasses.replace(
+                        spent, eval_flops=spent.eval_flops + self.meters[k].eval_flops_per_sample * self.meters[k].n_val)
         if not bool(self.alive.any()):
-            self.trainer.should_stop = True  # every member is recorded as diverged; nothing left to train
+            self.trainer.should_stop = True  # every member diverged or was stopped; nothing left to train
 
 
 @torch.no_grad()
@@ -271,24 +288,31 @@ def _correct_per_member(module: Members, batches: FixedBatches) -> np.ndarray:
 
 
 def check_members(cfgs: Sequence[RunConfig]) -> None:
-    """Members must differ only in what a replicate varies: their seed and data subset."""
+    """Members must differ only in what a replicate or a tuning run varies: the seed, the data subset,
+    the data draw (the validation split) and the tuning run's index."""
     def shape(cfg: RunConfig) -> dict:
         plain = as_dict(cfg)
         plain.pop("seed", None)
-        plain["data"] = {k: v for k, v in plain["data"].items() if k != "subset"}
+        plain["data"] = {k: v for k, v in plain["data"].items() if k not in ("subset", "draw")}
+        if "tune" in plain:
+            plain["tune"] = {k: v for k, v in plain["tune"].items() if k != "run"}
         return plain
 
     first = shape(cfgs[0])
     if any(shape(c) != first for c in cfgs[1:]):
-        raise NotFusable("the members' settings differ beyond their seed and data subset")
+        raise NotFusable("the members' settings differ beyond their seed, data subset, data draw and tuning run")
 
 
 def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], *, weights: InitialWeights | None = None,
-                  log_kind: str = "rerun") -> list[RunResult | RunFailed]:
-    """Train the K runs `cfgs` (one configuration, own seeds and subsets) as one stacked model in one
-    Lightning run. Returns, per member, its RunResult or a RunFailed (with what it spent) whose cause
-    is TrainingDiverged for a member whose loss stopped being finite. Raises NotFusable before
-    training when the model cannot be stacked; any other error of the joint run is raised as is."""
+                  log_kind: str = "rerun", evaluate_test: bool = True, judges: Sequence[Judge | None] = (),
+                  run_names: Sequence[str | None] = (), log_extras: Sequence[dict | None] = ()) -> list[RunResult | RunFailed]:
+    """Train the K runs `cfgs` (one configuration, own seeds, subsets and draws) as one stacked model
+    in one Lightning run. Returns, per member, its RunResult (stopped_early for one its judge stopped)
+    or a RunFailed (with what it spent) whose cause is TrainingDiverged for a member whose loss stopped
+    being finite. `judges[k](module, step, val_acc)` is asked at each of member k's validations and
+    stops it when True. Without `evaluate_test` the test split is never read (trials). Raises
+    NotFusable before training when the model cannot be stacked; any other error of the joint run is
+    raised as is."""
     started = time.perf_counter()
     check_members(cfgs)
     cfg, k = cfgs[0], len(cfgs)
@@ -315,10 +339,12 @@ def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], *, weight
                            device=device, started=started) for t in tasks]
     channels_last = uses_channels_last(cfg.trainer, device)
     body.to(device)
-    module = Members(body, k, train, cfg.data.augment, phases, groups, channels_last)
+    module = Members(body, k, train, cfg.data.augment, phases, groups, channels_last, judges)
     if channels_last:
         body.to(memory_format=torch.channels_last)
-    loggers = [make_logger(c, d, "target", job_type=log_kind) for c, d in zip(cfgs, run_dirs)]
+    names, extras = list(run_names) or [None] * k, list(log_extras) or [None] * k
+    loggers = [make_logger(c, d, "target", name=n, extra_config=e, job_type=log_kind)
+               for c, d, n, e in zip(cfgs, run_dirs, names, extras)]
     module.loggers_of = loggers
     for d in run_dirs:
         Path(d).mkdir(parents=True, exist_ok=True)
@@ -346,12 +372,12 @@ def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], *, weight
                 if alive[j] and last[j] != steps_done:
                     module.val_history[j].append((steps_done, float(accs[j])))
                     meters[j].count_evaluated(len(tasks[j].val))
-        if any(alive):
+        if any(alive) and evaluate_test:
             test = _correct_per_member(module, _stacked_eval(tasks, "test", train.batch_size * 4, device))
         for meter, a in zip(meters, alive):
             if a:
                 meter.count_evaluated(test.shape[1])
-        states = ["complete" if a else "failed" for a in alive]
+        states = ["complete" if a else "pruned" if j in module.stopped_at else "failed" for j, a in enumerate(alive)]
     finally:
         wall = time.perf_counter() - started
         for j, logger in enumerate(loggers):
@@ -363,6 +389,13 @@ def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], *, weight
                                               "test_acc": accuracy_of(test[j]) if test.shape[1] else None})
     out: list[RunResult | RunFailed] = []
     for j, (c, task, meter) in enumerate(zip(cfgs, tasks, meters)):
+        if j in module.stopped_at:  # its wall time: the joint run's until then, split K ways
+            history, spent = module.val_history[j], module.spent_at_death[j]
+            out.append(RunResult(strategy=c.strategy.name, n_train=len(task.train), val_acc=history[-1][1],
+                                 test_acc=None, compute=dataclasses.replace(spent, wall_s=spent.wall_s / k),
+                                 val_history=history, stopped_early=True, config=as_dict(c),
+                                 class_names=task.class_names, model=None, test_split=task.test_split))
+            continue
         if not module.alive[j]:
             failed = RunFailed(dataclasses.replace(module.spent_at_death[j], wall_s=wall / k))
             failed.__cause__ = TrainingDiverged(f"loss is not finite at step {module.diverged_at[j]}")
@@ -370,7 +403,9 @@ def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], *, weight
             continue
         history = module.val_history[j]
         out.append(RunResult(strategy=c.strategy.name, n_train=len(task.train), val_acc=history[-1][1] if history else None,
-                             test_acc=accuracy_of(test[j]), compute=dataclasses.replace(meter.spent(), wall_s=wall / k),
+                             test_acc=accuracy_of(test[j]) if evaluate_test else None,
+                             compute=dataclasses.replace(meter.spent(), wall_s=wall / k),
                              val_history=history, stopped_early=False, config=as_dict(c), class_names=task.class_names,
-                             model=member(body, models[j], j, k), test_correct=test[j], test_split=task.test_split))
+                             model=member(body, models[j], j, k), test_correct=test[j] if evaluate_test else None,
+                             test_split=task.test_split))
     return out

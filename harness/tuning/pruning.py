@@ -56,12 +56,17 @@ class PruningCallback(pl.Callback):
             self.trial.report(acc, step)
             self.reported.add(step)
 
+    def judge(self, module: pl.LightningModule, step: int, acc: float) -> bool:
+        """Report this validation; True when the pruner rejects the trial (never in LP-FT's head-only phase).
+        A fused member's judge (harness/training/fused.py), and this callback's own."""
+        self.report(step, acc)
+        return step >= last_phase_start(module) and self.trial.should_prune()
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not pl_module.val_history:
             return
         step, acc = pl_module.val_history[-1]
-        self.report(step, acc)
-        if step >= last_phase_start(pl_module) and self.trial.should_prune():
+        if self.judge(pl_module, step, acc):
             trainer.should_stop = True
 
 

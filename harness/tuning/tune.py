@@ -177,7 +177,7 @@ def make_sampler(seed: int, n_startup_trials: int) -> optuna.samplers.TPESampler
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True)
 
 
-def _take_trial(study: optuna.Study, cfg: CellConfig, budget: Budget) -> optuna.Trial | None:
+def take_trial(study: optuna.Study, cfg: CellConfig, budget: Budget) -> optuna.Trial | None:
     """Under the tuning run's lock: fail dead workers' trials, check the budget, take the next trial."""
     with study_lock(storage_of(study), study.study_name):
         fail_stale_trials(study)
@@ -206,26 +206,56 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, cfg: CellConfig, space: 
     started = time.perf_counter()
     try:
         with heartbeat(storage_of(study), trial_id_of(trial)):
-            result = _train_trial(trial_cfg, run_root / f"trial-{trial.number:04d}", callback,
-                                  run_name=f"{study.study_name}/trial-{trial.number}",
-                                  log_extra={"trial": {"number": trial.number, "study": study.study_name, "params": values}})
+            result = _train_trial(trial_cfg, run_root / trial_dir(trial), callback, run_name=trial_run_name(study, trial),
+                                  log_extra=trial_log_extra(study, trial, values))
     except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
-        # Not a verdict on the parameters: not counted against the budget, re-queued for the resume.
-        records.write_interrupted(trial)
-        study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(values, user_attrs=records.retry_attrs(trial.number))
+        interrupted(study, trial, values)
         if isinstance(stop, SystemExit) and stop.code not in (None, 0, 1):
             raise  # a launcher's own exit (submitit's requeue on USR2 exits 144 locally): its code is its message
         raise KeyboardInterrupt(f"trial {trial.number} interrupted") from None  # exit as interrupted (130), not 1
     except Exception as err:  # noqa: BLE001 - any failure of one trial is recorded, the study goes on
-        compute = err.compute if isinstance(err, RunFailed) else None  # what the run spent before it failed
-        err = err.__cause__ if isinstance(err, RunFailed) else err
-        records.write_failure(trial, _fail_reason(err), flops=compute.total_flops if compute else 0.0,
-                              wall_s=time.perf_counter() - started,
-                              flops_per_step=compute.flops_per_step if compute else 0.0)
         log.debug("trial %s failed:\n%s", trial.number, traceback.format_exc())
-        study.tell(trial, state=TrialState.FAIL)
-        return TrialState.FAIL
+        return failed(study, trial, err, time.perf_counter() - started)
+    return finished(study, trial, result, callback)
+
+
+def trial_dir(trial: optuna.Trial) -> str:
+    return f"trial-{trial.number:04d}"
+
+
+def trial_run_name(study: optuna.Study, trial: optuna.Trial) -> str:
+    return f"{study.study_name}/trial-{trial.number}"
+
+
+def trial_log_extra(study: optuna.Study, trial: optuna.Trial, values: dict[str, Any]) -> dict[str, Any]:
+    return {"trial": {"number": trial.number, "study": study.study_name, "params": values}}
+
+
+def interrupted(study: optuna.Study, trial: optuna.Trial, values: dict[str, Any]) -> None:
+    """Not a verdict on the parameters: not counted against the budget, re-queued for the resume (a
+    recipe as that recipe again, so the tuning runs of a cell can take it together again)."""
+    records.write_interrupted(trial)
+    study.tell(trial, state=TrialState.FAIL)
+    name = trial.user_attrs.get("recipe_name") if trial.user_attrs.get("recipe") else None
+    again = records.retry_attrs(trial.number) | (records.recipe_attrs(name) if name is not None else {})
+    study.enqueue_trial(values, user_attrs=again)
+
+
+def failed(study: optuna.Study, trial: optuna.Trial, err: BaseException, wall_s: float | None = None) -> TrialState:
+    """A trial that failed, stored with its reason and what it spent before it failed (its wall time:
+    `wall_s`, else what the failed run counted)."""
+    compute = err.compute if isinstance(err, RunFailed) else None
+    err = err.__cause__ if isinstance(err, RunFailed) else err
+    if wall_s is None:
+        wall_s = compute.wall_s if compute else 0.0
+    records.write_failure(trial, _fail_reason(err), flops=compute.total_flops if compute else 0.0, wall_s=wall_s,
+                          flops_per_step=compute.flops_per_step if compute else 0.0)
+    study.tell(trial, state=TrialState.FAIL)
+    return TrialState.FAIL
+
+
+def finished(study: optuna.Study, trial: optuna.Trial, result: RunResult, callback: PruningCallback) -> TrialState:
+    """A trial that trained: its compute and curve stored, told as pruned or complete."""
     _record(trial, result)
     for step, acc in result.val_history:
         callback.report(step, acc)
@@ -289,7 +319,7 @@ def tune_cell(cfg: CellConfig, run_root: Path, wait_for_peers: bool = True, reru
     try:
         with _sigterm_as_interrupt():
             while True:
-                trial = _take_trial(study, cfg, budget)
+                trial = take_trial(study, cfg, budget)
                 if trial is not None:
                     run_trial(study, trial, cfg, space, run_root)
                     progress.update()
