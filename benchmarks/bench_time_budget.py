@@ -10,9 +10,11 @@ of the same model and batch sizes on this machine.
 Accounting, in worker-seconds (wall x workers; the workers run side by side):
 - start-up: a fresh interpreter importing the entry point (timed here, once per worker);
 - pretraining: its wall time from the cache's meta.json (0 when the cache was warm);
-- trials: Optuna's start-to-complete time of every finished trial; of it, "inside run_training" is
-  the run's own wall clock (trial attr wall_s), the rest is the trial's set-up around it (sampling,
-  config, storage writes, the pruner);
+- trials: Optuna's start-to-complete time of every finished trial (1/K of it for trials trained
+  together as K members, which share one stretch); of it, "inside run_training" is the run's own
+  wall clock (trial attr wall_s; a member's share), the rest is the trial's set-up around it
+  (sampling, config, storage writes, the pruner; for fused members also the compute of a member
+  its pruner stopped, which stays in the stacked model until the group ends);
 - re-runs: the wall clock each replicate recorded (training, test evaluation, the probe);
 - report: harness-report on the finished storage, timed here;
 - other: worker-seconds minus the above (waiting for other workers and locks, storage reads, the
