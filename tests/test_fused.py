@@ -323,7 +323,12 @@ def test_a_pruned_member_is_its_own_runs_pruned_trial_and_the_others_go_on(tmp_p
     assert all(t.user_attrs["steps"] == 20 and t.user_attrs["flops"] > second[0].user_attrs["flops"] for t in first)
 
 
-def test_interrupted_recipe_trials_taken_together_are_requeued_as_recipes_and_resume_together(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_interrupted_recipe_trials_taken_together_are_requeued_as_recipes_and_resume_together(tmp_path, monkeypatch, stop) -> None:
+    """Ctrl-C, or a scheduler's SIGTERM, in the middle of a group."""
+    import os
+    import signal
+
     import harness.tuning.together as together
     from optuna.trial import TrialState
 
@@ -331,6 +336,8 @@ def test_interrupted_recipe_trials_taken_together_are_requeued_as_recipes_and_re
     roots = [tmp_path / "r0", tmp_path / "r1"]
 
     def ctrl_c(*args, **kwargs):
+        if stop == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:

@@ -35,7 +35,7 @@ from harness.tuning.pruning import PruningCallback
 from harness.tuning.search_space import SearchSpace
 from harness.tuning.tune import (check_cell_config, failed, finished, interrupted, open_cell, run_trial,
                                  take_trial, trial_dir, trial_log_extra, trial_run_name)
-from harness.tuning.workers import heartbeat
+from harness.tuning.workers import _sigterm_as_interrupt, heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ def tune_recipes_together(cfgs: Sequence[CellConfig], run_roots: Sequence[Path])
         space, budget = check_cell_config(cfg)
         runs.append(_Run(cfg, space, budget, open_cell(cfg, space, budget), Path(root)))
     ensure_source(first)  # a resumed cell's worker may not have the source model yet; trials only read it
+    with _sigterm_as_interrupt():  # a scheduler's stop ends the group like Ctrl-C: each trial re-queued
+        return _take_recipes(runs)
+
+
+def _take_recipes(runs: Sequence[_Run]) -> int:
     fused = 0
     while True:
         taken = [(run, take_trial(run.study, run.cfg, run.budget)) for run in runs]
