@@ -2,8 +2,7 @@
 of a tuning run's best, and the recipe trials the K tuning runs of a cell share.
 
 Such runs differ only in seed, training subset and validation draw, so their K models have one
-architecture. Stacking
-them along the channel axis makes one model: a convolution with groups g becomes one with K*g
+architecture. Stacking them along the channel axis makes one model: a convolution with groups g becomes one with K*g
 groups, a BatchNorm over C channels one over K*C (each member keeps its own statistics), a linear
 layer a batched matmul over K weight matrices. Nothing couples the members: each has its own
 initialisation (built with its own seed), data stream, augmentation, normalisation statistics and
