@@ -2,9 +2,9 @@
 of a tuning run's best, and the recipe trials the K tuning runs of a cell share.
 
 Such runs differ only in seed, training subset and validation draw, so their K models have one
-architecture. Stacking them along the channel axis makes one model: a convolution with groups g becomes one with K*g
-groups, a BatchNorm over C channels one over K*C (each member keeps its own statistics), a linear
-layer a batched matmul over K weight matrices. Nothing couples the members: each has its own
+architecture. Stacking them along the channel axis makes one model: a convolution with groups g
+becomes one with K*g groups, a BatchNorm over C channels one over K*C (each member keeps its own
+statistics), a linear layer a batched matmul over K weight matrices. Nothing couples the members: each has its own
 initialisation (built with its own seed), data stream, augmentation, normalisation statistics and
 loss term, the loss is their sum (so each member's gradient is its own), and the optimizers used
 here act element by element (AdamW's decoupled decay, SGD's momentum); every member follows the
