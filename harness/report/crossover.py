@@ -11,7 +11,6 @@ so what a report says from a fresh Crossover it says from the file read back.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,6 +22,7 @@ from harness.report.cells import (
 from harness.report.verdict import (
     HORIZON, LARGER_TEST, LEVEL, Comparison, Decide, SizeVerdict, finite_or_none,
 )
+from harness.store.records import as_number
 
 Pair = tuple[float | None, float | None]  # an interval; a None end is open (or not finite)
 BAND_METHOD = "max-|t| over the joint bootstrap draws"
@@ -37,21 +37,16 @@ def _pair(p: tuple[float, float] | None) -> Pair | None:
     return None if p is None else (finite_or_none(p[0]), finite_or_none(p[1]))
 
 
-def _number(v: Any) -> float | None:
-    """A number read from a file, as it is (an int stays one): None unless a finite number."""
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
 def _whole(v: Any) -> int | None:
-    return int(v) if _number(v) is not None else None
+    return int(v) if as_number(v) is not None else None
 
 
 def _pair_of(v: Any) -> Pair | None:
-    return (_number(v[0]), _number(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+    return (as_number(v[0]), as_number(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
 
 
 def _ints(v: Any) -> tuple[int, ...]:
-    return tuple(int(x) for x in v if _number(x) is not None) if isinstance(v, (list, tuple)) else ()
+    return tuple(int(x) for x in v if as_number(x) is not None) if isinstance(v, (list, tuple)) else ()
 
 
 def _mapping(v: Any) -> dict[str, Any]:
@@ -60,7 +55,7 @@ def _mapping(v: Any) -> dict[str, Any]:
 
 def _numbers(v: Any) -> dict[str, float]:
     """{name: share}, the entries that are numbers."""
-    return {str(k): x for k, x in _mapping(v).items() if _number(x) is not None}
+    return {str(k): x for k, x in _mapping(v).items() if as_number(x) is not None}
 
 
 def _text(v: Any) -> str | None:
@@ -96,8 +91,8 @@ def decide_of(raw: Any) -> Decide | None:
     """A written `decide` (its text may be missing: the renderers then say it from the action)."""
     if not isinstance(raw, Mapping):
         return None
-    return Decide(_text(raw.get("action")), _text(raw.get("text")), number=_number(raw.get("number")),
-                  target_se=_number(raw.get("target_se")))
+    return Decide(_text(raw.get("action")), _text(raw.get("text")), number=as_number(raw.get("number")),
+                  target_se=as_number(raw.get("target_se")))
 
 
 @dataclass(frozen=True)
@@ -115,8 +110,8 @@ class Band:
     def from_json(cls, raw: Any) -> Band | None:
         if not isinstance(raw, Mapping):
             return None
-        return cls(_number(raw.get("critical")), str(raw.get("method") or BAND_METHOD),
-                   _number(raw.get("level")) or LEVEL)
+        return cls(as_number(raw.get("critical")), str(raw.get("method") or BAND_METHOD),
+                   as_number(raw.get("level")) or LEVEL)
 
 
 @dataclass(frozen=True)
@@ -183,8 +178,8 @@ class Source:
         if not isinstance(raw, Mapping):
             return None
         flops, classes = raw.get("pretrain_flops"), raw.get("source_classes")
-        return cls(str(raw.get("origin", "unknown")), _text(raw.get("weights")), _number(raw.get("source_task_acc")),
-                   flops if flops == UNKNOWN else _number(flops), _text(raw.get("pretrain_flops_from")),
+        return cls(str(raw.get("origin", "unknown")), _text(raw.get("weights")), as_number(raw.get("source_task_acc")),
+                   flops if flops == UNKNOWN else as_number(flops), _text(raw.get("pretrain_flops_from")),
                    tuple(classes) if isinstance(classes, list) else None)
 
 
@@ -201,7 +196,7 @@ class NeedsCell:
 
     @classmethod
     def from_json(cls, raw: Any) -> NeedsCell | None:
-        if not isinstance(raw, Mapping) or _number(raw.get("n_train")) is None:
+        if not isinstance(raw, Mapping) or as_number(raw.get("n_train")) is None:
             return None
         return cls(str(raw.get("strategy")), int(raw["n_train"]), raw.get("replicates"))
 
@@ -254,16 +249,16 @@ class SizeRow:
 
     @classmethod
     def from_json(cls, raw: Any) -> SizeRow | None:
-        if not isinstance(raw, Mapping) or _number(raw.get("n")) is None:
+        if not isinstance(raw, Mapping) or as_number(raw.get("n")) is None:
             return None
         failed = raw.get("failed")
-        return cls(int(raw["n"]), _number(raw.get("gap")), _pair_of(raw.get("ci95")), str(raw.get("verdict")),
+        return cls(int(raw["n"]), as_number(raw.get("gap")), _pair_of(raw.get("ci95")), str(raw.get("verdict")),
                    _mapping(raw.get("replicates")), bool(raw.get("test_noise")),
-                   finetune_acc=_number(raw.get("finetune_acc")), scratch_acc=_number(raw.get("scratch_acc")),
-                   probe_acc=_number(raw.get("probe_acc")), band95=_pair_of(raw.get("band95")),
-                   tuning_runs=_mapping(raw.get("tuning_runs")), se=_number(raw.get("se")),
-                   p_within_margin=_number(raw.get("p_within_margin")), upper975=_number(raw.get("upper975")),
-                   resolution=_number(raw.get("resolution")), variance_shares=_numbers(raw.get("variance_shares")),
+                   finetune_acc=as_number(raw.get("finetune_acc")), scratch_acc=as_number(raw.get("scratch_acc")),
+                   probe_acc=as_number(raw.get("probe_acc")), band95=_pair_of(raw.get("band95")),
+                   tuning_runs=_mapping(raw.get("tuning_runs")), se=as_number(raw.get("se")),
+                   p_within_margin=as_number(raw.get("p_within_margin")), upper975=as_number(raw.get("upper975")),
+                   resolution=as_number(raw.get("resolution")), variance_shares=_numbers(raw.get("variance_shares")),
                    decide=decide_of(raw.get("decide")), failed=dict(failed) if isinstance(failed, Mapping) else None)
 
 
@@ -296,7 +291,7 @@ class Crossover:
     n_boot: int | None = None
     horizon: float = HORIZON
     fits: dict[str, Fit] = field(default_factory=dict)
-    band: Band | None = None  # absent before issue 21
+    band: Band | None = None  # None only read from a file without it
     between_runs: str | None = None
     tau: float | None = None
     tau_ratio: float | None = None
@@ -374,17 +369,17 @@ class Crossover:
         measured = _ints(raw.get("measured_range"))
         fits = {str(s): f for s, f in ((s, Fit.from_json(f)) for s, f in _mapping(raw.get("fits")).items()) if f}
         return cls(
-            metric=str(raw.get("metric", "test_acc")), margin=float(_number(raw.get("margin")) or 0.0),
+            metric=str(raw.get("metric", "test_acc")), margin=float(as_number(raw.get("margin")) or 0.0),
             status=str(raw.get("status", "insufficient_data")), reason=str(raw.get("reason", "")), per_n=rows,
-            n_star=_number(raw.get("n_star")), ci95=_pair_of(raw.get("ci95")), n_cross=_number(raw.get("n_cross")),
+            n_star=as_number(raw.get("n_star")), ci95=_pair_of(raw.get("ci95")), n_cross=as_number(raw.get("n_cross")),
             n_cross_ci95=_pair_of(raw.get("n_cross_ci95")), extrapolated=bool(raw.get("extrapolated", False)),
-            agreement=_number(raw.get("agreement")), status_shares=_numbers(raw.get("status_shares")),
+            agreement=as_number(raw.get("agreement")), status_shares=_numbers(raw.get("status_shares")),
             measured_range=(measured[0], measured[1]) if len(measured) == 2 else None,
             switches=_ints(raw.get("switches")), needs_replicates=_ints(raw.get("needs_replicates")),
             missing_sizes=_ints(raw.get("missing_sizes")), intervals=_text(raw.get("intervals")),
-            n_boot=_whole(raw.get("n_boot")), horizon=float(_number(raw.get("horizon")) or HORIZON), fits=fits,
+            n_boot=_whole(raw.get("n_boot")), horizon=float(as_number(raw.get("horizon")) or HORIZON), fits=fits,
             band=Band.from_json(raw.get("band")), between_runs=_text(raw.get("between_runs")),
-            tau=_number(raw.get("tau")), tau_ratio=_number(raw.get("tau_ratio")), n_test=_whole(raw.get("n_test")),
+            tau=as_number(raw.get("tau")), tau_ratio=as_number(raw.get("tau_ratio")), n_test=_whole(raw.get("n_test")),
             settled_from=_whole(raw.get("settled_from")), n_star_text=_text(raw.get("n_star_text")),
             n_star_misfit=_text(raw.get("n_star_misfit")),
             needs_cells=tuple(x for x in (NeedsCell.from_json(x) for x in raw.get("needs_cells") or []) if x),

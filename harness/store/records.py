@@ -108,6 +108,12 @@ def num(v: Any, default: float = math.nan) -> float:
     return f if not math.isnan(f) else default
 
 
+def as_number(v: Any) -> int | float | None:
+    """A number as JSON decoded it (an int stays an int, so it prints as written); None unless a
+    finite number. For stored attrs and for the report's own files (crossover.json) alike."""
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def _int_or_none(v: Any) -> int | None:
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -301,11 +307,6 @@ class WeightsRecord:
 # ============================================================================ a tuning run's limits
 
 
-def _number(v: Any) -> int | float | None:
-    """A stored number as JSON decoded it (an int stays an int, so the report prints it as written)."""
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 @dataclass(frozen=True)
 class ReferenceTrial:
     """The trial a FLOPs budget was sized with (harness/tuning/budget.py's reference_trial)."""
@@ -345,7 +346,7 @@ class BudgetRecord:
         if not isinstance(stored, Mapping):
             return None
         kind = stored.get("kind", "trials")
-        return cls(_number(stored.get("n_trials")), _number(stored.get("max_flops")), _number(stored.get("max_wall_s")),
+        return cls(as_number(stored.get("n_trials")), as_number(stored.get("max_flops")), as_number(stored.get("max_wall_s")),
                    kind if isinstance(kind, str) else "trials", ReferenceTrial.of(stored.get("reference")))
 
     def to_json(self) -> dict[str, Any]:
