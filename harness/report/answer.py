@@ -2,8 +2,8 @@
 per-size table, the per-size answers (how much pretraining is worth at most, P(gap <= margin),
 what the design resolves, where the gap's variance comes from, what would decide an undecided
 size) and the effective-data rows. Reads the typed crossover (harness/report/crossover.py) only, so
-a report rebuilt from crossover.json says the same; a crossover.json from before issue 21 reads
-through Crossover.from_json, its missing parts empty (those lines left out)."""
+a report rebuilt from crossover.json says the same; a crossover.json missing some parts reads
+through Crossover.from_json with those parts empty (those lines left out)."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def details(c: Crossover) -> list[str]:
 
 
 def _band(c: Crossover) -> Band | None:
-    """The simultaneous band, when there is one with a critical value (none before issue 21)."""
+    """The simultaneous band, when there is one with a critical value."""
     return c.band if c.band is not None and c.band.critical is not None else None
 
 
@@ -297,7 +297,7 @@ def _pair(d: Mapping[str, Any] | None, fmt: str = "{}") -> str:
 
 
 def answer_table(c: Crossover, failed: Mapping[tuple[str, int], int] | None = None) -> pd.DataFrame:
-    """The per-size answers as a table (empty for a crossover.json from before them). `failed` ({(strategy,
+    """The per-size answers as a table (empty for a crossover.json without them). `failed` ({(strategy,
     n): failed re-runs}) stands in where a size's row carries no `failed`."""
     m = c.margin
     rows = []

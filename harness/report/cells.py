@@ -80,8 +80,8 @@ class Cell:
 
     @property
     def weights(self) -> WeightsRecord | None:
-        """Where a fine-tune cell's weights came from and their pretraining FLOPs (records.WeightsRecord,
-        cells stored before the `weights` attr included); None for a scratch cell."""
+        """Where a fine-tune cell's weights came from and their pretraining FLOPs (records.WeightsRecord);
+        None for a scratch cell."""
         return self.record.weights if self.strategy == "finetune" else None
 
     @property

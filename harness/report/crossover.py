@@ -204,8 +204,8 @@ class NeedsCell:
 @dataclass(frozen=True)
 class SizeRow:
     """One measured size of crossover.json's `per_n`: the gap (fine-tune minus scratch), its pointwise
-    interval and simultaneous band, the verdict and the per-size answers. A file from before issue 21
-    has no band, answers, tuning runs or failed counts: None, or empty."""
+    interval and simultaneous band, the verdict and the per-size answers. A row a file holds without
+    band, answers, tuning runs or failed counts reads them as None, or empty."""
 
     n: int
     gap: float | None

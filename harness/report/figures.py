@@ -327,7 +327,7 @@ def plot_gap(crossover: Crossover, study: str) -> bytes:
     """The gap (fine-tune minus scratch) per measured size, in percentage points: the simultaneous 95%
     band the verdicts read (shaded), the pointwise 95% interval (error bars), the one-sided 97.5% upper
     bound on fine-tune's advantage, and the +-margin region; log x. A crossover.json without the band
-    (from before issue 21) draws the pointwise intervals alone."""
+    draws the pointwise intervals alone."""
     rows = [p for p in crossover.per_n if p.gap is not None]
     if not rows:
         return _placeholder("Gap per size", "No size re-run by both strategies: no gap to plot.")

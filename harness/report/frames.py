@@ -108,6 +108,7 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
         values = [v for v in values if math.isfinite(v)]
         mean, lo, hi = mean_ci95(values) if values else (math.nan, math.nan, math.nan)
         flags = edge_flags(c.best_params(), c.search_space())
+        budget = c.record.budget or BudgetRecord(None, None, None)  # none stored: kind trials, no limits
         rows.append({
             "study_name": c.name, "strategy": c.strategy, "n_train": c.n_train, "n_val": c.n_val,
             "selection": c.selection, "n_labelled": c.n_labelled, "n_test": c.record.n_test,
@@ -124,7 +125,8 @@ def cells_frame(cells: Sequence[Cell], metric: str, curves: Mapping[str, Anytime
             "rerun_wall_s": float(sum(r.wall_s for r in c.final)),
             "pretrain_flops": math.nan if c.pretrain_flops is None or c.weights is None else c.pretrain_flops,
             "pretraining": _pretraining_text(c),
-            **_budget_columns(c.record.budget),
+            "budget_kind": budget.kind, "budget_n_trials": budget.n_trials, "budget_max_flops": budget.max_flops,
+            "budget_max_wall_s": budget.max_wall_s,
             "pruner": c.record.pruner.name if c.record.pruner else None,
             "pruner_max_resource": c.record.pruner.max_resource if c.record.pruner else None,
             "edge_flags": ";".join(f"{f.param}@{f.side}" for f in flags),
@@ -150,14 +152,6 @@ def _pretraining_text(c: Cell) -> str:
     flops = w.pretrain_flops
     return f"{describe(w.origin, w.ref)}: " + (f"{flops:.3g} FLOPs ({w.pretrain_flops_from})" if flops is not None
                                                 else f"FLOPs {UNKNOWN}")
-
-
-def _budget_columns(budget: BudgetRecord | None) -> dict[str, Any]:
-    """cells.csv's budget columns (a cell stored without a budget: kind trials, no limits)."""
-    if budget is None:
-        return {"budget_kind": "trials", "budget_n_trials": None, "budget_max_flops": None, "budget_max_wall_s": None}
-    return {"budget_kind": budget.kind, "budget_n_trials": budget.n_trials, "budget_max_flops": budget.max_flops,
-            "budget_max_wall_s": budget.max_wall_s}
 
 
 def _other(c: Cell, cells: Sequence[Cell]) -> Cell | None:

@@ -30,7 +30,7 @@ NOT_OK_WORDS = {"failed": "failed (raised; left out of the statistics)",
 
 def failed_rerun_notes(cells: Sequence[Cell]) -> list[str]:
     """One line per cell with re-runs that did not end `ok`: how many of its re-runs, each with its seed,
-    status and reason (records from before re-runs carried a `status` read as ok)."""
+    status and reason (a record without a `status` reads as ok)."""
     out = []
     for c in cells:
         bad = [r for r in c.final if r.status != OK]

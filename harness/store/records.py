@@ -229,7 +229,7 @@ class RerunRecord:
 # ============================================================================ a cell's weights
 
 OWN = "own pretraining"  # the weights origin of harness-pretrain's checkpoints (the others: file, hub)
-NOT_RECORDED = "not recorded"  # the origin of fine-tune runs stored before the `weights` attr, without `pretrain`
+NOT_RECORDED = "not recorded"  # the origin of a fine-tune run without a (well-formed) `weights` attr
 UNKNOWN_FROM = "unknown"  # pretrain_flops_from where nobody measured or declared them
 
 
@@ -387,7 +387,8 @@ class PrunerRecord:
 class Caps:
     """What harness-study may still add to a cell: tuning runs, re-runs per tuning run, and what a
     tuning run costs in trials; the verdict's statements of what would decide a size name them.
-    The defaults stand in for cells stored before caps were (harness-study's own defaults)."""
+    The defaults are what the verdict assumes where no caps are given or stored: harness-study's
+    max_tunings and max_seeds, and 10 trials a tuning run."""
 
     max_tunings: int = 6
     max_seeds: int = 10

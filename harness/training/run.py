@@ -1,7 +1,7 @@
 """The one function that trains: a composed config in, a RunResult out. Every entry point
 (train, pretrain, tune, study) calls `run_training`; the one other trainer is
-harness.training.fused.train_members, which runs K re-runs of one configuration as one stacked model
-with this module's parts and gives each its own RunResult. It only trains: the
+harness.training.fused.train_members, which runs K runs of one configuration (re-runs, a cell's recipe
+trials) as one stacked model with this module's parts and gives each its own RunResult. It only trains: the
 callers resolve the starting weights (harness.training.weights.resolve_weights; a fine-tune's source model
 is made first by harness.training.pretrain.ensure_source, which this module never imports), and what a run
 spends is counted by a callback (harness.training.compute.ComputeMeter) that a failed or interrupted run
