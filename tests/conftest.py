@@ -154,6 +154,6 @@ def image_tree(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- order
 def pytest_collection_modifyitems(config, items) -> None:
     """Files with slow end-to-end tests first, each file's tests kept together and in order: with the
-    files spread over processes (pyproject's addopts), the longest ones start at once instead of last."""
+    files spread over processes (`-n 2 --dist loadfile`), the longest ones start at once instead of last."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.path not in slow_files)
